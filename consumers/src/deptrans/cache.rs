@@ -1,0 +1,194 @@
+//! In-memory caches over driver-profiles and driver-categories, filled at start-up and kept
+//! current from their updates feeds; while a feed is down the last data keeps being served.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::{CacheLabels, DeptransMetrics};
+use super::upstream::{DriverRef, Upstream, UpstreamError};
+
+type Key = (String, String);
+
+#[derive(Default)]
+struct ProfilesIndex {
+    by_driver: HashMap<Key, String>,
+    by_licence: HashMap<String, Vec<DriverRef>>,
+}
+
+/// (park_id, driver_profile_id) <-> driver_license_pd_id.
+#[derive(Default)]
+pub struct ProfilesCache {
+    index: RwLock<ProfilesIndex>,
+    cursor: Mutex<Option<String>>,
+}
+
+impl ProfilesCache {
+    pub fn licence_pd_id(&self, park_id: &str, driver_id: &str) -> Option<String> {
+        let idx = self.index.read().unwrap_or_else(|e| e.into_inner());
+        idx.by_driver
+            .get(&(park_id.to_owned(), driver_id.to_owned()))
+            .cloned()
+    }
+
+    pub fn drivers_of(&self, pd_id: &str) -> Vec<DriverRef> {
+        let idx = self.index.read().unwrap_or_else(|e| e.into_inner());
+        idx.by_licence.get(pd_id).cloned().unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_driver
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads the feed from the stored cursor until it has nothing more; returns rows applied.
+    pub async fn refresh(&self, upstream: &Upstream) -> Result<usize, UpstreamError> {
+        let mut applied = 0;
+        loop {
+            let cursor = self
+                .cursor
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let page = upstream.profiles_page(cursor.as_deref()).await?;
+            applied += page.profiles.len();
+            {
+                let mut idx = self.index.write().unwrap_or_else(|e| e.into_inner());
+                for p in page.profiles {
+                    let key = (p.park_id.clone(), p.driver_profile_id.clone());
+                    let driver = DriverRef {
+                        park_id: p.park_id,
+                        driver_profile_id: p.driver_profile_id,
+                    };
+                    if let Some(old) = idx.by_driver.remove(&key) {
+                        if let Some(list) = idx.by_licence.get_mut(&old) {
+                            list.retain(|d| *d != driver);
+                            if list.is_empty() {
+                                idx.by_licence.remove(&old);
+                            }
+                        }
+                    }
+                    if let Some(pd) = p.driver_license_pd_id {
+                        idx.by_licence.entry(pd.clone()).or_default().push(driver);
+                        idx.by_driver.insert(key, pd);
+                    }
+                }
+            }
+            *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(page.cursor);
+            if !page.has_more {
+                return Ok(applied);
+            }
+        }
+    }
+}
+
+/// (park_id, driver_profile_id) -> tariff categories.
+#[derive(Default)]
+pub struct CategoriesCache {
+    by_driver: RwLock<HashMap<Key, HashSet<String>>>,
+    cursor: Mutex<Option<String>>,
+}
+
+impl CategoriesCache {
+    /// True when the driver works at least one of `wanted`.
+    pub fn works_any(&self, park_id: &str, driver_id: &str, wanted: &[String]) -> bool {
+        let map = self.by_driver.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&(park_id.to_owned(), driver_id.to_owned()))
+            .is_some_and(|cats| wanted.iter().any(|w| cats.contains(w)))
+    }
+
+    pub async fn refresh(&self, upstream: &Upstream) -> Result<usize, UpstreamError> {
+        let mut applied = 0;
+        loop {
+            let cursor = self
+                .cursor
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let page = upstream.categories_page(cursor.as_deref()).await?;
+            applied += page.drivers.len();
+            {
+                let mut map = self.by_driver.write().unwrap_or_else(|e| e.into_inner());
+                for d in page.drivers {
+                    let key = (d.park_id, d.driver_profile_id);
+                    if d.categories.is_empty() {
+                        map.remove(&key);
+                    } else {
+                        map.insert(key, d.categories.into_iter().collect());
+                    }
+                }
+            }
+            *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(page.cursor);
+            if !page.has_more {
+                return Ok(applied);
+            }
+        }
+    }
+}
+
+/// Both caches.
+#[derive(Default)]
+pub struct Caches {
+    pub profiles: ProfilesCache,
+    pub categories: CategoriesCache,
+}
+
+impl Caches {
+    /// Fills both caches once; the caller refuses to start when this fails.
+    pub async fn fill(&self, upstream: &Upstream) -> Result<(), (&'static str, UpstreamError)> {
+        self.profiles
+            .refresh(upstream)
+            .await
+            .map_err(|e| ("driver-profiles", e))?;
+        self.categories
+            .refresh(upstream)
+            .await
+            .map_err(|e| ("driver-categories", e))?;
+        Ok(())
+    }
+
+    /// Polls both feeds every `every` until `stop`; failures keep the stale data.
+    pub async fn refresh_loop(
+        self: Arc<Self>,
+        upstream: Upstream,
+        every: Duration,
+        metrics: Arc<DeptransMetrics>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.profiles.refresh(&upstream).await {
+                tracing::warn!(error = %e, cache = "driver-profiles", "cache refresh failed, serving stale data");
+                metrics
+                    .cache_refresh_failures
+                    .get_or_create(&CacheLabels {
+                        cache: "driver-profiles",
+                    })
+                    .inc();
+            }
+            if let Err(e) = self.categories.refresh(&upstream).await {
+                tracing::warn!(error = %e, cache = "driver-categories", "cache refresh failed, serving stale data");
+                metrics
+                    .cache_refresh_failures
+                    .get_or_create(&CacheLabels {
+                        cache: "driver-categories",
+                    })
+                    .inc();
+            }
+        }
+    }
+}

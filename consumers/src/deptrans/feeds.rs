@@ -1,0 +1,225 @@
+//! Internal cursor-paged feeds for other services' caches: bound KRT ids and session
+//! statuses. Cursor = (updated_at, key), opaque to clients; writers stamp updated_at under an
+//! advisory lock, strictly after every committed row, so no row is skipped or repeated.
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::api::{ApiError, ApiState, API_KEY_HEADER};
+use super::upstream::DriverRef;
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    pub cursor: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// A position in a feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    pub updated_at: DateTime<Utc>,
+    pub key: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!(
+            "{}|{}",
+            self.updated_at.timestamp_micros(),
+            self.key
+        ))
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
+        let (micros, key) = raw.split_once('|')?;
+        Some(Self {
+            updated_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            key: key.to_owned(),
+        })
+    }
+
+    fn start() -> Self {
+        Self {
+            updated_at: DateTime::<Utc>::UNIX_EPOCH,
+            key: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IdItem {
+    pub driver_license_pd_id: String,
+    pub deptrans_id: String,
+    pub updated_at: DateTime<Utc>,
+    /// Drivers with this licence, from the profiles cache.
+    pub drivers: Vec<DriverRef>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IdPage {
+    pub items: Vec<IdItem>,
+    /// Pass as `cursor` for the next page; unchanged when nothing new.
+    pub cursor: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusItem {
+    pub driver_license_pd_id: String,
+    pub session_status: String,
+    pub status_at: DateTime<Utc>,
+    #[serde(default)]
+    pub ended_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub drivers: Vec<DriverRef>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusPage {
+    pub items: Vec<StatusItem>,
+    pub cursor: String,
+}
+
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let key = headers
+        .get(API_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::Unauthorized)?;
+    // Compare every key fully so timing does not reveal a prefix.
+    let mut ok = false;
+    for k in state.api_keys.iter() {
+        ok |= k.len() == key.len()
+            && k.bytes()
+                .zip(key.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0;
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+fn page_args(state: &ApiState, q: &PageQuery) -> Result<(Cursor, i64), ApiError> {
+    let cursor = match q.cursor.as_deref() {
+        None | Some("") => Cursor::start(),
+        Some(c) => Cursor::decode(c)
+            .ok_or_else(|| ApiError::field("cursor", "is not a cursor this API issued"))?,
+    };
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=state.max_page).contains(l))
+            .ok_or_else(|| {
+                ApiError::field(
+                    "limit",
+                    format!("must be an integer in 1..={}", state.max_page),
+                )
+            })?,
+    };
+    Ok((cursor, limit))
+}
+
+pub async fn id_updates(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<IdPage>, ApiError> {
+    authorize(&state, &headers)?;
+    let (cursor, limit) = page_args(&state, &q)?;
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT driver_license_pd_id, deptrans_id, updated_at FROM deptrans.profiles
+             WHERE (updated_at, driver_license_pd_id) > ($1, $2)
+             ORDER BY updated_at, driver_license_pd_id LIMIT $3",
+            &[&cursor.updated_at, &cursor.key, &limit],
+        )
+        .await?;
+    let mut next = cursor;
+    let items = rows
+        .iter()
+        .map(|r| {
+            let pd: String = r.get(0);
+            next = Cursor {
+                updated_at: r.get(2),
+                key: pd.clone(),
+            };
+            IdItem {
+                drivers: state.caches.profiles.drivers_of(&pd),
+                driver_license_pd_id: pd,
+                deptrans_id: r.get(1),
+                updated_at: r.get(2),
+            }
+        })
+        .collect();
+    Ok(Json(IdPage {
+        items,
+        cursor: next.encode(),
+    }))
+}
+
+pub async fn status_updates(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<StatusPage>, ApiError> {
+    authorize(&state, &headers)?;
+    let (cursor, limit) = page_args(&state, &q)?;
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT driver_license_pd_id, session_status, status_at, ended_at, updated_at
+             FROM deptrans.session_statuses
+             WHERE (updated_at, driver_license_pd_id) > ($1, $2)
+             ORDER BY updated_at, driver_license_pd_id LIMIT $3",
+            &[&cursor.updated_at, &cursor.key, &limit],
+        )
+        .await?;
+    let mut next = cursor;
+    let items = rows
+        .iter()
+        .map(|r| {
+            let pd: String = r.get(0);
+            next = Cursor {
+                updated_at: r.get(4),
+                key: pd.clone(),
+            };
+            StatusItem {
+                drivers: state.caches.profiles.drivers_of(&pd),
+                driver_license_pd_id: pd,
+                session_status: r.get(1),
+                status_at: r.get(2),
+                ended_at: r.get(3),
+                updated_at: r.get(4),
+            }
+        })
+        .collect();
+    Ok(Json(StatusPage {
+        items,
+        cursor: next.encode(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_with_any_key() {
+        let c = Cursor {
+            updated_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            key: "a|b_c".into(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode("!!"), None);
+    }
+}

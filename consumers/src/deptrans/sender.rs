@@ -1,0 +1,384 @@
+//! The periodic sender: claims queued statuses (`FOR UPDATE SKIP LOCKED` plus a lease, so
+//! instances never send the same row twice), pushes them to KRT with bounded concurrency, and
+//! in one transaction records KRT's answers and deletes exactly the row versions it sent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use futures::stream::{self, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::cache::Caches;
+use super::config::SenderConfig;
+use super::db::lock;
+use super::krt::{KrtError, KrtStatus, StatusItem, StatusResult, TokenStore};
+use super::metrics::DeptransMetrics;
+use super::upstream::{Upstream, UpstreamError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("postgres")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres pool")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Krt(#[from] KrtError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+const CLAIM: &str = "
+UPDATE deptrans.status_queue q
+SET claimed_until = now() + $2::float8 * interval '1 millisecond'
+FROM (SELECT park_id, driver_id FROM deptrans.status_queue
+      WHERE claimed_until IS NULL OR claimed_until < now()
+      ORDER BY updated_at LIMIT $1
+      FOR UPDATE SKIP LOCKED) c
+WHERE q.park_id = c.park_id AND q.driver_id = c.driver_id
+RETURNING q.park_id, q.driver_id, q.status, q.updated_at";
+
+/// Rows whose version is unchanged are deleted; whatever is left of the batch (updated
+/// meanwhile, failed, deferred) gets its claim set to `$5` (NULL = claimable now).
+const DELETE_SENT: &str = "
+DELETE FROM deptrans.status_queue q
+USING unnest($1::text[], $2::text[], $3::timestamptz[]) AS s(park_id, driver_id, updated_at)
+WHERE q.park_id = s.park_id AND q.driver_id = s.driver_id AND q.updated_at = s.updated_at";
+
+const RELEASE: &str = "
+UPDATE deptrans.status_queue q SET claimed_until = s.until
+FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS s(park_id, driver_id, until)
+WHERE q.park_id = s.park_id AND q.driver_id = s.driver_id";
+
+const MARK_SENT: &str = "
+INSERT INTO deptrans.sent_marks AS m (park_id, driver_id, updated_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+ON CONFLICT (park_id, driver_id) DO UPDATE SET updated_at = GREATEST(m.updated_at, excluded.updated_at)";
+
+/// Write time strictly after every committed row, under the feed lock: cursor readers
+/// never miss a row committed behind their cursor.
+const WRITE_SESSIONS: &str = "
+WITH ts AS (SELECT GREATEST(clock_timestamp(),
+    COALESCE((SELECT max(updated_at) FROM deptrans.session_statuses), '-infinity') + interval '1 microsecond') AS t)
+INSERT INTO deptrans.session_statuses AS s (driver_license_pd_id, session_status, status_at, updated_at, ended_at)
+SELECT u.pd, u.st, u.at, ts.t, u.ended
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS u(pd, st, at, ended), ts
+ON CONFLICT (driver_license_pd_id) DO UPDATE
+SET session_status = excluded.session_status, status_at = excluded.status_at,
+    updated_at = excluded.updated_at, ended_at = excluded.ended_at
+WHERE s.status_at <= excluded.status_at";
+
+/// Row indices of one bulk request and KRT's answer to it.
+type ChunkAnswer = (Vec<usize>, Result<Vec<StatusResult>, KrtError>);
+/// Session status, the status time it answers, and when the shift ends.
+type Session = (String, DateTime<Utc>, Option<DateTime<Utc>>);
+
+#[derive(Debug, Clone)]
+struct Claimed {
+    park_id: String,
+    driver_id: String,
+    status: KrtStatus,
+    updated_at: DateTime<Utc>,
+}
+
+/// What one run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    pub claimed: usize,
+    pub sent: usize,
+    pub rejected: usize,
+    pub deferred: usize,
+    /// Rows left for later because KRT or personal was down.
+    pub failed: usize,
+}
+
+pub struct Sender {
+    pub pool: Pool,
+    pub caches: Arc<Caches>,
+    pub upstream: Upstream,
+    pub tokens: Arc<TokenStore>,
+    pub cfg: SenderConfig,
+    pub metrics: Arc<DeptransMetrics>,
+}
+
+impl Sender {
+    /// Runs until `stop`: immediately again while batches come back full, after
+    /// `interval_ms` when the queue is drained, with growing back-off while KRT is down.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), SendError> {
+        let mut backoff = Duration::from_millis(self.cfg.backoff_initial_ms);
+        loop {
+            let pause = match self.run_once().await {
+                Ok(r) if r.failed > 0 => {
+                    let p = backoff;
+                    backoff = (backoff * 2).min(Duration::from_millis(self.cfg.backoff_max_ms));
+                    tracing::warn!(
+                        failed = r.failed,
+                        backoff_ms = p.as_millis() as u64,
+                        "krt down, backing off"
+                    );
+                    p
+                }
+                Ok(r) => {
+                    backoff = Duration::from_millis(self.cfg.backoff_initial_ms);
+                    if r.claimed as i64 >= self.cfg.batch_size {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_millis(self.cfg.interval_ms)
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sender run failed");
+                    Duration::from_millis(self.cfg.interval_ms)
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One claim-push-commit cycle.
+    pub async fn run_once(&self) -> Result<RunReport, SendError> {
+        let client = self.pool.get().await?;
+        let lease = self.cfg.lease_ms as f64;
+        let rows = client.query(CLAIM, &[&self.cfg.batch_size, &lease]).await?;
+        drop(client);
+        let claimed: Vec<Claimed> = rows
+            .iter()
+            .filter_map(|r| {
+                Some(Claimed {
+                    park_id: r.get(0),
+                    driver_id: r.get(1),
+                    status: KrtStatus::parse(r.get(2))?,
+                    updated_at: r.get(3),
+                })
+            })
+            .collect();
+        let mut report = RunReport {
+            claimed: rows.len(),
+            ..RunReport::default()
+        };
+        if claimed.is_empty() {
+            return Ok(report);
+        }
+
+        // Licence pd ids from the profiles cache; unknown drivers wait for the cache.
+        let mut known = Vec::new();
+        let mut deferred = Vec::new();
+        for c in claimed {
+            match self.caches.profiles.licence_pd_id(&c.park_id, &c.driver_id) {
+                Some(pd) => known.push((c, pd)),
+                None => deferred.push(c),
+            }
+        }
+        report.deferred = deferred.len();
+
+        let results = match self.push(&known).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, rows = known.len(), "push failed, rows stay queued");
+                vec![None; known.len()]
+            }
+        };
+        self.commit(&known, &results, &deferred, &mut report)
+            .await?;
+        self.metrics.sent("sent", report.sent as u64);
+        self.metrics.sent("rejected", report.rejected as u64);
+        self.metrics.sent("deferred", report.deferred as u64);
+        self.metrics.sent("failed", report.failed as u64);
+        Ok(report)
+    }
+
+    /// Pushes in chunks of `bulk_size`, `concurrency` at a time; `None` marks rows of a
+    /// chunk that failed (KRT down): they stay queued.
+    async fn push(
+        &self,
+        rows: &[(Claimed, String)],
+    ) -> Result<Vec<Option<StatusResult>>, SendError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pd_ids: Vec<String> = rows.iter().map(|(_, pd)| pd.clone()).collect();
+        let client = self.pool.get().await?;
+        let bound: HashMap<String, String> = client
+            .query(
+                "SELECT driver_license_pd_id, deptrans_id FROM deptrans.profiles WHERE driver_license_pd_id = ANY($1)",
+                &[&pd_ids],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        drop(client);
+        let mut need: Vec<String> = pd_ids
+            .iter()
+            .filter(|p| !bound.contains_key(*p))
+            .cloned()
+            .collect();
+        need.sort();
+        need.dedup();
+        let licences: HashMap<String, _> = self
+            .upstream
+            .licences(need)
+            .await?
+            .into_iter()
+            .map(|i| (i.id, i.license))
+            .collect();
+
+        let items: Vec<Option<StatusItem>> = rows
+            .iter()
+            .map(|(c, pd)| {
+                let deptrans_id = bound.get(pd).cloned();
+                let license = if deptrans_id.is_none() {
+                    Some(licences.get(pd)?.clone())
+                } else {
+                    None
+                };
+                Some(StatusItem {
+                    deptrans_id,
+                    license,
+                    status: c.status,
+                    timestamp: c.updated_at,
+                })
+            })
+            .collect();
+        let sendable: Vec<(usize, StatusItem)> = items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, it)| Some((i, it?)))
+            .collect();
+        let chunks: Vec<Vec<(usize, StatusItem)>> = sendable
+            .chunks(self.cfg.bulk_size)
+            .map(<[_]>::to_vec)
+            .collect();
+        let answers: Vec<ChunkAnswer> = stream::iter(chunks)
+            .map(|chunk| async move {
+                let (idx, items): (Vec<usize>, Vec<StatusItem>) = chunk.into_iter().unzip();
+                let res = self
+                    .tokens
+                    .with_token(|t| {
+                        let items = &items;
+                        async move { self.tokens.client.push(&t, items).await }
+                    })
+                    .await;
+                (idx, res)
+            })
+            .buffer_unordered(self.cfg.concurrency)
+            .collect()
+            .await;
+
+        let mut out: Vec<Option<StatusResult>> = vec![None; rows.len()];
+        // Rows without a licence: KRT cannot take them; reported as rejected.
+        for (i, row) in out.iter_mut().enumerate() {
+            if !bound.contains_key(&rows[i].1) && !licences.contains_key(&rows[i].1) {
+                *row = Some(StatusResult {
+                    result: "no_license".into(),
+                    session_status: None,
+                    ended_at: None,
+                });
+            }
+        }
+        let mut first_err = None;
+        for (idx, res) in answers {
+            match res {
+                Ok(results) => {
+                    for (i, r) in idx.into_iter().zip(results) {
+                        out[i] = Some(r);
+                    }
+                }
+                Err(e) => {
+                    self.metrics.krt_failures.inc();
+                    tracing::warn!(error = %e, rows = idx.len(), "krt push failed, rows stay queued");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if out.iter().all(Option::is_none) {
+            if let Some(e) = first_err {
+                return Err(e.into());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(
+        &self,
+        rows: &[(Claimed, String)],
+        results: &[Option<StatusResult>],
+        deferred: &[Claimed],
+        report: &mut RunReport,
+    ) -> Result<(), SendError> {
+        let (mut del_p, mut del_d, mut del_t) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut rel_p, mut rel_d, mut rel_u) =
+            (Vec::new(), Vec::new(), Vec::<Option<DateTime<Utc>>>::new());
+        let mut sessions: HashMap<String, Session> = HashMap::new();
+        for ((c, pd), res) in rows.iter().zip(results) {
+            match res {
+                Some(r) => {
+                    if r.result == "ok" {
+                        report.sent += 1;
+                        let st = r.session_status.clone().unwrap_or_else(|| "unknown".into());
+                        let newer = sessions
+                            .get(pd)
+                            .is_none_or(|(_, at, _)| *at <= c.updated_at);
+                        if newer {
+                            sessions.insert(pd.clone(), (st, c.updated_at, r.ended_at));
+                        }
+                    } else {
+                        report.rejected += 1;
+                        tracing::warn!(park_id = %c.park_id, driver_id = %c.driver_id, result = %r.result, "krt rejected a status, dropping it");
+                    }
+                    del_p.push(c.park_id.as_str());
+                    del_d.push(c.driver_id.as_str());
+                    del_t.push(c.updated_at);
+                    rel_p.push(c.park_id.as_str());
+                    rel_d.push(c.driver_id.as_str());
+                    rel_u.push(None);
+                }
+                None => {
+                    report.failed += 1;
+                    rel_p.push(c.park_id.as_str());
+                    rel_d.push(c.driver_id.as_str());
+                    rel_u.push(None);
+                }
+            }
+        }
+        let later = Utc::now()
+            + chrono::Duration::milliseconds(
+                i64::try_from(self.cfg.unknown_driver_delay_ms).unwrap_or(60_000),
+            );
+        for c in deferred {
+            rel_p.push(c.park_id.as_str());
+            rel_d.push(c.driver_id.as_str());
+            rel_u.push(Some(later));
+        }
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if !sessions.is_empty() {
+            let (mut pds, mut sts, mut ats, mut ends) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (pd, (st, at, end)) in sessions {
+                pds.push(pd);
+                sts.push(st);
+                ats.push(at);
+                ends.push(end);
+            }
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock::STATUS_FEED])
+                .await?;
+            tx.execute(WRITE_SESSIONS, &[&pds, &sts, &ats, &ends])
+                .await?;
+        }
+        if !del_p.is_empty() {
+            tx.execute(DELETE_SENT, &[&del_p, &del_d, &del_t]).await?;
+            tx.execute(MARK_SENT, &[&del_p, &del_d, &del_t]).await?;
+        }
+        if !rel_p.is_empty() {
+            tx.execute(RELEASE, &[&rel_p, &rel_d, &rel_u]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,151 @@
+//! switchyard dispatcher: one consumer group per subscriber delivers events to webhooks,
+//! with quick in-process retries, delayed retry topics and a dead-letter topic.
+
+pub mod config;
+pub mod delivery;
+pub mod deptrans;
+pub mod http_target;
+pub mod metrics;
+pub mod offsets;
+pub mod render;
+pub mod retry;
+pub mod sign;
+pub mod sink;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use rdkafka::producer::FutureProducer;
+use switchyard_runtime::shutdown::supervise;
+use switchyard_runtime::topics::{ensure_topics, TopicError, TopicSpec};
+use switchyard_runtime::Shutdown;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use config::DispatcherConfig;
+use config::Target;
+use delivery::{Deliverer, Sink};
+use metrics::{DispatchMetrics, SubscriberLabels};
+use worker::{GroupContext, Worker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("kafka client")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("creating retry topics")]
+    Topics(#[from] TopicError),
+    #[error("subscriber {0}")]
+    Target(String, #[source] http_target::HttpTargetError),
+    #[error(transparent)]
+    Worker(#[from] worker::WorkerError),
+    #[error("serving http")]
+    Io(#[from] std::io::Error),
+    #[error("task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Retry and dead-letter topics of every subscriber, as the dispatcher creates them.
+pub fn derived_topics(cfg: &DispatcherConfig) -> Vec<TopicSpec> {
+    let mut out = Vec::new();
+    for s in &cfg.subscribers {
+        for tier in 0..cfg.policy(s).tiers_ms.len() {
+            out.push(TopicSpec::new(
+                cfg.retry_topic(&s.name, tier),
+                cfg.retry_partitions,
+            ));
+        }
+        let mut dlq = TopicSpec::new(cfg.dead_letter_topic(&s.name), cfg.retry_partitions);
+        dlq.retention_ms = 30 * 24 * 3_600_000;
+        out.push(dlq);
+    }
+    out
+}
+
+/// Runs every subscriber until `shutdown`; `listener` serves `/ping` and `/metrics`.
+pub async fn run(
+    cfg: DispatcherConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), DispatchError> {
+    ensure_topics(&cfg.kafka, &derived_topics(&cfg)).await?;
+    let metrics = Arc::new(DispatchMetrics::default());
+    let producer: FutureProducer = cfg.kafka.producer_config("dispatcher-parking").create()?;
+    let mut tasks: JoinSet<Result<(), DispatchError>> = JoinSet::new();
+
+    for s in &cfg.subscribers {
+        let sink = match &s.target {
+            Target::Http(h) => Sink::Http(
+                http_target::HttpSink::new(h, s.concurrency)
+                    .map_err(|e| DispatchError::Target(s.name.clone(), e))?,
+            ),
+        };
+        let policy = cfg.policy(s).clone();
+        let deliverer = Deliverer {
+            subscriber: s.name.clone(),
+            source_topics: s.topics.clone(),
+            event_types: s.event_types.clone(),
+            sink,
+            retry_topics: (0..policy.tiers_ms.len())
+                .map(|t| cfg.retry_topic(&s.name, t))
+                .collect(),
+            policy,
+            max_attempts: s.max_attempts,
+            dead_letter_topic: cfg.dead_letter_topic(&s.name),
+            producer: producer.clone(),
+            metrics: metrics.clone(),
+            labels: SubscriberLabels {
+                subscriber: s.name.clone(),
+            },
+        };
+        let consumer = cfg
+            .kafka
+            .consumer_config(&cfg.group_id(&s.name))
+            .create_with_context(GroupContext::default())?;
+        let worker = Worker {
+            consumer,
+            deliverer: Arc::new(deliverer),
+            lanes: s.concurrency,
+            drain: Duration::from_millis(cfg.drain_timeout_ms),
+        };
+        let stop = shutdown.token();
+        tasks.spawn(async move { Ok(worker.run(stop).await?) });
+    }
+
+    if let Some(addr) = &cfg.builtin_sink_listen {
+        let sink_listener = TcpListener::bind(addr).await?;
+        let stop = shutdown.token();
+        tasks.spawn(async move { Ok(sink::serve(sink_listener, stop).await?) });
+    }
+
+    let app = Router::new()
+        .route("/ping", get(|| async { "pong" }))
+        .route("/metrics", get(metrics_text))
+        .with_state(metrics);
+    let stop = shutdown.token();
+    tasks.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await?;
+        Ok(())
+    });
+
+    let drain = Duration::from_millis(cfg.drain_timeout_ms + 2_000);
+    supervise(tasks, &shutdown, drain).await
+}
+
+async fn metrics_text(State(metrics): State<Arc<DispatchMetrics>>) -> impl IntoResponse {
+    let body = switchyard_runtime::metrics::render(&metrics.registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            switchyard_runtime::metrics::CONTENT_TYPE,
+        )],
+        body,
+    )
+}
