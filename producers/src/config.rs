@@ -1,0 +1,111 @@
+//! Ingress configuration; the `[uid_notify]` section is re-read at runtime (kill switch).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use switchyard_runtime::{load_config, ConfigError, KafkaSettings, Shutdown};
+
+/// Env var prefix: `SWITCHYARD_INGRESS_KAFKA__BOOTSTRAP_SERVERS=...`.
+pub const ENV_PREFIX: &str = "SWITCHYARD_INGRESS";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressConfig {
+    /// Address the HTTP server listens on.
+    pub listen: String,
+    /// Broker connection.
+    pub kafka: KafkaSettings,
+    /// Upper bound for one request, body read and broker ack included.
+    pub request_timeout_ms: u64,
+    /// How often the config file is checked for changes (kill switches).
+    pub reload_interval_ms: u64,
+    /// `POST /v1/uid-notify`.
+    pub uid_notify: UidNotifyConfig,
+    /// `POST /v1/driver-status`.
+    pub driver_status: crate::driver_status::DriverStatusConfig,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            kafka: KafkaSettings::default(),
+            request_timeout_ms: 10_000,
+            reload_interval_ms: 2_000,
+            uid_notify: UidNotifyConfig::default(),
+            driver_status: crate::driver_status::DriverStatusConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UidNotifyConfig {
+    /// Kill switch: when false the endpoint answers 200 without publishing.
+    pub enabled: bool,
+    /// Topic the account-link events go to.
+    pub topic: String,
+}
+
+impl Default for UidNotifyConfig {
+    fn default() -> Self {
+        Self { enabled: true, topic: "uid-notify".into() }
+    }
+}
+
+impl IngressConfig {
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        load_config(file, ENV_PREFIX)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// The parts of the config that change without a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Switches {
+    pub uid_notify_enabled: bool,
+}
+
+impl From<&IngressConfig> for Switches {
+    fn from(cfg: &IngressConfig) -> Self {
+        Self { uid_notify_enabled: cfg.uid_notify.enabled }
+    }
+}
+
+/// Live view of the reloadable switches.
+pub type LiveSwitches = Arc<ArcSwap<Switches>>;
+
+/// Re-reads `file` whenever its modification time changes; a file that fails to load keeps
+/// the previous switches and logs why.
+pub async fn watch(file: PathBuf, live: LiveSwitches, every: Duration, shutdown: Shutdown) {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen: Option<SystemTime> = mtime(&file);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.triggered() => return,
+            _ = tick.tick() => {}
+        }
+        let now = mtime(&file);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match IngressConfig::load(Some(&file)) {
+            Ok(cfg) => {
+                let next = Switches::from(&cfg);
+                if **live.load() != next {
+                    tracing::info!(?next, "config switches reloaded");
+                    live.store(Arc::new(next));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "config reload failed, keeping previous"),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! switchyard ingress: HTTP endpoints that validate events, wrap them in the envelope and
+//! answer only after the broker acknowledged them.
+
+pub mod config;
+pub mod driver_status;
+pub mod error;
+pub mod json;
+pub mod metrics;
+pub mod openapi;
+pub mod publish;
+pub mod uid_notify;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use events::Envelope;
+use switchyard_runtime::Shutdown;
+use tokio::net::TcpListener;
+
+pub use config::IngressConfig;
+use config::{LiveSwitches, Switches};
+use error::ApiError;
+use metrics::{IngressMetrics, RouteLabels, TopicLabels};
+pub use publish::Publisher;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<IngressConfig>,
+    pub switches: LiveSwitches,
+    pub publisher: Publisher,
+    pub metrics: Arc<IngressMetrics>,
+}
+
+impl AppState {
+    pub fn new(config: IngressConfig, publisher: Publisher) -> Self {
+        let switches = Arc::new(ArcSwap::from_pointee(Switches::from(&config)));
+        Self { config: Arc::new(config), switches, publisher, metrics: Arc::default() }
+    }
+
+    /// Publishes and records latency; any failure becomes a 503 for the caller.
+    pub async fn publish(&self, topic: &str, key: &str, env: &Envelope) -> Result<(), ApiError> {
+        let started = Instant::now();
+        let labels = TopicLabels { topic: topic.to_owned() };
+        match self.publisher.publish(topic, key, env).await {
+            Ok(()) => {
+                let secs = started.elapsed().as_secs_f64();
+                self.metrics.publish_seconds.get_or_create(&labels).observe(secs);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, topic, event_id = %env.event_id, "publish failed");
+                self.metrics.publish_failures.get_or_create(&labels).inc();
+                Err(ApiError::Unavailable)
+            }
+        }
+    }
+}
+
+/// Every ingress route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/uid-notify", post(uid_notify::handle))
+        .route("/v1/driver-status", post(driver_status::handle))
+        .route("/ping", get(|| async { "pong" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+async fn ready(State(state): State<AppState>) -> StatusCode {
+    if state.publisher.broker_reachable(Duration::from_secs(2)).await {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let body = switchyard_runtime::metrics::render(&state.metrics.registry);
+    ([(header::CONTENT_TYPE, switchyard_runtime::metrics::CONTENT_TYPE)], body).into_response()
+}
+
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    let labels = RouteLabels { route, status: resp.status().as_u16() };
+    state.metrics.requests.get_or_create(&labels).inc();
+    resp
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("serving http")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Serves the ingress on `listener` until `shutdown`, then flushes the producer.
+/// When `config_file` is given it is watched and its kill switches applied without restart.
+pub async fn run(
+    state: AppState,
+    config_file: Option<PathBuf>,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), RunError> {
+    if let Some(file) = config_file {
+        let every = Duration::from_millis(state.config.reload_interval_ms);
+        tokio::spawn(config::watch(file, state.switches.clone(), every, shutdown.clone()));
+    }
+    let publisher = state.publisher.clone();
+    let app = router(state);
+    tracing::info!(addr = ?listener.local_addr().ok(), "ingress listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.triggered())
+        .await
+        .map_err(RunError::Serve)?;
+    publisher.flush(Duration::from_secs(5));
+    Ok(())
+}
