@@ -1,0 +1,222 @@
+//! Dispatcher configuration: the subscribers, their targets and retry policies.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use switchyard_runtime::{load_config, ConfigError, KafkaSettings};
+
+/// Env var prefix: `SWITCHYARD_DISPATCHER_KAFKA__BOOTSTRAP_SERVERS=...`.
+pub const ENV_PREFIX: &str = "SWITCHYARD_DISPATCHER";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatcherConfig {
+    /// Address of the `/ping` and `/metrics` endpoints.
+    pub listen: String,
+    /// Broker connection.
+    pub kafka: KafkaSettings,
+    /// Prefix of every consumer group id; the subscriber's name follows.
+    pub group_prefix: String,
+    /// Prefix of derived retry and dead-letter topics.
+    pub topic_prefix: String,
+    /// Partitions of derived retry and dead-letter topics.
+    pub retry_partitions: i32,
+    /// How long shutdown waits for in-flight deliveries.
+    pub drain_timeout_ms: u64,
+    /// Retry policy of subscribers that set none.
+    pub retry: RetryPolicy,
+    /// When set, a built-in webhook sink that logs what it receives listens here.
+    pub builtin_sink_listen: Option<String>,
+    /// Who receives what.
+    pub subscribers: Vec<SubscriberConfig>,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8081".into(),
+            kafka: KafkaSettings::default(),
+            group_prefix: "switchyard.".into(),
+            topic_prefix: "switchyard.".into(),
+            retry_partitions: 6,
+            drain_timeout_ms: 10_000,
+            retry: RetryPolicy::default(),
+            builtin_sink_listen: None,
+            subscribers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberConfig {
+    /// Unique name; names the consumer group and the retry/dead-letter topics.
+    pub name: String,
+    /// Source topics.
+    pub topics: Vec<String>,
+    /// Envelope event types delivered (e.g. `uid.bind`); empty means all.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Where deliveries go.
+    pub target: Target,
+    /// Total attempts before dead-lettering; absent means retry forever.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Deliveries in flight at once (distinct keys; one key is always sequential).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Overrides the dispatcher-wide retry policy.
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+}
+
+fn default_concurrency() -> usize {
+    64
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    /// HTTP POST of the event's JSON rendering.
+    Http(HttpTarget),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTarget {
+    /// Endpoint receiving the POST.
+    pub url: String,
+    /// Per-request timeout.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Extra headers sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Standard Webhooks signing secret (`whsec_<base64>` or raw); unsigned when absent.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Quick attempts in process before a record is parked in a retry topic.
+    pub in_process_attempts: u32,
+    /// First in-process backoff; doubles each attempt, with full jitter.
+    pub initial_backoff_ms: u64,
+    /// Ceiling of the in-process backoff.
+    pub max_backoff_ms: u64,
+    /// Delay of each retry tier; the last one repeats until max attempts.
+    pub tiers_ms: Vec<u64>,
+    /// A `Retry-After` up to this long is waited in process; longer ones park the record.
+    pub max_in_process_retry_after_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            in_process_attempts: 3,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 2_000,
+            tiers_ms: vec![10_000, 60_000, 600_000, 3_600_000],
+            max_in_process_retry_after_ms: 5_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn tier_delay(&self, tier: usize) -> Duration {
+        let ms = self
+            .tiers_ms
+            .get(tier)
+            .or(self.tiers_ms.last())
+            .copied()
+            .unwrap_or(10_000);
+        Duration::from_millis(ms)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigCheckError {
+    #[error(transparent)]
+    Load(#[from] ConfigError),
+    #[error("subscribers[{index}].{key}: {message}")]
+    Invalid {
+        index: usize,
+        key: &'static str,
+        message: String,
+    },
+}
+
+impl DispatcherConfig {
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigCheckError> {
+        let cfg: Self = load_config(file, ENV_PREFIX)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Fails fast on a config that would misbehave at runtime, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigCheckError> {
+        let invalid = |index, key, message: &str| ConfigCheckError::Invalid {
+            index,
+            key,
+            message: message.to_owned(),
+        };
+        for (i, s) in self.subscribers.iter().enumerate() {
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(invalid(i, "name", "must be non-empty [A-Za-z0-9._-]"));
+            }
+            if self.subscribers.iter().filter(|o| o.name == s.name).count() > 1 {
+                return Err(invalid(i, "name", "is not unique"));
+            }
+            if s.topics.is_empty() {
+                return Err(invalid(i, "topics", "must name at least one topic"));
+            }
+            if s.concurrency == 0 {
+                return Err(invalid(i, "concurrency", "must be at least 1"));
+            }
+            if s.max_attempts == Some(0) {
+                return Err(invalid(i, "max_attempts", "must be at least 1"));
+            }
+            if self.policy(s).tiers_ms.is_empty() {
+                return Err(invalid(i, "retry.tiers_ms", "must have at least one tier"));
+            }
+            match &s.target {
+                Target::Http(h) => {
+                    if reqwest::Url::parse(&h.url).is_err() {
+                        return Err(invalid(i, "target.url", "is not a valid URL"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn policy<'a>(&'a self, s: &'a SubscriberConfig) -> &'a RetryPolicy {
+        s.retry.as_ref().unwrap_or(&self.retry)
+    }
+
+    /// Retry topic of `tier` for subscriber `name`.
+    pub fn retry_topic(&self, name: &str, tier: usize) -> String {
+        format!("{}{name}.retry.{tier}", self.topic_prefix)
+    }
+
+    pub fn dead_letter_topic(&self, name: &str) -> String {
+        format!("{}{name}.dlq", self.topic_prefix)
+    }
+
+    pub fn group_id(&self, name: &str) -> String {
+        format!("{}{name}", self.group_prefix)
+    }
+}

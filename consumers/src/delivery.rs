@@ -1,0 +1,264 @@
+//! One record's journey for one subscriber: render, attempt with quick in-process retries,
+//! then park in the next retry tier or dead-letter it. Returns only when the record's offset
+//! may be stored, or `None` when shutdown interrupted it (the record will be redelivered).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use events::Envelope;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RetryPolicy;
+use crate::http_target::{Attempt, HttpSink};
+use crate::metrics::{DispatchMetrics, SubscriberLabels, TierLabels};
+use crate::render::render_http;
+use crate::retry::{backoff, Parked, RetryState};
+
+/// A record taken off the consumer, owned so it can cross tasks.
+#[derive(Debug)]
+pub struct Job {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub state: RetryState,
+}
+
+/// Where deliveries go.
+#[derive(Clone)]
+pub enum Sink {
+    Http(HttpSink),
+}
+
+/// Everything a delivery lane needs, shared by all lanes of one subscriber.
+pub struct Deliverer {
+    pub subscriber: String,
+    pub source_topics: Vec<String>,
+    pub event_types: Vec<String>,
+    pub sink: Sink,
+    pub policy: RetryPolicy,
+    pub max_attempts: Option<u32>,
+    pub retry_topics: Vec<String>,
+    pub dead_letter_topic: String,
+    pub producer: FutureProducer,
+    pub metrics: Arc<DispatchMetrics>,
+    pub labels: SubscriberLabels,
+}
+
+enum Verdict {
+    Delivered,
+    Park {
+        error: String,
+        attempts: u32,
+        retry_after: Option<Duration>,
+    },
+    DeadLetter {
+        error: String,
+        attempts: u32,
+    },
+}
+
+impl Deliverer {
+    /// Handles `job` to the end; `None` means interrupted by shutdown before it was settled.
+    pub async fn handle(&self, job: &Job, stop: &CancellationToken) -> Option<()> {
+        let verdict = match self.try_deliver(job, stop).await? {
+            Verdict::Delivered => return Some(()),
+            v => v,
+        };
+        let origin = job
+            .state
+            .origin
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}/{}", job.topic, job.partition, job.offset));
+        let (topic, parked, tier) = match &verdict {
+            Verdict::Park {
+                error,
+                attempts,
+                retry_after,
+            } => {
+                let tier = job
+                    .state
+                    .tier
+                    .map_or(0, |t| (t + 1).min(self.retry_topics.len() - 1));
+                let delay = self
+                    .policy
+                    .tier_delay(tier)
+                    .max(retry_after.unwrap_or_default());
+                let not_before = chrono::Utc::now().timestamp_millis()
+                    + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                let parked = Parked {
+                    subscriber: &self.subscriber,
+                    event_type: job.state.event_type.as_deref(),
+                    attempts: *attempts,
+                    tier: Some(tier),
+                    not_before_ms: Some(not_before),
+                    error,
+                    origin: &origin,
+                };
+                (&self.retry_topics[tier], parked, Some(tier))
+            }
+            Verdict::DeadLetter { error, attempts } => {
+                let parked = Parked {
+                    subscriber: &self.subscriber,
+                    event_type: job.state.event_type.as_deref(),
+                    attempts: *attempts,
+                    tier: None,
+                    not_before_ms: None,
+                    error,
+                    origin: &origin,
+                };
+                (&self.dead_letter_topic, parked, None)
+            }
+            Verdict::Delivered => unreachable!("returned above"),
+        };
+        self.produce(topic, job, parked, stop).await?;
+        match tier {
+            Some(tier) => {
+                let labels = TierLabels {
+                    subscriber: self.subscriber.clone(),
+                    tier: u32::try_from(tier).unwrap_or(u32::MAX),
+                };
+                self.metrics.parked.get_or_create(&labels).inc();
+                tracing::info!(subscriber = %self.subscriber, topic, tier, "record parked for retry");
+            }
+            None => {
+                self.metrics.dead_lettered.get_or_create(&self.labels).inc();
+                tracing::warn!(subscriber = %self.subscriber, topic, "record dead-lettered");
+            }
+        }
+        Some(())
+    }
+
+    async fn try_deliver(&self, job: &Job, stop: &CancellationToken) -> Option<Verdict> {
+        let dead = |error: String| {
+            Some(Verdict::DeadLetter {
+                error,
+                attempts: job.state.attempts,
+            })
+        };
+        let Some(payload) = job.payload.as_deref() else {
+            return dead("record has no value".into());
+        };
+        let env = match Envelope::from_bytes(payload) {
+            Ok(env) => env,
+            Err(e) => return dead(format!("undecodable envelope: {e}")),
+        };
+        if !self.event_types.is_empty() && !self.event_types.contains(&env.event_type) {
+            self.metrics.skipped.get_or_create(&self.labels).inc();
+            return Some(Verdict::Delivered);
+        }
+        let rendered = match &self.sink {
+            Sink::Http(_) => match render_http(&env) {
+                Ok(r) => r,
+                Err(e) => return dead(format!("cannot render: {e}")),
+            },
+        };
+        let mut attempts = job.state.attempts;
+        let budget = match self.max_attempts {
+            Some(max) => self
+                .policy
+                .in_process_attempts
+                .min(max.saturating_sub(attempts)),
+            None => self.policy.in_process_attempts,
+        };
+        let mut last_error = String::from("no attempt made");
+        let mut retry_after = None;
+        for n in 0..budget.max(1) {
+            if n > 0 {
+                let cap = Duration::from_millis(self.policy.max_in_process_retry_after_ms);
+                let wait = match retry_after {
+                    Some(ra) if ra > cap => break,
+                    Some(ra) => ra,
+                    None => backoff(&self.policy, n - 1),
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            let started = Instant::now();
+            let outcome = match &self.sink {
+                Sink::Http(http) => http.attempt(&env.event_id, &rendered).await,
+            };
+            attempts += 1;
+            match outcome {
+                Attempt::Delivered => {
+                    self.metrics.deliveries.get_or_create(&self.labels).inc();
+                    let since = env
+                        .produced_at
+                        .as_ref()
+                        .and_then(|t| events::to_datetime(Some(t)))
+                        .and_then(|t| (chrono::Utc::now() - t).to_std().ok())
+                        .unwrap_or_else(|| started.elapsed());
+                    self.metrics
+                        .latency
+                        .get_or_create(&self.labels)
+                        .observe(since.as_secs_f64());
+                    return Some(Verdict::Delivered);
+                }
+                Attempt::Failed {
+                    error,
+                    retry_after: ra,
+                } => {
+                    self.metrics
+                        .failed_attempts
+                        .get_or_create(&self.labels)
+                        .inc();
+                    tracing::debug!(subscriber = %self.subscriber, event_id = %env.event_id, attempts, %error, "delivery attempt failed");
+                    last_error = error;
+                    retry_after = ra;
+                }
+            }
+        }
+        if self.max_attempts.is_some_and(|max| attempts >= max) {
+            return Some(Verdict::DeadLetter {
+                error: last_error,
+                attempts,
+            });
+        }
+        Some(Verdict::Park {
+            error: last_error,
+            attempts,
+            retry_after,
+        })
+    }
+
+    /// Produces the parked copy, retrying until the broker acknowledges it or shutdown.
+    async fn produce(
+        &self,
+        topic: &str,
+        job: &Job,
+        parked: Parked<'_>,
+        stop: &CancellationToken,
+    ) -> Option<()> {
+        let headers = parked.headers();
+        let mut n = 0;
+        loop {
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers.clone());
+            if let Some(k) = job.key.as_deref() {
+                record = record.key(k);
+            }
+            if let Some(p) = job.payload.as_deref() {
+                record = record.payload(p);
+            }
+            match self
+                .producer
+                .send(record, Timeout::After(Duration::from_secs(10)))
+                .await
+            {
+                Ok(_) => return Some(()),
+                Err((e, _)) => {
+                    tracing::warn!(subscriber = %self.subscriber, topic, error = %e, "parking failed, retrying");
+                }
+            }
+            n += 1;
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(backoff(&self.policy, n)) => {}
+            }
+        }
+    }
+}

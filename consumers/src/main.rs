@@ -1,0 +1,28 @@
+//! `switchyard-dispatcher`: parses flags and config, then hands over to `consumers::run`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use consumers::DispatcherConfig;
+use switchyard_runtime::{telemetry, Shutdown};
+
+#[derive(Parser)]
+#[command(about = "switchyard dispatcher: delivers events to subscribers")]
+struct Args {
+    /// TOML config file (env vars SWITCHYARD_DISPATCHER_* override it).
+    #[arg(long, env = "SWITCHYARD_DISPATCHER_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init_tracing("dispatcher");
+    let config = DispatcherConfig::load(args.config.as_deref())?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    consumers::run(config, listener, Shutdown::on_signals()).await?;
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! Every metric the dispatcher exports, named in one place.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub const DELIVERIES: &str = "switchyard_dispatch_deliveries";
+pub const ATTEMPT_FAILURES: &str = "switchyard_dispatch_failed_attempts";
+pub const PARKED: &str = "switchyard_dispatch_parked";
+pub const DEAD_LETTERED: &str = "switchyard_dispatch_dead_lettered";
+pub const SKIPPED: &str = "switchyard_dispatch_skipped";
+pub const LATENCY: &str = "switchyard_dispatch_delivery_seconds";
+pub const IN_FLIGHT: &str = "switchyard_dispatch_in_flight";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriberLabels {
+    pub subscriber: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    pub subscriber: String,
+    pub tier: u32,
+}
+
+pub struct DispatchMetrics {
+    pub registry: Registry,
+    pub deliveries: Family<SubscriberLabels, Counter>,
+    pub failed_attempts: Family<SubscriberLabels, Counter>,
+    pub parked: Family<TierLabels, Counter>,
+    pub dead_lettered: Family<SubscriberLabels, Counter>,
+    pub skipped: Family<SubscriberLabels, Counter>,
+    pub latency: Family<SubscriberLabels, Histogram>,
+    pub in_flight: Family<SubscriberLabels, Gauge>,
+}
+
+impl Default for DispatchMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            deliveries: Family::default(),
+            failed_attempts: Family::default(),
+            parked: Family::default(),
+            dead_lettered: Family::default(),
+            skipped: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 20))
+            }),
+            in_flight: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(DELIVERIES, "Records delivered (2xx)", m.deliveries.clone());
+        registry.register(
+            ATTEMPT_FAILURES,
+            "Failed delivery attempts",
+            m.failed_attempts.clone(),
+        );
+        registry.register(PARKED, "Records parked in a retry tier", m.parked.clone());
+        registry.register(
+            DEAD_LETTERED,
+            "Records sent to the dead-letter topic",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            SKIPPED,
+            "Records not for this subscriber",
+            m.skipped.clone(),
+        );
+        registry.register(
+            LATENCY,
+            "Time from the event's production to its delivery",
+            m.latency.clone(),
+        );
+        registry.register(IN_FLIGHT, "Records being delivered", m.in_flight.clone());
+        Self { registry, ..m }
+    }
+}

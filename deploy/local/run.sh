@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Quick start: the whole system on this machine. Starts PostgreSQL and the broker, builds, then
+# runs the ingress and the dispatcher (whose subscriber is a built-in sink that logs every
+# webhook it receives) in the foreground. Ctrl-C stops both.
+source "$(dirname "$0")/lib.sh"
+
+"$ROOT/deploy/local/up.sh"
+cd "$ROOT"
+log "building switchyard (release)"
+cargo build --release -q --bins
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+./target/release/switchyard-dispatcher --config deploy/dispatcher.example.toml & pids+=($!)
+./target/release/switchyard-ingress --config deploy/ingress.example.toml & pids+=($!)
+wait_port 127.0.0.1 8080 ingress 30
+wait_port 127.0.0.1 8090 sink 30
+
+cat <<TXT
+
+  switchyard is running: ingress http://127.0.0.1:8080, dispatcher metrics http://127.0.0.1:8081/metrics
+  Try it (the built-in sink logs the delivered webhook a moment later):
+
+    curl -sS -X POST http://127.0.0.1:8080/v1/uid-notify -H 'content-type: application/json' \\
+      -d '{"portal_uid": 4001, "phonish_uid": 7001, "event_type": "bind"}'
+
+  Ctrl-C stops everything but the broker and PostgreSQL (deploy/local/down.sh stops the broker).
+
+TXT
+wait -n "${pids[@]}"

@@ -1,0 +1,65 @@
+//! Every metric the ingress exports, named in one place.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub const REQUESTS: &str = "switchyard_ingress_requests";
+pub const PUBLISH_SECONDS: &str = "switchyard_ingress_publish_seconds";
+pub const PUBLISH_FAILURES: &str = "switchyard_ingress_publish_failures";
+pub const DISABLED: &str = "switchyard_ingress_disabled_requests";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlowLabels {
+    pub flow: String,
+}
+
+pub struct IngressMetrics {
+    pub registry: Registry,
+    pub requests: Family<RouteLabels, Counter>,
+    pub publish_seconds: Family<TopicLabels, Histogram>,
+    pub publish_failures: Family<TopicLabels, Counter>,
+    pub disabled: Family<FlowLabels, Counter>,
+}
+
+impl Default for IngressMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RouteLabels, Counter>::default();
+        let publish_seconds = Family::<TopicLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let publish_failures = Family::<TopicLabels, Counter>::default();
+        let disabled = Family::<FlowLabels, Counter>::default();
+        registry.register(REQUESTS, "HTTP requests by route and status", requests.clone());
+        registry.register(
+            PUBLISH_SECONDS,
+            "Time from send to broker acknowledgement",
+            publish_seconds.clone(),
+        );
+        registry.register(
+            PUBLISH_FAILURES,
+            "Records the broker did not acknowledge in time",
+            publish_failures.clone(),
+        );
+        registry.register(
+            DISABLED,
+            "Requests accepted without publishing because the flow's kill switch is off",
+            disabled.clone(),
+        );
+        Self { registry, requests, publish_seconds, publish_failures, disabled }
+    }
+}

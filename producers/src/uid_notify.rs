@@ -1,0 +1,109 @@
+//! `POST /v1/uid-notify`: the identity provider reports a phone-only account bound to or
+//! unbound from a full account.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::Json;
+use chrono::{DateTime, FixedOffset, Utc};
+use events::v1::{envelope::Payload, AccountLink, LinkEvent};
+use events::{event_type, Envelope};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::metrics::FlowLabels;
+use crate::AppState;
+
+/// Largest accepted body.
+pub const MAX_BODY: usize = 64 * 1024;
+pub const PRODUCER: &str = "producers/uid-notify";
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkEventType {
+    Bind,
+    Unbind,
+}
+
+/// A bind or unbind of a phone-only account.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UidNotifyRequest {
+    /// The full ("portal") account, > 0.
+    #[schema(minimum = 1)]
+    pub portal_uid: u64,
+    /// The phone-only ("phonish") account, > 0.
+    #[schema(minimum = 1)]
+    pub phonish_uid: u64,
+    pub event_type: LinkEventType,
+    /// When the identity provider saw the change (RFC 3339); defaults to the time received.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub event_timestamp: Option<DateTime<FixedOffset>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UidNotifyResponse {
+    /// Id of the published event; absent when the endpoint is switched off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// False when the kill switch is off and nothing was published.
+    pub published: bool,
+}
+
+impl UidNotifyRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        if self.portal_uid == 0 {
+            return Err(ApiError::field("portal_uid", "must be a positive integer"));
+        }
+        if self.phonish_uid == 0 {
+            return Err(ApiError::field("phonish_uid", "must be a positive integer"));
+        }
+        Ok(())
+    }
+
+    fn into_envelope(self) -> (String, Envelope) {
+        let (event, name) = match self.event_type {
+            LinkEventType::Bind => (LinkEvent::Bind, event_type::UID_BIND),
+            LinkEventType::Unbind => (LinkEvent::Unbind, event_type::UID_UNBIND),
+        };
+        let link = AccountLink {
+            portal_uid: self.portal_uid,
+            phonish_uid: self.phonish_uid,
+            event: event.into(),
+        };
+        let occurred = self.event_timestamp.map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+        // The phone-only account is the one whose binding changes: its events stay in order.
+        let key = self.phonish_uid.to_string();
+        let env = Envelope::new(name, 1, occurred, PRODUCER, link.idempotency_key(), Payload::AccountLink(link));
+        (key, env)
+    }
+}
+
+/// Publish a bind/unbind; 200 only once the broker has the record.
+#[utoipa::path(
+    post,
+    path = "/v1/uid-notify",
+    request_body = UidNotifyRequest,
+    responses(
+        (status = 200, description = "Stored on the broker (or accepted while switched off)", body = UidNotifyResponse),
+        (status = 400, description = "Invalid body; the message names the field", body = ErrorBody),
+        (status = 503, description = "Broker did not acknowledge in time; retry after `Retry-After`", body = ErrorBody),
+    ),
+    tag = "uid-notify"
+)]
+pub async fn handle(
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<Json<UidNotifyResponse>, ApiError> {
+    let bytes = crate::json::read_limited(body, MAX_BODY).await?;
+    let req: UidNotifyRequest = crate::json::parse(&bytes)?;
+    req.validate()?;
+    if !state.switches.load().uid_notify_enabled {
+        state.metrics.disabled.get_or_create(&FlowLabels { flow: "uid-notify".into() }).inc();
+        return Ok(Json(UidNotifyResponse { event_id: None, published: false }));
+    }
+    let (key, envelope) = req.into_envelope();
+    state.publish(&state.config.uid_notify.topic, &key, &envelope).await?;
+    Ok(Json(UidNotifyResponse { event_id: Some(envelope.event_id), published: true }))
+}
