@@ -1,0 +1,116 @@
+//! The one HTTP client the proxy talks to backends and lookups with: pooled keep-alive
+//! connections, TLS through rustls with the Mozilla roots, no proxy env vars honoured.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST};
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::body::{full, BoxError, ProxyBody};
+
+/// The pooled client every outgoing request goes through.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// Largest lookup answer read; lookups are tiny JSON documents.
+const LOOKUP_BODY_LIMIT: usize = 64 * 1024;
+
+pub fn build() -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(https)
+}
+
+/// Why a JSON lookup failed; decides between 503 (down), 404 (not found) and 502.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("{service} unreachable")]
+    Unreachable {
+        service: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error("{service} timed out")]
+    Timeout { service: &'static str },
+    #[error("{service} answered {status}")]
+    Status {
+        service: &'static str,
+        status: StatusCode,
+    },
+    #[error("{service} answered with an unexpected body")]
+    BadBody { service: &'static str },
+}
+
+/// POSTs `body` as JSON to `url` and parses the 2xx answer, all within `timeout`.
+pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
+    client: &HttpClient,
+    service: &'static str,
+    url: &str,
+    header: Option<&(HeaderName, HeaderValue)>,
+    body: &Req,
+    timeout: Duration,
+) -> Result<Resp, LookupError> {
+    let payload = serde_json::to_vec(body).map_err(|_| LookupError::BadBody { service })?;
+    let uri: http::Uri =
+        url.parse()
+            .map_err(|e: http::uri::InvalidUri| LookupError::Unreachable {
+                service,
+                source: e.into(),
+            })?;
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(uri.clone())
+        .header(CONTENT_TYPE, "application/json");
+    if let Some(authority) = uri.authority() {
+        req = req.header(HOST, authority.as_str());
+    }
+    if let Some((name, value)) = header {
+        req = req.header(name, value);
+    }
+    let req = req
+        .body(full(payload))
+        .map_err(|e| LookupError::Unreachable {
+            service,
+            source: e.into(),
+        })?;
+    let exchange = async {
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| LookupError::Unreachable {
+                service,
+                source: e.into(),
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(LookupError::Status { service, status });
+        }
+        let bytes: Bytes = Limited::new(resp.into_body(), LOOKUP_BODY_LIMIT)
+            .collect()
+            .await
+            .map_err(|_| LookupError::BadBody { service })?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|_| LookupError::BadBody { service })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| LookupError::Timeout { service })?
+}

@@ -1,0 +1,266 @@
+//! Forwarding one request: header hygiene in both directions (hop-by-hop, our personal
+//! headers, spoofable proxy headers, the API key), then a streamed exchange with a deadline
+//! on the response head.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::body::{self, ProxyBody};
+use crate::client::HttpClient;
+use crate::config::{read_secret, ApiKeyConfig, InvalidConfig};
+use crate::error::ProxyError;
+use crate::metrics::{BackendLabels, ProxyMetrics};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus the ones a
+/// client could use to make a backend believe another proxy vouched for something.
+static HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::EXPECT,
+];
+
+static PROXY_SET: [HeaderName; 5] = [
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    header::FORWARDED,
+    HeaderName::from_static("x-request-id"),
+];
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Request headers that never leave for a backend.
+pub struct StripRules {
+    pub names: Vec<HeaderName>,
+    pub prefixes: Vec<String>,
+}
+
+impl StripRules {
+    fn strip(&self, headers: &mut HeaderMap) {
+        for name in &self.names {
+            headers.remove(name);
+        }
+        if self.prefixes.is_empty() {
+            return;
+        }
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| {
+                self.prefixes
+                    .iter()
+                    .any(|p| k.as_str().starts_with(p.as_str()))
+            })
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Loads an API key into a header that is marked sensitive (hyper never logs it).
+pub fn api_key_header(
+    key: &str,
+    cfg: &ApiKeyConfig,
+) -> Result<(HeaderName, HeaderValue), InvalidConfig> {
+    let name = HeaderName::try_from(cfg.header.as_str())
+        .map_err(|e| InvalidConfig::key(format!("{key}.header"), e))?;
+    let secret = read_secret(key, cfg.value.as_ref(), cfg.file.as_deref())?;
+    let mut value = HeaderValue::from_bytes(&secret)
+        .map_err(|_| InvalidConfig::key(key, "not a valid header value"))?;
+    if value.is_empty() {
+        return Err(InvalidConfig::key(key, "empty API key"));
+    }
+    value.set_sensitive(true);
+    Ok((name, value))
+}
+
+/// Where a request goes: a backend or a callback upstream.
+pub struct Target {
+    /// Config name, used as the metric label.
+    pub tag: String,
+    /// `scheme://authority/base-path` without a trailing slash.
+    pub base: String,
+    pub timeout: Duration,
+    /// Secret header added to requests and scrubbed from responses.
+    pub api_key: Option<(HeaderName, HeaderValue)>,
+}
+
+impl Target {
+    pub fn new(tag: &str, base_url: &str, timeout_ms: u64) -> Self {
+        Self {
+            tag: tag.to_owned(),
+            base: base_url.trim_end_matches('/').to_owned(),
+            timeout: Duration::from_millis(timeout_ms),
+            api_key: None,
+        }
+    }
+}
+
+/// Per-request facts the forwarded headers are built from.
+pub struct Forwarding<'a> {
+    pub peer: IpAddr,
+    pub request_id: &'a HeaderValue,
+    pub trust_forwarded_for: bool,
+    pub strip: &'a StripRules,
+    /// Headers the proxy sets (user id, JWT); any client copy is dropped first.
+    pub extra: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Sends `req` to `target` at `path_and_query` and streams the answer back.
+pub async fn send(
+    client: &HttpClient,
+    metrics: &ProxyMetrics,
+    target: &Target,
+    path_and_query: &str,
+    req: Request<Incoming>,
+    fwd: Forwarding<'_>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    let uri: Uri = format!("{}{path_and_query}", target.base)
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| ProxyError::Internal(e.into()))?;
+    let headers = &mut parts.headers;
+    let prior_xff = if fwd.trust_forwarded_for {
+        let joined: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!joined.is_empty()).then(|| joined.join(", "))
+    } else {
+        None
+    };
+    remove_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    for name in &PROXY_SET {
+        headers.remove(name);
+    }
+    fwd.strip.strip(headers);
+    let xff = match prior_xff {
+        Some(prior) => format!("{prior}, {}", fwd.peer),
+        None => fwd.peer.to_string(),
+    };
+    if let Ok(xff) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), xff);
+    }
+    headers.insert(X_REQUEST_ID.clone(), fwd.request_id.clone());
+    if let Some(authority) = uri.authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(header::HOST, host);
+        }
+    }
+    if let Some((name, value)) = &target.api_key {
+        headers.insert(name.clone(), value.clone());
+    }
+    for (name, _) in &fwd.extra {
+        headers.remove(name);
+    }
+    for (name, value) in fwd.extra {
+        headers.append(name, value);
+    }
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let upstream = Request::from_parts(parts, body::stream(body));
+
+    let started = Instant::now();
+    let result = tokio::time::timeout(target.timeout, client.request(upstream)).await;
+    let labels = BackendLabels {
+        backend: target.tag.clone(),
+    };
+    metrics
+        .upstream_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    let resp = match result {
+        Err(_) => return Err(ProxyError::UpstreamTimeout),
+        Ok(Err(e)) => return Err(ProxyError::UpstreamUnavailable(e.into())),
+        Ok(Ok(resp)) => resp,
+    };
+    let (mut parts, body) = resp.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    if let Some((name, value)) = &target.api_key {
+        scrub_secret(&mut parts.headers, name, value);
+    }
+    Ok(Response::from_parts(parts, body::stream(body)))
+}
+
+/// Drops the API key header and any header whose value carries the key, so a backend that
+/// reflects request headers cannot leak it to our caller.
+fn scrub_secret(headers: &mut HeaderMap, name: &HeaderName, secret: &HeaderValue) {
+    headers.remove(name);
+    let needle = secret.as_bytes();
+    let leaking: Vec<HeaderName> = headers
+        .iter()
+        .filter(|(_, v)| v.as_bytes().windows(needle.len()).any(|w| w == needle))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for name in leaking {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_listed_headers_go_too() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-hop"),
+        );
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-end-to-end", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-end-to-end"));
+    }
+
+    #[test]
+    fn reflected_keys_are_scrubbed() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("sekret-key"));
+        h.insert("x-echo", HeaderValue::from_static("got sekret-key here"));
+        h.insert("x-fine", HeaderValue::from_static("ok"));
+        scrub_secret(
+            &mut h,
+            &HeaderName::from_static("x-api-key"),
+            &HeaderValue::from_static("sekret-key"),
+        );
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-fine"));
+    }
+}

@@ -1,0 +1,393 @@
+//! talaria-proxy: the single entry point to external partner APIs. Routes by `x-api-tag`,
+//! exchanges our phone id for the partner's user id, adds the partner's API key and a signed
+//! JWT, checks the partner's callback tokens, and refuses anything that could make it talk
+//! to a host that is not a configured backend.
+
+pub mod body;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod guard;
+pub mod identity;
+pub mod jwt;
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use switchyard_runtime::Shutdown;
+use tokio::net::TcpListener;
+
+use crate::body::ProxyBody;
+pub use crate::config::ProxyConfig;
+use crate::config::{BackendConfig, InvalidConfig};
+use crate::error::ProxyError;
+use crate::forward::{Forwarding, StripRules, Target};
+use crate::identity::IdentityExchange;
+use crate::jwt::{Signer, Verifier};
+use crate::metrics::{ProxyMetrics, NO_BACKEND};
+
+/// Header every client request names its backend in.
+pub static X_API_TAG: HeaderName = HeaderName::from_static("x-api-tag");
+/// Header carrying the `sub` of a checked partner callback token to the internal upstream.
+pub static X_PARTNER_SUBJECT: HeaderName = HeaderName::from_static("x-partner-subject");
+/// Header naming the backend tag a callback came for.
+pub static X_PARTNER_TAG: HeaderName = HeaderName::from_static("x-partner-tag");
+
+struct Backend {
+    target: Target,
+    prefixes: Vec<String>,
+    identity: Option<Arc<IdentityExchange>>,
+    signer: Option<(HeaderName, Signer)>,
+    callback: Option<Callback>,
+}
+
+struct Callback {
+    target: Target,
+    prefixes: Vec<String>,
+    verifier: Verifier,
+}
+
+/// Everything a request needs, built once from the config; key material is loaded here so a
+/// bad key fails the start, not the first request.
+pub struct ProxyState {
+    allowed_hosts: Vec<String>,
+    trust_forwarded_for: bool,
+    strip: StripRules,
+    backends: HashMap<String, Backend>,
+    identities: Vec<Arc<IdentityExchange>>,
+    client: client::HttpClient,
+    pub metrics: Arc<ProxyMetrics>,
+}
+
+impl ProxyState {
+    pub fn new(cfg: &ProxyConfig) -> Result<Arc<Self>, InvalidConfig> {
+        cfg.validate()?;
+        let client = client::build();
+        let metrics = Arc::new(ProxyMetrics::default());
+        let mut identities = HashMap::new();
+        for (name, id_cfg) in &cfg.identity {
+            let exchange = IdentityExchange::new(name, id_cfg, client.clone(), metrics.clone())?;
+            identities.insert(name.clone(), Arc::new(exchange));
+        }
+        let mut backends = HashMap::new();
+        for (tag, b) in &cfg.backends {
+            backends.insert(tag.clone(), build_backend(tag, b, &identities)?);
+        }
+        let names = cfg
+            .strip_headers
+            .iter()
+            .map(|n| {
+                HeaderName::try_from(n.as_str()).map_err(|e| InvalidConfig::key("strip_headers", e))
+            })
+            .collect::<Result<_, _>>()?;
+        let prefixes = cfg
+            .strip_header_prefixes
+            .iter()
+            .map(|p| p.to_ascii_lowercase())
+            .collect();
+        Ok(Arc::new(Self {
+            allowed_hosts: cfg.allowed_hosts.clone(),
+            trust_forwarded_for: cfg.trust_forwarded_for,
+            strip: StripRules { names, prefixes },
+            backends,
+            identities: identities.into_values().collect(),
+            client,
+            metrics,
+        }))
+    }
+}
+
+fn build_backend(
+    tag: &str,
+    b: &BackendConfig,
+    identities: &HashMap<String, Arc<IdentityExchange>>,
+) -> Result<Backend, InvalidConfig> {
+    let key = |field: &str| format!("backends.{tag}.{field}");
+    let mut target = Target::new(tag, &b.base_url, b.timeout_ms);
+    target.api_key = b
+        .api_key
+        .as_ref()
+        .map(|k| forward::api_key_header(&key("api_key"), k))
+        .transpose()?;
+    let signer = match &b.jwt {
+        Some(j) => {
+            let header = HeaderName::try_from(j.header.as_str())
+                .map_err(|e| InvalidConfig::key(key("jwt.header"), e))?;
+            Some((header, Signer::new(&key("jwt"), j)?))
+        }
+        None => None,
+    };
+    let callback = match &b.callback {
+        Some(cb) => Some(Callback {
+            target: Target::new(tag, &cb.upstream, cb.timeout_ms),
+            prefixes: cb.allowed_prefixes.clone(),
+            verifier: Verifier::new(&key("callback"), cb)?,
+        }),
+        None => None,
+    };
+    Ok(Backend {
+        target,
+        prefixes: b.allowed_prefixes.clone(),
+        identity: b
+            .identity
+            .as_ref()
+            .and_then(|name| identities.get(name).cloned()),
+        signer,
+        callback,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid configuration")]
+    Config(#[from] InvalidConfig),
+}
+
+/// Serves the proxy on `listener` until `shutdown`, then lets in-flight requests finish for
+/// `drain_timeout_ms`.
+pub async fn run(
+    config: ProxyConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), RunError> {
+    let state = ProxyState::new(&config)?;
+    serve(state, &config, listener, shutdown).await;
+    Ok(())
+}
+
+/// The accept loop: HTTP/1.1 only, so the request target is always what the client sent.
+pub async fn serve(
+    state: Arc<ProxyState>,
+    config: &ProxyConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) {
+    let graceful = GracefulShutdown::new();
+    let header_timeout = Duration::from_millis(config.header_read_timeout_ms);
+    tracing::info!(addr = ?listener.local_addr().ok(), backends = state.backends.len(), "proxy listening");
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.triggered() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = service_fn(move |req| handle(state.clone(), peer, req));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let drain = Duration::from_millis(config.drain_timeout_ms);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain deadline passed with requests in flight");
+    }
+}
+
+async fn handle(
+    state: Arc<ProxyState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let request_id = request_id(req.headers());
+    let mut label = NO_BACKEND;
+    let result = dispatch(&state, peer, req, &request_id, &mut label).await;
+    let mut resp = result.unwrap_or_else(ProxyError::into_response);
+    resp.headers_mut()
+        .insert(forward::X_REQUEST_ID.clone(), request_id);
+    state.metrics.record_response(label, resp.status().as_u16());
+    Ok(resp)
+}
+
+/// Keeps a sane caller-supplied request id, otherwise makes one.
+fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    headers
+        .get(&forward::X_REQUEST_ID)
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::now_v7().simple().to_string())
+                .unwrap_or(HeaderValue::from_static("-"))
+        })
+}
+
+async fn dispatch<'s>(
+    state: &'s ProxyState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    request_id: &HeaderValue,
+    label: &mut &'s str,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    guard::check_request(&req, &state.allowed_hosts)?;
+    let path = req.uri().path();
+    let tag = req.headers().get(&X_API_TAG);
+    if tag.is_none() && req.method() == Method::GET {
+        match path {
+            "/_proxy/ping" => return Ok(plain(StatusCode::OK, "text/plain", "pong".into())),
+            "/_proxy/metrics" => {
+                for identity in &state.identities {
+                    identity.update_size_metric().await;
+                }
+                let text = switchyard_runtime::metrics::render(&state.metrics.registry);
+                return Ok(plain(
+                    StatusCode::OK,
+                    switchyard_runtime::metrics::CONTENT_TYPE,
+                    text,
+                ));
+            }
+            _ => {}
+        }
+    }
+    let decoded = guard::check_path(path)?;
+    if tag.is_none() {
+        if let Some(rest) = decoded.strip_prefix("/callbacks/") {
+            return callback(state, peer, req, rest, request_id, label).await;
+        }
+    }
+    let tag = tag.ok_or(ProxyError::MissingTag)?;
+    let backend = tag
+        .to_str()
+        .ok()
+        .and_then(|t| state.backends.get_key_value(t))
+        .ok_or(ProxyError::UnknownTag);
+    let (tag, backend) = backend?;
+    *label = tag;
+    if !guard::prefix_allowed(&decoded, &backend.prefixes) {
+        return Err(ProxyError::PathNotAllowed);
+    }
+    let mut extra = Vec::with_capacity(2);
+    let mut user_id = None;
+    if let Some(identity) = &backend.identity {
+        let name = &identity.phone_id_header;
+        let phone_id = req
+            .headers()
+            .get(name)
+            .ok_or_else(|| ProxyError::MissingHeader(name.to_string()))?
+            .to_str()
+            .map_err(|_| ProxyError::InvalidHeader(name.to_string()))?;
+        let id = identity.partner_user_id(phone_id).await?;
+        user_id = id.to_str().ok().map(str::to_owned);
+        extra.push((identity.user_id_header.clone(), id));
+    }
+    if let Some((header, signer)) = &backend.signer {
+        let token = signer.sign(user_id.as_deref())?;
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|e| ProxyError::Internal(e.into()))?;
+        extra.push((header.clone(), value));
+    }
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let fwd = Forwarding {
+        peer: peer.ip(),
+        request_id,
+        trust_forwarded_for: state.trust_forwarded_for,
+        strip: &state.strip,
+        extra,
+    };
+    forward::send(
+        &state.client,
+        &state.metrics,
+        &backend.target,
+        &path_and_query,
+        req,
+        fwd,
+    )
+    .await
+}
+
+/// `/callbacks/<tag>/<path>`: a partner calling us. The token is checked before anything is
+/// forwarded to the internal upstream, which sees `<path>` only.
+async fn callback<'s>(
+    state: &'s ProxyState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    rest: &str,
+    request_id: &HeaderValue,
+    label: &mut &'s str,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (tag, _) = rest.split_once('/').unwrap_or((rest, ""));
+    let (tag, backend) = state
+        .backends
+        .get_key_value(tag)
+        .ok_or(ProxyError::UnknownTag)?;
+    let cb = backend.callback.as_ref().ok_or(ProxyError::UnknownTag)?;
+    *label = tag;
+    let claims = cb.verifier.verify(req.headers().get(AUTHORIZATION))?;
+    // Tags are [a-z0-9_-]: a percent-encoded tag in the raw path is not ours.
+    let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let forwarded = raw
+        .strip_prefix("/callbacks/")
+        .and_then(|r| r.strip_prefix(tag.as_str()))
+        .ok_or(ProxyError::UnknownTag)?;
+    let inner_path = forwarded.split('?').next().unwrap_or_default();
+    if !guard::prefix_allowed(&guard::check_path(inner_path)?, &cb.prefixes) {
+        return Err(ProxyError::PathNotAllowed);
+    }
+    let forwarded = forwarded.to_owned();
+    let mut extra = vec![(
+        X_PARTNER_TAG.clone(),
+        HeaderValue::from_str(tag).map_err(|e| ProxyError::Internal(e.into()))?,
+    )];
+    if let Some(sub) = claims.sub.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        extra.push((X_PARTNER_SUBJECT.clone(), sub));
+    }
+    let fwd = Forwarding {
+        peer: peer.ip(),
+        request_id,
+        trust_forwarded_for: state.trust_forwarded_for,
+        strip: &state.strip,
+        extra,
+    };
+    forward::send(
+        &state.client,
+        &state.metrics,
+        &cb.target,
+        &forwarded,
+        req,
+        fwd,
+    )
+    .await
+}
+
+fn plain(status: StatusCode, content_type: &'static str, text: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(body::full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}

@@ -1,0 +1,40 @@
+//! `switchyard-proxy`: parses flags and config, then hands over to `proxy::run`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use proxy::ProxyConfig;
+use switchyard_runtime::{telemetry, Shutdown};
+
+#[derive(Parser)]
+#[command(about = "talaria-proxy: the secure reverse proxy to partner APIs")]
+struct Args {
+    /// TOML config file (env vars SWITCHYARD_PROXY_* override it).
+    #[arg(long, env = "SWITCHYARD_PROXY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Load and check the config (keys included), then exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init_tracing("proxy");
+    let config = ProxyConfig::load(args.config.as_deref())?;
+    if args.check {
+        proxy::ProxyState::new(&config)?;
+        println!("config ok: {} backend(s)", config.backends.len());
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        proxy::run(config, listener, Shutdown::on_signals()).await?;
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,380 @@
+//! Partner JWTs: tokens the proxy signs (HS256, ES256) checked as the partner would, and
+//! every rejection of the partner's callback tokens.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use common::*;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use proxy::config::{
+    CallbackConfig, IdentityConfig, JwtAlg, JwtSignConfig, Secret, VerifyKeyConfig,
+};
+use serde_json::json;
+
+const HS_SECRET: &str = "hs256-shared-secret-for-tests-0123456789";
+const PARTNER_HS_SECRET: &str = "partner-callback-secret-0123456789abcd";
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sign_config(alg: JwtAlg) -> JwtSignConfig {
+    JwtSignConfig {
+        alg,
+        kid: format!("proxy-{alg:?}"),
+        secret: (alg == JwtAlg::HS256).then(|| Secret::new(HS_SECRET)),
+        secret_file: None,
+        private_key_file: (alg == JwtAlg::ES256).then(|| fixture("proxy_es256_private.pem")),
+        issuer: "talaria-proxy".into(),
+        audience: "scooter-partner".into(),
+        ttl_secs: 30,
+        header: "authorization".into(),
+    }
+}
+
+async fn signing_setup(alg: JwtAlg) -> (Backend, Proxy, TestClient) {
+    let (_lookups, lookups_addr) = Lookups::start().await;
+    let (backend, backend_addr) = Backend::start().await;
+    let mut cfg = backend_config(backend_addr);
+    cfg.identity = Some("scooter".into());
+    cfg.jwt = Some(sign_config(alg));
+    let mut config = proxy_config(BTreeMap::from([("scooter".to_owned(), cfg)]));
+    let identity: IdentityConfig = identity_config(lookups_addr);
+    config.identity.insert("scooter".into(), identity);
+    (backend, start_proxy(config).await, client())
+}
+
+/// What the partner does with our token: pick the key by `kid`, check alg, claims, signature.
+fn partner_verifies(authorization: &str, alg: Algorithm, key: &DecodingKey) -> serde_json::Value {
+    let token = authorization.strip_prefix("Bearer ").expect("bearer");
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.alg, alg);
+    assert_eq!(
+        header.kid.as_deref(),
+        Some(format!("proxy-{alg:?}").as_str())
+    );
+    let mut v = Validation::new(alg);
+    v.set_issuer(&["talaria-proxy"]);
+    v.set_audience(&["scooter-partner"]);
+    v.validate_nbf = true;
+    let claims = jsonwebtoken::decode::<serde_json::Value>(token, key, &v)
+        .unwrap()
+        .claims;
+    let (iat, exp) = (
+        claims["iat"].as_u64().unwrap(),
+        claims["exp"].as_u64().unwrap(),
+    );
+    assert_eq!(exp - iat, 30, "short-lived");
+    claims
+}
+
+#[tokio::test]
+async fn hs256_token_carries_the_partner_user_id() {
+    let (backend, proxy, c) = signing_setup(JwtAlg::HS256).await;
+    let a = send(
+        &c,
+        get(
+            proxy.addr,
+            "/v1/rides",
+            Some("scooter"),
+            &[("x-yataxi-phoneid", "j1")],
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let auth = backend.last().headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let claims = partner_verifies(
+        &auth,
+        Algorithm::HS256,
+        &DecodingKey::from_secret(HS_SECRET.as_bytes()),
+    );
+    assert_eq!(claims["sub"], user_of("j1"));
+    // Signed with another secret, the partner would refuse it.
+    let token = auth.strip_prefix("Bearer ").unwrap();
+    let wrong = jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &DecodingKey::from_secret(b"some-other-secret-some-other-secret"),
+        &Validation::new(Algorithm::HS256),
+    );
+    assert!(wrong.is_err());
+}
+
+#[tokio::test]
+async fn es256_token_verifies_with_the_public_key_and_replaces_client_authorization() {
+    let (backend, proxy, c) = signing_setup(JwtAlg::ES256).await;
+    let a = send(
+        &c,
+        get(
+            proxy.addr,
+            "/v1/rides",
+            Some("scooter"),
+            &[
+                ("x-yataxi-phoneid", "j2"),
+                ("authorization", "Bearer client-token"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let seen = backend.last().headers;
+    assert_eq!(seen.get_all("authorization").iter().count(), 1);
+    let auth = seen["authorization"].to_str().unwrap().to_owned();
+    let public = std::fs::read(fixture("proxy_es256_public.pem")).unwrap();
+    let claims = partner_verifies(
+        &auth,
+        Algorithm::ES256,
+        &DecodingKey::from_ec_pem(&public).unwrap(),
+    );
+    assert_eq!(claims["sub"], user_of("j2"));
+}
+
+async fn callback_setup() -> (Backend, Proxy, TestClient) {
+    let (internal, internal_addr) = Backend::start().await;
+    let (_partner, partner_addr) = Backend::start().await;
+    let mut cfg = backend_config(partner_addr);
+    cfg.callback = Some(CallbackConfig {
+        upstream: format!("http://{internal_addr}/internal"),
+        allowed_prefixes: vec!["/rides".into()],
+        issuer: "scooter-partner".into(),
+        audience: "talaria".into(),
+        leeway_secs: 0,
+        timeout_ms: 2_000,
+        keys: vec![
+            VerifyKeyConfig {
+                kid: "partner-es".into(),
+                alg: JwtAlg::ES256,
+                secret: None,
+                secret_file: None,
+                public_key_file: Some(fixture("partner_es256_public.pem")),
+            },
+            VerifyKeyConfig {
+                kid: "partner-hs".into(),
+                alg: JwtAlg::HS256,
+                secret: Some(Secret::new(PARTNER_HS_SECRET)),
+                secret_file: None,
+                public_key_file: None,
+            },
+        ],
+    });
+    let config = proxy_config(BTreeMap::from([("scooter".to_owned(), cfg)]));
+    (internal, start_proxy(config).await, client())
+}
+
+fn es_key(name: &str) -> EncodingKey {
+    EncodingKey::from_ec_pem(&std::fs::read(fixture(name)).unwrap()).unwrap()
+}
+
+fn token(alg: Algorithm, kid: &str, key: &EncodingKey, claims: serde_json::Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
+}
+
+fn good_claims() -> serde_json::Value {
+    let now = now();
+    json!({"iss": "scooter-partner", "aud": "talaria", "sub": "ride-42", "iat": now, "nbf": now - 1, "exp": now + 60})
+}
+
+fn with(mut claims: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
+    claims[key] = value;
+    claims
+}
+
+fn callback(proxy: std::net::SocketAddr, path: &str, token: Option<&str>) -> http::Request<Body> {
+    let mut b = http::Request::post(format!("http://{proxy}{path}"))
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    b.body(Body::from("{\"state\":\"finished\"}")).unwrap()
+}
+
+#[tokio::test]
+async fn valid_callbacks_reach_the_internal_upstream() {
+    let (internal, proxy, c) = callback_setup().await;
+    let es = token(
+        Algorithm::ES256,
+        "partner-es",
+        &es_key("partner_es256_private.pem"),
+        good_claims(),
+    );
+    let a = send(
+        &c,
+        callback(proxy.addr, "/callbacks/scooter/rides/42?x=1", Some(&es)),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let seen = internal.last();
+    assert_eq!(seen.path_and_query, "/internal/rides/42?x=1");
+    assert_eq!(seen.headers["x-partner-subject"], "ride-42");
+    assert_eq!(seen.headers["x-partner-tag"], "scooter");
+    assert!(
+        !seen.headers.contains_key("authorization"),
+        "partner token forwarded inside"
+    );
+    assert_eq!(seen.body_len, 20);
+
+    let hs = token(
+        Algorithm::HS256,
+        "partner-hs",
+        &EncodingKey::from_secret(PARTNER_HS_SECRET.as_bytes()),
+        good_claims(),
+    );
+    let a = send(
+        &c,
+        callback(proxy.addr, "/callbacks/scooter/rides/43", Some(&hs)),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(internal.seen().len(), 2);
+    // A valid token does not widen the allowed paths.
+    let a = send(
+        &c,
+        callback(proxy.addr, "/callbacks/scooter/admin", Some(&hs)),
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.error_code().as_str()),
+        (404, "path_not_allowed")
+    );
+    assert_eq!(internal.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn every_bad_callback_token_is_a_401() {
+    let (internal, proxy, c) = callback_setup().await;
+    let es = es_key("partner_es256_private.pem");
+    let hs = EncodingKey::from_secret(PARTNER_HS_SECRET.as_bytes());
+    let now = now();
+    // alg none: header {"alg":"none","kid":"partner-hs"}, valid claims, empty signature.
+    let b64 = |v: &serde_json::Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "kid": "partner-hs", "typ": "JWT"})),
+        b64(&good_claims())
+    );
+    // HS256 signed with the ES256 public key as secret, claiming the ES key id (alg confusion).
+    let public_pem = std::fs::read(fixture("partner_es256_public.pem")).unwrap();
+    let confused = token(
+        Algorithm::HS256,
+        "partner-es",
+        &EncodingKey::from_secret(&public_pem),
+        good_claims(),
+    );
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no token", None),
+        ("garbage", Some("not.a.jwt".into())),
+        ("alg none", Some(none)),
+        ("alg confusion", Some(confused)),
+        (
+            "expired",
+            Some(token(
+                Algorithm::HS256,
+                "partner-hs",
+                &hs,
+                with(good_claims(), "exp", json!(now - 120)),
+            )),
+        ),
+        (
+            "not yet valid",
+            Some(token(
+                Algorithm::HS256,
+                "partner-hs",
+                &hs,
+                with(good_claims(), "nbf", json!(now + 600)),
+            )),
+        ),
+        (
+            "wrong issuer",
+            Some(token(
+                Algorithm::ES256,
+                "partner-es",
+                &es,
+                with(good_claims(), "iss", json!("someone-else")),
+            )),
+        ),
+        (
+            "wrong audience",
+            Some(token(
+                Algorithm::ES256,
+                "partner-es",
+                &es,
+                with(good_claims(), "aud", json!("other-service")),
+            )),
+        ),
+        (
+            "wrong ES key",
+            Some(token(
+                Algorithm::ES256,
+                "partner-es",
+                &es_key("other_es256_private.pem"),
+                good_claims(),
+            )),
+        ),
+        (
+            "wrong HS secret",
+            Some(token(
+                Algorithm::HS256,
+                "partner-hs",
+                &EncodingKey::from_secret(b"guessed-secret-guessed-secret-000"),
+                good_claims(),
+            )),
+        ),
+        (
+            "unknown kid",
+            Some(token(Algorithm::HS256, "partner-xx", &hs, good_claims())),
+        ),
+        (
+            "no exp",
+            Some(token(
+                Algorithm::HS256,
+                "partner-hs",
+                &hs,
+                json!({"iss": "scooter-partner", "aud": "talaria"}),
+            )),
+        ),
+    ];
+    for (case, token) in cases {
+        let a = send(
+            &c,
+            callback(proxy.addr, "/callbacks/scooter/rides/1", token.as_deref()),
+        )
+        .await;
+        assert_eq!(
+            (a.status, a.error_code().as_str()),
+            (401, "unauthorized"),
+            "{case}"
+        );
+    }
+    assert!(
+        internal.seen().is_empty(),
+        "a bad token reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn callbacks_for_backends_without_callbacks_are_404() {
+    let (internal, proxy, c) = callback_setup().await;
+    let a = send(&c, callback(proxy.addr, "/callbacks/trains/rides/1", None)).await;
+    assert_eq!((a.status, a.error_code().as_str()), (404, "unknown_tag"));
+    assert!(internal.seen().is_empty());
+}

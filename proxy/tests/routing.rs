@@ -1,0 +1,319 @@
+//! Routing by `x-api-tag`, every refusal of issue item 1, header hygiene, the API key, and
+//! the timeout / connection-error answers, against real HTTP servers.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use common::*;
+
+async fn setup() -> (Backend, Backend, Proxy, TestClient) {
+    let (scooter, scooter_addr) = Backend::start().await;
+    let (bikes, bikes_addr) = Backend::start().await;
+    let mut backends = BTreeMap::new();
+    backends.insert("scooter".to_owned(), backend_config(scooter_addr));
+    let mut bike_cfg = backend_config(bikes_addr);
+    bike_cfg.api_key = None;
+    bike_cfg.allowed_prefixes = vec!["/bikes".into()];
+    backends.insert("bikes".to_owned(), bike_cfg);
+    let proxy = start_proxy(proxy_config(backends)).await;
+    (scooter, bikes, proxy, client())
+}
+
+#[tokio::test]
+async fn routes_by_tag_to_the_configured_backend() {
+    let (scooter, bikes, proxy, c) = setup().await;
+    let a = send(&c, get(proxy.addr, "/v1/rides?x=1", Some("scooter"), &[])).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["path"], "/v1/rides?x=1");
+    let b = send(&c, get(proxy.addr, "/bikes/7", Some("bikes"), &[])).await;
+    assert_eq!(b.status, 200);
+    assert_eq!(scooter.seen().len(), 1);
+    assert_eq!(bikes.seen().len(), 1);
+    assert_eq!(bikes.last().path_and_query, "/bikes/7");
+    // The backend sees its own authority as Host, never the proxy's.
+    let host = scooter.last().headers["host"].to_str().unwrap().to_owned();
+    assert_ne!(host, proxy.addr.to_string());
+}
+
+#[tokio::test]
+async fn missing_unknown_tag_and_foreign_prefix_are_json_errors() {
+    let (scooter, _bikes, proxy, c) = setup().await;
+    let a = send(&c, get(proxy.addr, "/v1/rides", None, &[])).await;
+    assert_eq!((a.status, a.error_code().as_str()), (400, "missing_tag"));
+    let a = send(&c, get(proxy.addr, "/v1/rides", Some("trains"), &[])).await;
+    assert_eq!((a.status, a.error_code().as_str()), (404, "unknown_tag"));
+    let a = send(&c, get(proxy.addr, "/admin", Some("scooter"), &[])).await;
+    assert_eq!(
+        (a.status, a.error_code().as_str()),
+        (404, "path_not_allowed")
+    );
+    // Segment-wise: `/v1x` is not under `/v1`.
+    let a = send(&c, get(proxy.addr, "/v1x/rides", Some("scooter"), &[])).await;
+    assert_eq!(
+        (a.status, a.error_code().as_str()),
+        (404, "path_not_allowed")
+    );
+    // A tag is a config key, not a place the client may point at a prefix of another backend.
+    let a = send(&c, get(proxy.addr, "/bikes/1", Some("scooter"), &[])).await;
+    assert_eq!(a.status, 404);
+    assert!(scooter.seen().is_empty());
+}
+
+#[tokio::test]
+async fn traversal_in_every_spelling_is_refused() {
+    let (scooter, _bikes, proxy, c) = setup().await;
+    for path in [
+        "/v1/%2e%2e/admin",
+        "/v1/%2E%2E/admin",
+        "/v1/.%2e/admin",
+        "/v1/..%2fadmin",
+        "/v1/%2fadmin",
+        "/v1/..%5cadmin",
+        "/v1/%252e%252e/admin",
+        "/v1/..;/admin",
+        "/v1/%00",
+    ] {
+        let a = send(&c, get(proxy.addr, path, Some("scooter"), &[])).await;
+        assert_eq!(
+            (a.status, a.error_code().as_str()),
+            (400, "bad_path"),
+            "{path}"
+        );
+    }
+    // Literal dot segments never survive a client library, so send them raw.
+    let answer = raw(
+        proxy.addr,
+        b"GET /v1/../admin HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-tag: scooter\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("\"bad_path\""), "{answer}");
+    assert!(scooter.seen().is_empty());
+}
+
+#[tokio::test]
+async fn absolute_form_targets_are_refused() {
+    let (scooter, _bikes, proxy, _c) = setup().await;
+    let answer = raw(
+        proxy.addr,
+        b"GET http://169.254.169.254/v1/rides HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-tag: scooter\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("\"absolute_form_refused\""), "{answer}");
+    // Even with an allowed Host and a matching authority.
+    let answer = raw(
+        proxy.addr,
+        format!(
+            "GET http://{}/v1/rides HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-tag: scooter\r\n\r\n",
+            proxy.addr
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(answer.contains("\"absolute_form_refused\""), "{answer}");
+    assert!(scooter.seen().is_empty());
+}
+
+#[tokio::test]
+async fn connect_is_refused() {
+    let (scooter, _bikes, proxy, _c) = setup().await;
+    let answer = raw(
+        proxy.addr,
+        b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\nx-api-tag: scooter\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(answer.contains("\"method_not_allowed\""), "{answer}");
+    assert!(!answer.contains("200"), "{answer}");
+    assert!(scooter.seen().is_empty());
+}
+
+#[tokio::test]
+async fn foreign_host_is_refused() {
+    let (scooter, _bikes, proxy, c) = setup().await;
+    let req = http::Request::get(format!("http://{}/v1/rides", proxy.addr))
+        .header("host", "partner.example.com")
+        .header("x-api-tag", "scooter")
+        .body(Body::empty())
+        .unwrap();
+    let a = send(&c, req).await;
+    assert_eq!((a.status, a.error_code().as_str()), (421, "foreign_host"));
+    let answer = raw(
+        proxy.addr,
+        b"GET /v1/rides HTTP/1.1\r\nHost: 127.0.0.1@evil.example\r\nx-api-tag: scooter\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    assert!(scooter.seen().is_empty());
+}
+
+#[tokio::test]
+async fn smuggling_with_both_lengths_is_refused_and_the_connection_closed() {
+    let (scooter, _bikes, proxy, _c) = setup().await;
+    // CL.TE: a front end reading Content-Length would see one request, a back end reading
+    // the chunks a second one (`GET /v1/admin`).
+    let smuggle = b"POST /v1/rides HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-tag: scooter\r\n\
+Content-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/admin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let answer = raw(proxy.addr, smuggle).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(
+        answer.matches("HTTP/1.1").count(),
+        1,
+        "a second request was served: {answer}"
+    );
+    assert!(answer.contains("\"ambiguous_framing\""), "{answer}");
+    // TE.CL ordering and an obfuscated Transfer-Encoding.
+    let smuggle = b"POST /v1/rides HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-tag: scooter\r\n\
+Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\nGPOST /v1/admin HTTP/1.1\r\n\r\n0\r\n\r\n";
+    let answer = raw(proxy.addr, smuggle).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    let smuggle = b"POST /v1/rides HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-tag: scooter\r\n\
+Content-Length: 5\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n";
+    let answer = raw(proxy.addr, smuggle).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // Two different lengths.
+    let smuggle = b"POST /v1/rides HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-tag: scooter\r\n\
+Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!";
+    let answer = raw(proxy.addr, smuggle).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(scooter.seen().is_empty(), "{:?}", scooter.seen());
+}
+
+#[tokio::test]
+async fn hop_by_hop_personal_and_spoofed_headers_are_dropped() {
+    let (scooter, _bikes, proxy, c) = setup().await;
+    let a = send(
+        &c,
+        get(
+            proxy.addr,
+            "/v1/reflect",
+            Some("scooter"),
+            &[
+                ("connection", "x-hop-req"),
+                ("x-hop-req", "1"),
+                ("proxy-authorization", "Basic abc"),
+                ("x-yataxi-user-id", "internal"),
+                ("authorization", "Bearer our-internal-token"),
+                ("cookie", "session=1"),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-request-id", "req-123"),
+                ("x-partner-custom", "kept"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let seen = scooter.last().headers;
+    for gone in [
+        "x-hop-req",
+        "proxy-authorization",
+        "x-yataxi-user-id",
+        "authorization",
+        "cookie",
+        "x-api-tag",
+        "connection",
+    ] {
+        assert!(!seen.contains_key(gone), "{gone} reached the backend");
+    }
+    assert_eq!(seen["x-partner-custom"], "kept");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["x-request-id"], "req-123");
+    // Response side: hop-by-hop from the backend never reaches the client.
+    assert!(!a.headers.contains_key("x-hop-resp"));
+    assert!(!a.headers.contains_key("keep-alive"));
+    assert_eq!(a.headers["x-request-id"], "req-123");
+    // A request without an id gets one, the same on both sides.
+    let a = send(&c, get(proxy.addr, "/v1/rides", Some("scooter"), &[])).await;
+    let id = a.headers["x-request-id"].clone();
+    assert!(!id.is_empty());
+    assert_eq!(scooter.last().headers["x-request-id"], id);
+}
+
+#[tokio::test]
+async fn api_key_is_injected_and_never_leaked() {
+    let (scooter, bikes, proxy, c) = setup().await;
+    // A client cannot choose the key; the backend reflects every header it got.
+    let a = send(
+        &c,
+        get(
+            proxy.addr,
+            "/v1/reflect",
+            Some("scooter"),
+            &[("x-api-key", "client-chosen")],
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let seen = scooter.last().headers;
+    assert_eq!(
+        seen.get_all("x-api-key").iter().collect::<Vec<_>>(),
+        vec![API_KEY]
+    );
+    let leaked = a.headers.iter().any(|(_, v)| {
+        v.as_bytes()
+            .windows(API_KEY.len())
+            .any(|w| w == API_KEY.as_bytes())
+    });
+    assert!(!leaked, "{:?}", a.headers);
+    assert!(!String::from_utf8_lossy(&a.body).contains(API_KEY));
+    // A backend without a configured key is not ours to guard: the client's header passes.
+    let _ = send(
+        &c,
+        get(
+            proxy.addr,
+            "/bikes/1",
+            Some("bikes"),
+            &[("x-api-key", "client-chosen")],
+        ),
+    )
+    .await;
+    assert_eq!(
+        bikes
+            .last()
+            .headers
+            .get("x-api-key")
+            .map(|v| v.to_str().unwrap()),
+        Some("client-chosen")
+    );
+}
+
+#[tokio::test]
+async fn slow_backend_is_a_504_and_dead_backend_a_502() {
+    let (_scooter, scooter_addr) = Backend::start().await;
+    let mut backends = BTreeMap::new();
+    let mut slow = backend_config(scooter_addr);
+    slow.timeout_ms = 200;
+    backends.insert("slow".to_owned(), slow);
+    backends.insert("dead".to_owned(), backend_config(closed_addr().await));
+    let proxy = start_proxy(proxy_config(backends)).await;
+    let c = client();
+    let a = send(&c, get(proxy.addr, "/v1/slow", Some("slow"), &[])).await;
+    assert_eq!(
+        (a.status, a.error_code().as_str()),
+        (504, "upstream_timeout")
+    );
+    let a = send(&c, get(proxy.addr, "/v1/rides", Some("dead"), &[])).await;
+    assert_eq!(
+        (a.status, a.error_code().as_str()),
+        (502, "upstream_unavailable")
+    );
+    assert!(!String::from_utf8_lossy(&a.body).contains("127.0.0.1"));
+    let errors = metric(
+        &c,
+        proxy.addr,
+        "switchyard_proxy_server_errors_total{backend=\"dead\",status=\"502\"}",
+    )
+    .await;
+    assert_eq!(errors, 1.0);
+    let timeouts = metric(
+        &c,
+        proxy.addr,
+        "switchyard_proxy_requests_total{backend=\"slow\",status=\"504\"}",
+    )
+    .await;
+    assert_eq!(timeouts, 1.0);
+}
