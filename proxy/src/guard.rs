@@ -22,8 +22,9 @@ pub fn check_request<B>(req: &Request<B>, allowed_hosts: &[String]) -> Result<()
     check_host(req.headers(), allowed_hosts)
 }
 
-/// Content-Length together with Transfer-Encoding is the classic request-smuggling shape;
-/// hyper already refuses differing lengths and non-chunked encodings, we refuse the rest.
+/// Content-Length together with Transfer-Encoding is the classic request-smuggling shape.
+/// hyper refuses differing lengths and non-chunked encodings and drops the length when both
+/// are sent (`framing` catches that on the raw bytes); this is the header-level backstop.
 fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
     let te = headers.get_all(TRANSFER_ENCODING).iter().count();
     let cl = headers.get_all(CONTENT_LENGTH).iter().count();

@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod framing;
 pub mod guard;
 pub mod identity;
 pub mod jwt;
@@ -34,6 +35,7 @@ pub use crate::config::ProxyConfig;
 use crate::config::{BackendConfig, InvalidConfig};
 use crate::error::ProxyError;
 use crate::forward::{Forwarding, StripRules, Target};
+use crate::framing::{FramingFlag, SniffedIo};
 use crate::identity::IdentityExchange;
 use crate::jwt::{Signer, Verifier};
 use crate::metrics::{ProxyMetrics, NO_BACKEND};
@@ -191,11 +193,13 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let service = service_fn(move |req| handle(state.clone(), peer, req));
+        let flag = FramingFlag::default();
+        let io = TokioIo::new(SniffedIo::new(stream, flag.clone()));
+        let service = service_fn(move |req| handle(state.clone(), peer, flag.clone(), req));
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(io, service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -216,11 +220,18 @@ pub async fn serve(
 async fn handle(
     state: Arc<ProxyState>,
     peer: SocketAddr,
+    framing: FramingFlag,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let request_id = request_id(req.headers());
     let mut label = NO_BACKEND;
-    let result = dispatch(&state, peer, req, &request_id, &mut label).await;
+    let result = if framing.is_ambiguous() {
+        Err(ProxyError::AmbiguousFraming(
+            "both content-length and transfer-encoding",
+        ))
+    } else {
+        dispatch(&state, peer, req, &request_id, &mut label).await
+    };
     let mut resp = result.unwrap_or_else(ProxyError::into_response);
     resp.headers_mut()
         .insert(forward::X_REQUEST_ID.clone(), request_id);
