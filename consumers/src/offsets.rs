@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Partition {
     in_flight: BTreeSet<i64>,
     next: i64,
@@ -18,7 +18,12 @@ pub struct OffsetTracker {
 
 impl OffsetTracker {
     pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
-        let p = self.parts.entry((topic.to_owned(), partition)).or_default();
+        // The first record seen marks where this consumer started: nothing before it is ours.
+        let p = self.parts.entry((topic.to_owned(), partition)).or_insert_with(|| Partition {
+            in_flight: BTreeSet::new(),
+            next: offset,
+            committed: offset,
+        });
         p.in_flight.insert(offset);
         p.next = p.next.max(offset + 1);
     }
@@ -45,7 +50,6 @@ impl OffsetTracker {
     pub fn positions(&self) -> impl Iterator<Item = (&str, i32, i64)> + '_ {
         self.parts
             .iter()
-            .filter(|(_, p)| p.committed > 0)
             .map(|((t, part), p)| (t.as_str(), *part, p.committed))
     }
 

@@ -22,9 +22,9 @@ log "starting nisshi (log: .local/nisshi.log)"
 nohup "$NISSHI" broker \
   --listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
   --advertised-listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
-  --storage-engine "$(pg_url nisshi)" \
+  --storage-engine "$(pg_url nisshi)?sslmode=disable" \
   --group-initial-rebalance-delay 0s \
   >"$STATE/nisshi.log" 2>&1 &
 echo $! >"$STATE/nisshi.pid"
-wait_port "$KAFKA_HOST" "$KAFKA_PORT" nisshi 60
+wait_port "$KAFKA_HOST" "$KAFKA_PORT" nisshi 60 || { tail -20 "$STATE/nisshi.log" >&2; exit 1; }
 log "broker ready on $KAFKA_HOST:$KAFKA_PORT"

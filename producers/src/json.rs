@@ -28,18 +28,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             };
         }
         let msg = strip_position(&inner.to_string());
-        // serde names missing/unknown fields in the message; the path is then the parent.
-        let field = backticked(&msg).map_or(path.clone(), |name| {
-            if path == "." {
-                name.to_owned()
-            } else {
-                format!("{path}.{name}")
-            }
-        });
-        let field = if msg.starts_with("missing field") || msg.starts_with("unknown field") {
-            field
-        } else {
-            path
+        // A missing field is reported at its parent's path; serde names it in the message.
+        let field = match backticked(&msg).filter(|_| msg.starts_with("missing field")) {
+            Some(name) if path == "." => name.to_owned(),
+            Some(name) => format!("{path}.{name}"),
+            None => path,
         };
         if field == "." {
             ApiError::BadRequest { code: "invalid_body", field: None, message: msg }
