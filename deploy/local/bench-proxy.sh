@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Benchmarks talaria-proxy against Debian's nginx (`proxy_pass`) in front of the same local
 # backend, with the same load generator and concurrency; writes bench-results/proxy.md.
-#   CONCURRENCY=32 BENCH_SECONDS=10 deploy/local/bench-proxy.sh
+#   CONCURRENCY=32 BENCH_SECONDS=10 ROUNDS=2 deploy/local/bench-proxy.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 CONCURRENCY=${CONCURRENCY:-32}
 BENCH_SECONDS=${BENCH_SECONDS:-10}
+ROUNDS=${ROUNDS:-2}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
 if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
@@ -77,12 +78,13 @@ error_log $TMP/nginx/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
+  keepalive_requests 10000000;
   client_body_temp_path $TMP/nginx/body;
   proxy_temp_path $TMP/nginx/proxy;
   fastcgi_temp_path $TMP/nginx/fastcgi;
   uwsgi_temp_path $TMP/nginx/uwsgi;
   scgi_temp_path $TMP/nginx/scgi;
-  upstream backend { server $BACKEND; keepalive 256; }
+  upstream backend { server $BACKEND; keepalive 256; keepalive_requests 10000000; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
     location / {
@@ -109,4 +111,5 @@ mkdir -p bench-results
   --proxy-pid "$PROXY_PID" \
   --concurrency "$CONCURRENCY" \
   --seconds "$BENCH_SECONDS" \
+  --rounds "$ROUNDS" \
   --out bench-results/proxy.md

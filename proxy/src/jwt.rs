@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use http::HeaderValue;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use moka::future::Cache;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{read_secret, CallbackConfig, InvalidConfig, JwtAlg, JwtSignConfig};
@@ -31,13 +33,16 @@ pub struct SignedClaims {
     pub jti: String,
 }
 
-/// Signs one token per forwarded request.
+/// Signs the tokens sent to a backend. A token is reused for the same `sub` during the first
+/// half of its life, so it always has at least half its TTL left when it reaches the partner
+/// and the hot path does not sign per request.
 pub struct Signer {
     header: Header,
     key: EncodingKey,
     issuer: String,
     audience: String,
     ttl: Duration,
+    reuse: Cache<String, HeaderValue>,
 }
 
 impl Signer {
@@ -74,7 +79,25 @@ impl Signer {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             ttl: Duration::from_secs(cfg.ttl_secs.max(1)),
+            reuse: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_millis(cfg.ttl_secs.max(1) * 500))
+                .build(),
         })
+    }
+
+    /// `Bearer <token>` for `sub`, freshly signed or reused (see the type's docs).
+    pub async fn bearer(&self, sub: Option<&str>) -> Result<HeaderValue, ProxyError> {
+        let key = sub.unwrap_or_default();
+        if let Some(value) = self.reuse.get(key).await {
+            return Ok(value);
+        }
+        let value = HeaderValue::try_from(format!("Bearer {}", self.sign(sub)?))
+            .map_err(|e| ProxyError::Internal(e.into()))?;
+        let mut stored = value.clone();
+        stored.set_sensitive(true);
+        self.reuse.insert(key.to_owned(), stored).await;
+        Ok(value)
     }
 
     /// A token for `sub` (the partner user id) valid from now for the configured ttl.
@@ -252,7 +275,7 @@ mod tests {
             },
         )
         .unwrap();
-        let value = http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
         let claims = verifier.verify(Some(&value)).unwrap();
         assert_eq!(claims.sub.as_deref(), Some("user-1"));
         assert!(verifier.verify(None).is_err());

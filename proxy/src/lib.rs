@@ -313,10 +313,7 @@ async fn dispatch<'s>(
         extra.push((identity.user_id_header.clone(), id));
     }
     if let Some((header, signer)) = &backend.signer {
-        let token = signer.sign(user_id.as_deref())?;
-        let value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|e| ProxyError::Internal(e.into()))?;
-        extra.push((header.clone(), value));
+        extra.push((header.clone(), signer.bearer(user_id.as_deref()).await?));
     }
     let path_and_query = req
         .uri()

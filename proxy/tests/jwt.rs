@@ -113,6 +113,38 @@ async fn hs256_token_carries_the_partner_user_id() {
         &Validation::new(Algorithm::HS256),
     );
     assert!(wrong.is_err());
+    // Within half its TTL the token is reused for the same user, never for another one.
+    let _ = send(
+        &c,
+        get(
+            proxy.addr,
+            "/v1/rides",
+            Some("scooter"),
+            &[("x-yataxi-phoneid", "j1")],
+        ),
+    )
+    .await;
+    assert_eq!(backend.last().headers["authorization"], auth.as_str());
+    let _ = send(
+        &c,
+        get(
+            proxy.addr,
+            "/v1/rides",
+            Some("scooter"),
+            &[("x-yataxi-phoneid", "j1-other")],
+        ),
+    )
+    .await;
+    let other = backend.last().headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(other, auth);
+    let key = DecodingKey::from_secret(HS_SECRET.as_bytes());
+    assert_eq!(
+        partner_verifies(&other, Algorithm::HS256, &key)["sub"],
+        user_of("j1-other")
+    );
 }
 
 #[tokio::test]
