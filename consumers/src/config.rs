@@ -31,6 +31,22 @@ pub struct DispatcherConfig {
     pub builtin_sink_listen: Option<String>,
     /// Who receives what.
     pub subscribers: Vec<SubscriberConfig>,
+    /// mark-notify: integrations by tag, expanded into one subscriber per (tag, target).
+    pub mark_notify: Option<MarkNotifySection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkNotifySection {
+    /// Topic the ingress publishes marks to.
+    #[serde(default = "default_mark_topic")]
+    pub topic: String,
+    /// The integrations file (shared with the ingress, which reads only its tags).
+    pub integrations_file: std::path::PathBuf,
+}
+
+fn default_mark_topic() -> String {
+    "mark-notify".into()
 }
 
 impl Default for DispatcherConfig {
@@ -45,6 +61,7 @@ impl Default for DispatcherConfig {
             retry: RetryPolicy::default(),
             builtin_sink_listen: None,
             subscribers: Vec::new(),
+            mark_notify: None,
         }
     }
 }
@@ -59,6 +76,9 @@ pub struct SubscriberConfig {
     /// Envelope event types delivered (e.g. `uid.bind`); empty means all.
     #[serde(default)]
     pub event_types: Vec<String>,
+    /// mark-notify tags delivered; empty means all. Only `mark.seen` events carry a tag.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Where deliveries go.
     pub target: Target,
     /// Total attempts before dead-lettering; absent means retry forever.
@@ -81,6 +101,15 @@ fn default_concurrency() -> usize {
 pub enum Target {
     /// HTTP POST of the event's JSON rendering.
     Http(HttpTarget),
+    /// A record on another Kafka topic.
+    Topic(TopicTarget),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicTarget {
+    /// Destination topic; must exist (declare it in `deploy/topics.toml`).
+    pub topic: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +175,8 @@ impl RetryPolicy {
 pub enum ConfigCheckError {
     #[error(transparent)]
     Load(#[from] ConfigError),
+    #[error("mark-notify integrations: {0}")]
+    Integrations(String),
     #[error("subscribers[{index}].{key}: {message}")]
     Invalid {
         index: usize,
@@ -156,9 +187,20 @@ pub enum ConfigCheckError {
 
 impl DispatcherConfig {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigCheckError> {
-        let cfg: Self = load_config(file, ENV_PREFIX)?;
+        let mut cfg: Self = load_config(file, ENV_PREFIX)?;
+        cfg.expand_integrations()?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Turns the mark-notify integrations file into subscribers, once.
+    pub fn expand_integrations(&mut self) -> Result<(), ConfigCheckError> {
+        if let Some(section) = self.mark_notify.take() {
+            let file = crate::integrations::IntegrationsFile::read(&section.integrations_file)
+                .map_err(|e| ConfigCheckError::Integrations(e.to_string()))?;
+            self.subscribers.extend(file.into_subscribers(&section.topic));
+        }
+        Ok(())
     }
 
     /// Fails fast on a config that would misbehave at runtime, naming the key.
@@ -196,6 +238,11 @@ impl DispatcherConfig {
                 Target::Http(h) => {
                     if reqwest::Url::parse(&h.url).is_err() {
                         return Err(invalid(i, "target.url", "is not a valid URL"));
+                    }
+                }
+                Target::Topic(t) => {
+                    if t.topic.is_empty() || s.topics.contains(&t.topic) {
+                        return Err(invalid(i, "target.topic", "must be set and not a source topic"));
                     }
                 }
             }

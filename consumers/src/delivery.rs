@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use events::v1::envelope::Payload;
 use events::Envelope;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RetryPolicy;
 use crate::http_target::{Attempt, HttpSink};
 use crate::metrics::{DispatchMetrics, SubscriberLabels, TierLabels};
-use crate::render::render_http;
+use crate::render::{render_http, render_topic, Rendered};
 use crate::retry::{backoff, Parked, RetryState};
 
 /// A record taken off the consumer, owned so it can cross tasks.
@@ -31,6 +33,34 @@ pub struct Job {
 #[derive(Clone)]
 pub enum Sink {
     Http(HttpSink),
+    Topic(TopicSink),
+}
+
+/// Delivery as a record on another topic, keyed like the source record.
+#[derive(Clone)]
+pub struct TopicSink {
+    pub producer: FutureProducer,
+    pub topic: String,
+}
+
+impl TopicSink {
+    async fn attempt(&self, key: Option<&[u8]>, event_id: &str, r: &Rendered) -> Attempt {
+        let mut headers = OwnedHeaders::new()
+            .insert(Header { key: "sy-event-id", value: Some(event_id) })
+            .insert(Header { key: "sy-idempotency-key", value: Some(r.idempotency_key.as_str()) });
+        if let Some(kind) = r.caller_kind {
+            headers = headers.insert(Header { key: "sy-caller-kind", value: Some(kind) });
+        }
+        let mut record =
+            FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&r.body[..]).headers(headers);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        match self.producer.send(record, Timeout::After(Duration::from_secs(10))).await {
+            Ok(_) => Attempt::Delivered,
+            Err((e, _)) => Attempt::Failed { error: format!("produce failed: {e}"), retry_after: None },
+        }
+    }
 }
 
 /// Everything a delivery lane needs, shared by all lanes of one subscriber.
@@ -38,6 +68,7 @@ pub struct Deliverer {
     pub subscriber: String,
     pub source_topics: Vec<String>,
     pub event_types: Vec<String>,
+    pub tags: Vec<String>,
     pub sink: Sink,
     pub policy: RetryPolicy,
     pub max_attempts: Option<u32>,
@@ -132,6 +163,20 @@ impl Deliverer {
         Some(())
     }
 
+    /// Event type and (for marks) tag filters of this subscriber.
+    fn wants(&self, env: &Envelope) -> bool {
+        if !self.event_types.is_empty() && !self.event_types.contains(&env.event_type) {
+            return false;
+        }
+        if self.tags.is_empty() {
+            return true;
+        }
+        match &env.payload {
+            Some(Payload::NotificationSeen(seen)) => self.tags.contains(&seen.tag),
+            _ => false,
+        }
+    }
+
     async fn try_deliver(&self, job: &Job, stop: &CancellationToken) -> Option<Verdict> {
         let dead = |error: String| {
             Some(Verdict::DeadLetter {
@@ -146,15 +191,17 @@ impl Deliverer {
             Ok(env) => env,
             Err(e) => return dead(format!("undecodable envelope: {e}")),
         };
-        if !self.event_types.is_empty() && !self.event_types.contains(&env.event_type) {
+        if !self.wants(&env) {
             self.metrics.skipped.get_or_create(&self.labels).inc();
             return Some(Verdict::Delivered);
         }
         let rendered = match &self.sink {
-            Sink::Http(_) => match render_http(&env) {
-                Ok(r) => r,
-                Err(e) => return dead(format!("cannot render: {e}")),
-            },
+            Sink::Http(_) => render_http(&env),
+            Sink::Topic(_) => render_topic(&env, payload),
+        };
+        let rendered = match rendered {
+            Ok(r) => r,
+            Err(e) => return dead(format!("cannot render: {e}")),
         };
         let mut attempts = job.state.attempts;
         let budget = match self.max_attempts {
@@ -182,6 +229,7 @@ impl Deliverer {
             let started = Instant::now();
             let outcome = match &self.sink {
                 Sink::Http(http) => http.attempt(&env.event_id, &rendered).await,
+                Sink::Topic(t) => t.attempt(job.key.as_deref(), &env.event_id, &rendered).await,
             };
             attempts += 1;
             match outcome {

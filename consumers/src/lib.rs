@@ -5,6 +5,7 @@ pub mod config;
 pub mod delivery;
 pub mod deptrans;
 pub mod http_target;
+pub mod integrations;
 pub mod metrics;
 pub mod offsets;
 pub mod render;
@@ -38,6 +39,8 @@ use worker::{GroupContext, Worker};
 pub enum DispatchError {
     #[error("kafka client")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigCheckError),
     #[error("creating retry topics")]
     Topics(#[from] TopicError),
     #[error("subscriber {0}")]
@@ -69,10 +72,12 @@ pub fn derived_topics(cfg: &DispatcherConfig) -> Vec<TopicSpec> {
 
 /// Runs every subscriber until `shutdown`; `listener` serves `/ping` and `/metrics`.
 pub async fn run(
-    cfg: DispatcherConfig,
+    mut cfg: DispatcherConfig,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), DispatchError> {
+    cfg.expand_integrations()?;
+    cfg.validate()?;
     ensure_topics(&cfg.kafka, &derived_topics(&cfg)).await?;
     let metrics = Arc::new(DispatchMetrics::default());
     let producer: FutureProducer = cfg.kafka.producer_config("dispatcher-parking").create()?;
@@ -84,12 +89,17 @@ pub async fn run(
                 http_target::HttpSink::new(h, s.concurrency)
                     .map_err(|e| DispatchError::Target(s.name.clone(), e))?,
             ),
+            Target::Topic(t) => Sink::Topic(delivery::TopicSink {
+                producer: producer.clone(),
+                topic: t.topic.clone(),
+            }),
         };
         let policy = cfg.policy(s).clone();
         let deliverer = Deliverer {
             subscriber: s.name.clone(),
             source_topics: s.topics.clone(),
             event_types: s.event_types.clone(),
+            tags: s.tags.clone(),
             sink,
             retry_topics: (0..policy.tiers_ms.len())
                 .map(|t| cfg.retry_topic(&s.name, t))

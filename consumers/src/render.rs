@@ -1,9 +1,12 @@
-//! Turns an envelope into what a subscriber receives: a JSON body and its idempotency token.
-//! One fixed, documented format per event type (see `schemas/webhooks/`).
+//! Turns an envelope into what a subscriber receives: one fixed, documented format per event
+//! type and caller kind (`schemas/webhooks/`, `proto/switchyard/v1/seen.proto`).
 
 use bytes::Bytes;
 use events::v1::envelope::Payload;
+use events::v1::notification_seen::Caller;
+use events::v1::{AnonymousSeenRecord, ClientSeenRecord, DriverSeenRecord, NotificationSeen};
 use events::Envelope;
+use prost::Message;
 use serde::Serialize;
 
 /// A delivery, ready to send and identical on every attempt.
@@ -11,13 +14,17 @@ use serde::Serialize;
 pub struct Rendered {
     pub body: Bytes,
     pub idempotency_key: String,
+    /// `client`, `driver` or `anonymous` for marks; `sy-caller-kind` header on topic records.
+    pub caller_kind: Option<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     #[error("envelope has no payload")]
     NoPayload,
-    #[error("payload {0} has no webhook format yet")]
+    #[error("mark has no caller")]
+    NoCaller,
+    #[error("payload {0} has no webhook format")]
     Unsupported(&'static str),
     #[error("encoding json")]
     Json(#[from] serde_json::Error),
@@ -33,25 +40,129 @@ pub struct AccountLinkWebhook<'a> {
     pub occurred_at: String,
 }
 
-pub fn render_http(env: &Envelope) -> Result<Rendered, RenderError> {
-    let occurred_at = env
-        .occurred_at()
+/// Body of a mark-notify webhook (`schemas/webhooks/mark-notify.{kind}.v1.json`).
+#[derive(Debug, Serialize)]
+pub struct SeenWebhook<'a> {
+    pub event_id: &'a str,
+    pub caller: &'static str,
+    pub tag: &'a str,
+    pub id: &'a str,
+    pub seen_at: String,
+    #[serde(flatten)]
+    pub who: SeenWho<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum SeenWho<'a> {
+    Client {
+        user_id: &'a str,
+        yandex_uid: Option<u64>,
+        bound_uids: &'a [u64],
+        phone_id: Option<&'a str>,
+    },
+    Driver {
+        park_id: &'a str,
+        driver_profile_id: &'a str,
+    },
+    Anonymous {},
+}
+
+fn rfc3339(env: &Envelope) -> String {
+    env.occurred_at()
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn kind(caller: &Caller) -> &'static str {
+    match caller {
+        Caller::Client(_) => "client",
+        Caller::Driver(_) => "driver",
+        Caller::Anonymous(_) => "anonymous",
+    }
+}
+
+/// The JSON body POSTed to an HTTP target.
+pub fn render_http(env: &Envelope) -> Result<Rendered, RenderError> {
+    let mut caller_kind = None;
     let body = match env.payload.as_ref().ok_or(RenderError::NoPayload)? {
         Payload::AccountLink(link) => serde_json::to_vec(&AccountLinkWebhook {
             event_id: &env.event_id,
             event_type: link.event().short_name(),
             portal_uid: link.portal_uid,
             phonish_uid: link.phonish_uid,
-            occurred_at,
+            occurred_at: rfc3339(env),
         })?,
-        Payload::NotificationSeen(_) => return Err(RenderError::Unsupported("notification_seen")),
+        Payload::NotificationSeen(seen) => {
+            let caller = seen.caller.as_ref().ok_or(RenderError::NoCaller)?;
+            caller_kind = Some(kind(caller));
+            let who = match caller {
+                Caller::Client(c) => SeenWho::Client {
+                    user_id: &c.user_id,
+                    yandex_uid: (c.uid != 0).then_some(c.uid),
+                    bound_uids: &c.bound_uids,
+                    phone_id: Some(c.phone_id.as_str()).filter(|p| !p.is_empty()),
+                },
+                Caller::Driver(d) => SeenWho::Driver {
+                    park_id: &d.park_id,
+                    driver_profile_id: &d.driver_profile_id,
+                },
+                Caller::Anonymous(_) => SeenWho::Anonymous {},
+            };
+            serde_json::to_vec(&SeenWebhook {
+                event_id: &env.event_id,
+                caller: kind(caller),
+                tag: &seen.tag,
+                id: &seen.id,
+                seen_at: rfc3339(env),
+                who,
+            })?
+        }
         Payload::DriverStatus(_) => return Err(RenderError::Unsupported("driver_status")),
-        Payload::Json(_) => return Err(RenderError::Unsupported("json")),
+        Payload::Json(json) => json.clone(),
     };
-    Ok(Rendered {
-        body: Bytes::from(body),
-        idempotency_key: env.idempotency_key.clone(),
-    })
+    Ok(Rendered { body: Bytes::from(body), idempotency_key: env.idempotency_key.clone(), caller_kind })
+}
+
+/// The record value written to a topic target: marks in their per-caller-kind protobuf
+/// message, every other event forwarded as its envelope.
+pub fn render_topic(env: &Envelope, raw: &[u8]) -> Result<Rendered, RenderError> {
+    let (body, caller_kind) = match env.payload.as_ref().ok_or(RenderError::NoPayload)? {
+        Payload::NotificationSeen(seen) => seen_record(env, seen)?,
+        _ => (raw.to_vec(), None),
+    };
+    Ok(Rendered { body: Bytes::from(body), idempotency_key: env.idempotency_key.clone(), caller_kind })
+}
+
+fn seen_record(
+    env: &Envelope,
+    seen: &NotificationSeen,
+) -> Result<(Vec<u8>, Option<&'static str>), RenderError> {
+    let caller = seen.caller.as_ref().ok_or(RenderError::NoCaller)?;
+    let (event_id, tag, id, seen_at) =
+        (env.event_id.clone(), seen.tag.clone(), seen.id.clone(), env.occurred_at);
+    let bytes = match caller {
+        Caller::Client(c) => ClientSeenRecord {
+            event_id,
+            tag,
+            id,
+            seen_at,
+            user_id: c.user_id.clone(),
+            uid: c.uid,
+            bound_uids: c.bound_uids.clone(),
+            phone_id: c.phone_id.clone(),
+        }
+        .encode_to_vec(),
+        Caller::Driver(d) => DriverSeenRecord {
+            event_id,
+            tag,
+            id,
+            seen_at,
+            park_id: d.park_id.clone(),
+            driver_profile_id: d.driver_profile_id.clone(),
+        }
+        .encode_to_vec(),
+        Caller::Anonymous(_) => AnonymousSeenRecord { event_id, tag, id, seen_at }.encode_to_vec(),
+    };
+    Ok((bytes, Some(kind(caller))))
 }

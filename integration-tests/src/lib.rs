@@ -61,7 +61,7 @@ pub async fn start_ingress(
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let publisher = producers::Publisher::kafka(&config.kafka, "test-ingress")?;
-    let state = producers::AppState::new(config, publisher);
+    let state = producers::AppState::new(config, publisher)?;
     let shutdown = Shutdown::new();
     let s = shutdown.clone();
     let join = tokio::spawn(async move {
@@ -120,6 +120,7 @@ pub fn http_subscriber(name: &str, topic: &str, url: &str) -> consumers::config:
         name: name.to_owned(),
         topics: vec![topic.to_owned()],
         event_types: Vec::new(),
+        tags: Vec::new(),
         target: consumers::config::Target::Http(consumers::config::HttpTarget {
             url: url.to_owned(),
             timeout_ms: 2_000,

@@ -26,6 +26,8 @@ pub struct IngressConfig {
     pub uid_notify: UidNotifyConfig,
     /// `POST /v1/driver-status`.
     pub driver_status: crate::driver_status::DriverStatusConfig,
+    /// `POST /4.0/mark-notify/v1/seen`.
+    pub mark_notify: crate::mark_notify::MarkNotifyConfig,
 }
 
 impl Default for IngressConfig {
@@ -37,6 +39,7 @@ impl Default for IngressConfig {
             reload_interval_ms: 2_000,
             uid_notify: UidNotifyConfig::default(),
             driver_status: crate::driver_status::DriverStatusConfig::default(),
+            mark_notify: crate::mark_notify::MarkNotifyConfig::default(),
         }
     }
 }

@@ -8,8 +8,10 @@ pub mod json;
 pub mod metrics;
 pub mod openapi;
 pub mod publish;
+pub mod mark_notify;
 pub mod uid_notify;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,12 +39,25 @@ pub struct AppState {
     pub switches: LiveSwitches,
     pub publisher: Publisher,
     pub metrics: Arc<IngressMetrics>,
+    /// mark-notify tags that have at least one integration.
+    pub routed_tags: Arc<HashSet<String>>,
 }
 
 impl AppState {
-    pub fn new(config: IngressConfig, publisher: Publisher) -> Self {
+    /// Builds the state, reading the mark-notify integrations file named in `config`.
+    pub fn new(
+        config: IngressConfig,
+        publisher: Publisher,
+    ) -> Result<Self, mark_notify::IntegrationsError> {
+        let routed = mark_notify::routed_tags(config.mark_notify.integrations_file.as_deref())?;
         let switches = Arc::new(ArcSwap::from_pointee(Switches::from(&config)));
-        Self { config: Arc::new(config), switches, publisher, metrics: Arc::default() }
+        Ok(Self {
+            config: Arc::new(config),
+            switches,
+            publisher,
+            metrics: Arc::default(),
+            routed_tags: Arc::new(routed),
+        })
     }
 
     /// Publishes and records latency; any failure becomes a 503 for the caller.
@@ -69,6 +84,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/uid-notify", post(uid_notify::handle))
         .route("/v1/driver-status", post(driver_status::handle))
+        .route("/4.0/mark-notify/v1/seen", post(mark_notify::handle))
         .route("/ping", get(|| async { "pong" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))

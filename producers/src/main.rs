@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let publisher = Publisher::kafka(&config.kafka, "ingress")?;
-    let state = AppState::new(config, publisher);
+    let state = AppState::new(config, publisher)?;
     producers::run(state, args.config, listener, Shutdown::on_signals()).await?;
     Ok(())
 }

@@ -10,6 +10,7 @@ pub const REQUESTS: &str = "switchyard_ingress_requests";
 pub const PUBLISH_SECONDS: &str = "switchyard_ingress_publish_seconds";
 pub const PUBLISH_FAILURES: &str = "switchyard_ingress_publish_failures";
 pub const DISABLED: &str = "switchyard_ingress_disabled_requests";
+pub const UNROUTED: &str = "switchyard_mark_notify_unrouted";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
@@ -23,6 +24,11 @@ pub struct TopicLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TagLabels {
+    pub tag: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FlowLabels {
     pub flow: String,
 }
@@ -33,6 +39,7 @@ pub struct IngressMetrics {
     pub publish_seconds: Family<TopicLabels, Histogram>,
     pub publish_failures: Family<TopicLabels, Counter>,
     pub disabled: Family<FlowLabels, Counter>,
+    pub unrouted: Family<TagLabels, Counter>,
 }
 
 impl Default for IngressMetrics {
@@ -44,6 +51,12 @@ impl Default for IngressMetrics {
         });
         let publish_failures = Family::<TopicLabels, Counter>::default();
         let disabled = Family::<FlowLabels, Counter>::default();
+        let unrouted = Family::<TagLabels, Counter>::default();
+        registry.register(
+            UNROUTED,
+            "Marks accepted for a tag without integrations",
+            unrouted.clone(),
+        );
         registry.register(REQUESTS, "HTTP requests by route and status", requests.clone());
         registry.register(
             PUBLISH_SECONDS,
@@ -60,6 +73,13 @@ impl Default for IngressMetrics {
             "Requests accepted without publishing because the flow's kill switch is off",
             disabled.clone(),
         );
-        Self { registry, requests, publish_seconds, publish_failures, disabled }
+        Self {
+            registry,
+            requests,
+            publish_seconds,
+            publish_failures,
+            disabled,
+            unrouted,
+        }
     }
 }

@@ -5,7 +5,11 @@ use utoipa::OpenApi;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "switchyard ingress", description = "Publish events to switchyard; 200 means the broker has the record."),
-    paths(crate::uid_notify::handle, crate::driver_status::handle),
+    paths(
+        crate::uid_notify::handle,
+        crate::driver_status::handle,
+        crate::mark_notify::handle
+    ),
     components(schemas(crate::error::ErrorBody))
 )]
 pub struct IngressApi;
