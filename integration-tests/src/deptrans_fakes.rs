@@ -69,7 +69,7 @@ impl FakeState {
         lat: f64,
         lon: f64,
     ) {
-        let pd = format!("pd-{licence}");
+        let pd = format!("pd-{park}-{driver}");
         lock(&self.profiles).push((park.into(), driver.into(), Some(pd.clone())));
         lock(&self.categories).push((
             park.into(),

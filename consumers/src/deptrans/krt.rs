@@ -27,6 +27,32 @@ pub enum KrtError {
     Pool(#[from] deadpool_postgres::PoolError),
 }
 
+/// A secret passed to Postgres: tokio-postgres logs statement parameters at debug level, so
+/// this prints as `<redacted>` there.
+struct SecretParam<'a>(&'a str);
+
+impl std::fmt::Debug for SecretParam<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl tokio_postgres::types::ToSql for SecretParam<'_> {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.0.to_sql(ty, out)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
 /// A KRT bearer token; never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token {
@@ -299,7 +325,7 @@ impl TokenStore {
                      VALUES (1, $1, $2, now())
                      ON CONFLICT (id) DO UPDATE SET access_token = excluded.access_token,
                          expires_at = excluded.expires_at, updated_at = excluded.updated_at",
-                    &[&t.value, &t.expires_at],
+                    &[&SecretParam(&t.value), &t.expires_at],
                 )
                 .await?;
                 self.metrics.token_refreshes.inc();
