@@ -4,6 +4,7 @@
 pub mod deptrans_fakes;
 pub mod fake_http;
 pub mod kafka;
+pub mod load;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -43,6 +43,11 @@ impl KafkaSettings {
             .set("client.id", format!("{}-{role}", self.client_id))
             .set("socket.keepalive.enable", "true")
             .set("reconnect.backoff.max.ms", "2000");
+        cfg
+    }
+
+    /// Operator overrides win over every default set here.
+    fn with_extra(&self, mut cfg: ClientConfig) -> ClientConfig {
         for (k, v) in &self.extra {
             cfg.set(k, v);
         }
@@ -59,7 +64,7 @@ impl KafkaSettings {
             .set("compression.type", "lz4")
             .set("message.timeout.ms", self.produce_timeout_ms.to_string())
             .set("request.timeout.ms", self.produce_timeout_ms.min(30_000).to_string());
-        cfg
+        self.with_extra(cfg)
     }
 
     /// An at-least-once consumer: offsets are stored by the application only after the record
@@ -75,10 +80,10 @@ impl KafkaSettings {
             .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "300000")
             .set("enable.partition.eof", "false");
-        cfg
+        self.with_extra(cfg)
     }
 
     pub fn admin_config(&self) -> ClientConfig {
-        self.base("admin")
+        self.with_extra(self.base("admin"))
     }
 }
