@@ -73,7 +73,8 @@ pub struct SubscriberConfig {
     pub name: String,
     /// Source topics.
     pub topics: Vec<String>,
-    /// Envelope event types delivered (e.g. `uid.bind`); empty means all.
+    /// Envelope event types delivered (e.g. `uid.bind`); empty means all. A versioned filter
+    /// `tasks.task_assigned.v1` takes version 1 and every later (compatible) version.
     #[serde(default)]
     pub event_types: Vec<String>,
     /// mark-notify tags delivered; empty means all. Only `mark.seen` events carry a tag.
@@ -90,6 +91,20 @@ pub struct SubscriberConfig {
     /// Overrides the dispatcher-wide retry policy.
     #[serde(default)]
     pub retry: Option<RetryPolicy>,
+}
+
+/// Whether subscriber filter `filter` takes `env`: the exact type, or `<type>.v<N>` for
+/// versions >= N, which the schema evolution check keeps compatible with vN.
+pub fn type_matches(filter: &str, env: &events::Envelope) -> bool {
+    if filter == env.event_type {
+        return true;
+    }
+    match filter.rsplit_once(".v") {
+        Some((name, v)) => {
+            name == env.event_type && v.parse::<u32>().is_ok_and(|v| env.schema_version >= v)
+        }
+        None => false,
+    }
 }
 
 fn default_concurrency() -> usize {
@@ -198,7 +213,8 @@ impl DispatcherConfig {
         if let Some(section) = self.mark_notify.take() {
             let file = crate::integrations::IntegrationsFile::read(&section.integrations_file)
                 .map_err(|e| ConfigCheckError::Integrations(e.to_string()))?;
-            self.subscribers.extend(file.into_subscribers(&section.topic));
+            self.subscribers
+                .extend(file.into_subscribers(&section.topic));
         }
         Ok(())
     }
@@ -242,7 +258,11 @@ impl DispatcherConfig {
                 }
                 Target::Topic(t) => {
                     if t.topic.is_empty() || s.topics.contains(&t.topic) {
-                        return Err(invalid(i, "target.topic", "must be set and not a source topic"));
+                        return Err(invalid(
+                            i,
+                            "target.topic",
+                            "must be set and not a source topic",
+                        ));
                     }
                 }
             }

@@ -46,19 +46,36 @@ pub struct TopicSink {
 impl TopicSink {
     async fn attempt(&self, key: Option<&[u8]>, event_id: &str, r: &Rendered) -> Attempt {
         let mut headers = OwnedHeaders::new()
-            .insert(Header { key: "sy-event-id", value: Some(event_id) })
-            .insert(Header { key: "sy-idempotency-key", value: Some(r.idempotency_key.as_str()) });
+            .insert(Header {
+                key: "sy-event-id",
+                value: Some(event_id),
+            })
+            .insert(Header {
+                key: "sy-idempotency-key",
+                value: Some(r.idempotency_key.as_str()),
+            });
         if let Some(kind) = r.caller_kind {
-            headers = headers.insert(Header { key: "sy-caller-kind", value: Some(kind) });
+            headers = headers.insert(Header {
+                key: "sy-caller-kind",
+                value: Some(kind),
+            });
         }
-        let mut record =
-            FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&r.body[..]).headers(headers);
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+            .payload(&r.body[..])
+            .headers(headers);
         if let Some(k) = key {
             record = record.key(k);
         }
-        match self.producer.send(record, Timeout::After(Duration::from_secs(10))).await {
+        match self
+            .producer
+            .send(record, Timeout::After(Duration::from_secs(10)))
+            .await
+        {
             Ok(_) => Attempt::Delivered,
-            Err((e, _)) => Attempt::Failed { error: format!("produce failed: {e}"), retry_after: None },
+            Err((e, _)) => Attempt::Failed {
+                error: format!("produce failed: {e}"),
+                retry_after: None,
+            },
         }
     }
 }
@@ -165,7 +182,12 @@ impl Deliverer {
 
     /// Event type and (for marks) tag filters of this subscriber.
     fn wants(&self, env: &Envelope) -> bool {
-        if !self.event_types.is_empty() && !self.event_types.contains(&env.event_type) {
+        if !self.event_types.is_empty()
+            && !self
+                .event_types
+                .iter()
+                .any(|f| crate::config::type_matches(f, env))
+        {
             return false;
         }
         if self.tags.is_empty() {
@@ -229,7 +251,10 @@ impl Deliverer {
             let started = Instant::now();
             let outcome = match &self.sink {
                 Sink::Http(http) => http.attempt(&env.event_id, &rendered).await,
-                Sink::Topic(t) => t.attempt(job.key.as_deref(), &env.event_id, &rendered).await,
+                Sink::Topic(t) => {
+                    t.attempt(job.key.as_deref(), &env.event_id, &rendered)
+                        .await
+                }
             };
             attempts += 1;
             match outcome {

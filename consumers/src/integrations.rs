@@ -58,7 +58,8 @@ pub enum IntegrationsError {
 impl IntegrationsFile {
     pub fn read(path: &Path) -> Result<Self, IntegrationsError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| IntegrationsError::Read(name.clone(), e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| IntegrationsError::Read(name.clone(), e))?;
         toml::from_str(&text).map_err(|e| IntegrationsError::Parse(name, e))
     }
 
@@ -106,7 +107,9 @@ mod tests {
         let subs = file.into_subscribers("mark-notify");
         let names: Vec<_> = subs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["mark-notify.promo.api", "mark-notify.promo.log"]);
-        assert!(subs.iter().all(|s| s.tags == ["promo"] && s.topics == ["mark-notify"]));
+        assert!(subs
+            .iter()
+            .all(|s| s.tags == ["promo"] && s.topics == ["mark-notify"]));
         assert_eq!(subs[0].max_attempts, Some(5));
         assert!(matches!(&subs[1].target, Target::Topic(t) if t.topic == "promo-seen"));
     }

@@ -19,11 +19,14 @@ pub struct OffsetTracker {
 impl OffsetTracker {
     pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
         // The first record seen marks where this consumer started: nothing before it is ours.
-        let p = self.parts.entry((topic.to_owned(), partition)).or_insert_with(|| Partition {
-            in_flight: BTreeSet::new(),
-            next: offset,
-            committed: offset,
-        });
+        let p = self
+            .parts
+            .entry((topic.to_owned(), partition))
+            .or_insert_with(|| Partition {
+                in_flight: BTreeSet::new(),
+                next: offset,
+                committed: offset,
+            });
         p.in_flight.insert(offset);
         p.next = p.next.max(offset + 1);
     }

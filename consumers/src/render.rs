@@ -121,7 +121,11 @@ pub fn render_http(env: &Envelope) -> Result<Rendered, RenderError> {
         Payload::DriverStatus(_) => return Err(RenderError::Unsupported("driver_status")),
         Payload::Json(json) => json.clone(),
     };
-    Ok(Rendered { body: Bytes::from(body), idempotency_key: env.idempotency_key.clone(), caller_kind })
+    Ok(Rendered {
+        body: Bytes::from(body),
+        idempotency_key: env.idempotency_key.clone(),
+        caller_kind,
+    })
 }
 
 /// The record value written to a topic target: marks in their per-caller-kind protobuf
@@ -131,7 +135,11 @@ pub fn render_topic(env: &Envelope, raw: &[u8]) -> Result<Rendered, RenderError>
         Payload::NotificationSeen(seen) => seen_record(env, seen)?,
         _ => (raw.to_vec(), None),
     };
-    Ok(Rendered { body: Bytes::from(body), idempotency_key: env.idempotency_key.clone(), caller_kind })
+    Ok(Rendered {
+        body: Bytes::from(body),
+        idempotency_key: env.idempotency_key.clone(),
+        caller_kind,
+    })
 }
 
 fn seen_record(
@@ -139,8 +147,12 @@ fn seen_record(
     seen: &NotificationSeen,
 ) -> Result<(Vec<u8>, Option<&'static str>), RenderError> {
     let caller = seen.caller.as_ref().ok_or(RenderError::NoCaller)?;
-    let (event_id, tag, id, seen_at) =
-        (env.event_id.clone(), seen.tag.clone(), seen.id.clone(), env.occurred_at);
+    let (event_id, tag, id, seen_at) = (
+        env.event_id.clone(),
+        seen.tag.clone(),
+        seen.id.clone(),
+        env.occurred_at,
+    );
     let bytes = match caller {
         Caller::Client(c) => ClientSeenRecord {
             event_id,
@@ -162,7 +174,13 @@ fn seen_record(
             driver_profile_id: d.driver_profile_id.clone(),
         }
         .encode_to_vec(),
-        Caller::Anonymous(_) => AnonymousSeenRecord { event_id, tag, id, seen_at }.encode_to_vec(),
+        Caller::Anonymous(_) => AnonymousSeenRecord {
+            event_id,
+            tag,
+            id,
+            seen_at,
+        }
+        .encode_to_vec(),
     };
     Ok((bytes, Some(kind(caller))))
 }

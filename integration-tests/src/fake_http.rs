@@ -36,7 +36,11 @@ pub enum Script {
     /// 200 always.
     Ok,
     /// `status` for the first `n` requests, 200 afterwards.
-    FailFirst { n: usize, status: u16, retry_after: Option<u64> },
+    FailFirst {
+        n: usize,
+        status: u16,
+        retry_after: Option<u64>,
+    },
     /// `status` forever.
     AlwaysFail { status: u16 },
 }
@@ -62,7 +66,9 @@ impl FakeSubscriber {
             script: Arc::new(Mutex::new(script)),
             inner: Arc::default(),
         };
-        let app = Router::new().route("/{*path}", post(handle)).with_state(fake.clone());
+        let app = Router::new()
+            .route("/{*path}", post(handle))
+            .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(fake)
     }
@@ -81,7 +87,10 @@ impl FakeSubscriber {
 
     /// Requests answered 2xx.
     pub fn delivered(&self) -> Vec<Received> {
-        self.received().into_iter().filter(|r| r.status < 300).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.status < 300)
+            .collect()
     }
 
     /// Waits until `pred` holds over the received requests, or `within` passes.
@@ -99,7 +108,8 @@ impl FakeSubscriber {
     }
 
     pub async fn wait_delivered(&self, n: usize, within: Duration) -> bool {
-        self.wait_until(within, |r| r.iter().filter(|r| r.status < 300).count() >= n).await
+        self.wait_until(within, |r| r.iter().filter(|r| r.status < 300).count() >= n)
+            .await
     }
 }
 
@@ -108,11 +118,19 @@ async fn handle(State(fake): State<FakeSubscriber>, headers: HeaderMap, body: By
     let seen = inner.received.len();
     let (status, retry_after) = match fake.script.lock().unwrap().clone() {
         Script::Ok => (200, None),
-        Script::FailFirst { n, status, retry_after } if seen < n => (status, retry_after),
+        Script::FailFirst {
+            n,
+            status,
+            retry_after,
+        } if seen < n => (status, retry_after),
         Script::FailFirst { .. } => (200, None),
         Script::AlwaysFail { status } => (status, None),
     };
-    inner.received.push(Received { headers, body, status });
+    inner.received.push(Received {
+        headers,
+        body,
+        status,
+    });
     drop(inner);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match retry_after {

@@ -18,16 +18,26 @@ pub fn producer() -> anyhow::Result<FutureProducer> {
     Ok(kafka_settings().producer_config("test-producer").create()?)
 }
 
-pub async fn produce(p: &FutureProducer, topic: &str, key: &str, value: &[u8]) -> anyhow::Result<()> {
-    p.send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(10))
-        .await
-        .map_err(|(e, _)| e)?;
+pub async fn produce(
+    p: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+) -> anyhow::Result<()> {
+    p.send(
+        FutureRecord::to(topic).key(key).payload(value),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|(e, _)| e)?;
     Ok(())
 }
 
 /// Reads `topic` from the beginning with a fresh group until `n` records arrived or `within`.
 pub async fn read(topic: &str, n: usize, within: Duration) -> anyhow::Result<Vec<OwnedMessage>> {
-    let consumer: StreamConsumer = kafka_settings().consumer_config(&unique("reader")).create()?;
+    let consumer: StreamConsumer = kafka_settings()
+        .consumer_config(&unique("reader"))
+        .create()?;
     consumer.subscribe(&[topic])?;
     let deadline = Instant::now() + within;
     let mut out = Vec::new();

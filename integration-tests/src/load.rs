@@ -31,7 +31,14 @@ impl LoadReport {
                 lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)]
             }
         };
-        Self { requests: lat.len() + failed, ok: lat.len(), failed, elapsed, p50: pct(0.50), p99: pct(0.99) }
+        Self {
+            requests: lat.len() + failed,
+            ok: lat.len(),
+            failed,
+            elapsed,
+            p50: pct(0.50),
+            p99: pct(0.99),
+        }
     }
 }
 
@@ -39,8 +46,17 @@ impl LoadReport {
 pub type BodyFn = Arc<dyn Fn(u64) -> String + Send + Sync>;
 
 /// `concurrency` workers POST back to back for `duration`.
-pub async fn closed_loop(url: &str, concurrency: usize, duration: Duration, body: BodyFn) -> LoadReport {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build().unwrap();
+pub async fn closed_loop(
+    url: &str,
+    concurrency: usize,
+    duration: Duration,
+    body: BodyFn,
+) -> LoadReport {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = tokio::task::JoinSet::new();
@@ -88,7 +104,11 @@ pub async fn open_loop(
     headers: Arc<dyn Fn(u64) -> Vec<(&'static str, String)> + Send + Sync>,
     body: BodyFn,
 ) -> LoadReport {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(max_in_flight).tcp_nodelay(true).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(max_in_flight)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
     let sem = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
     let results = Arc::new(Mutex::new((Vec::new(), 0usize)));
     let started = Instant::now();
@@ -98,9 +118,18 @@ pub async fn open_loop(
         let scheduled = started + Duration::from_nanos(i * 1_000_000_000 / rate);
         tokio::time::sleep_until(scheduled.into()).await;
         let permit = sem.clone().acquire_owned().await.unwrap();
-        let (client, url, results, body, headers) = (client.clone(), url.to_owned(), results.clone(), body.clone(), headers.clone());
+        let (client, url, results, body, headers) = (
+            client.clone(),
+            url.to_owned(),
+            results.clone(),
+            body.clone(),
+            headers.clone(),
+        );
         tasks.spawn(async move {
-            let mut req = client.post(&url).header("content-type", "application/json").body(body(i));
+            let mut req = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body(i));
             for (k, v) in headers(i) {
                 req = req.header(k, v);
             }

@@ -15,7 +15,11 @@ const EVENTS: u64 = 2_000;
 
 fn spawn_dispatcher(config: &std::path::Path) -> Child {
     let bin = workspace_root().join("target/release/switchyard-dispatcher");
-    assert!(bin.exists(), "{} missing: run `cargo build --release --bins` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build --release --bins` first",
+        bin.display()
+    );
     Command::new(bin)
         .arg("--config")
         .arg(config)
@@ -27,7 +31,10 @@ fn spawn_dispatcher(config: &std::path::Path) -> Child {
 }
 
 fn distinct(sub: &FakeSubscriber) -> HashSet<String> {
-    sub.delivered().iter().map(|r| r.json()["event_id"].as_str().unwrap_or_default().to_owned()).collect()
+    sub.delivered()
+        .iter()
+        .map(|r| r.json()["event_id"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -37,10 +44,23 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() {
     let p = producer().unwrap();
     let mut ids = HashSet::new();
     for i in 1..=EVENTS {
-        let link = AccountLink { portal_uid: i, phonish_uid: i + 1, event: LinkEvent::Bind.into() };
-        let env = Envelope::new(event_type::UID_BIND, 1, Utc::now(), "test", link.idempotency_key(), Payload::AccountLink(link));
+        let link = AccountLink {
+            portal_uid: i,
+            phonish_uid: i + 1,
+            event: LinkEvent::Bind.into(),
+        };
+        let env = Envelope::new(
+            event_type::UID_BIND,
+            1,
+            Utc::now(),
+            "test",
+            link.idempotency_key(),
+            Payload::AccountLink(link),
+        );
         ids.insert(env.event_id.clone());
-        produce(&p, &topic, &(i + 1).to_string(), &env.to_bytes()).await.unwrap();
+        produce(&p, &topic, &(i + 1).to_string(), &env.to_bytes())
+            .await
+            .unwrap();
     }
 
     let sub = FakeSubscriber::start(Script::Ok).await.unwrap();
@@ -54,17 +74,31 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() {
     std::fs::write(&file, toml::to_string(&cfg).unwrap()).unwrap();
 
     let mut first = spawn_dispatcher(&file);
-    assert!(sub.wait_delivered(300, Duration::from_secs(60)).await, "first run delivered too little");
+    assert!(
+        sub.wait_delivered(300, Duration::from_secs(60)).await,
+        "first run delivered too little"
+    );
     first.kill().unwrap(); // SIGKILL: no drain, no final commit
     first.wait().unwrap();
     let before = distinct(&sub).len();
-    assert!(before < EVENTS as usize, "killed too late to prove anything ({before})");
+    assert!(
+        before < EVENTS as usize,
+        "killed too late to prove anything ({before})"
+    );
 
     let mut second = spawn_dispatcher(&file);
-    let all = sub.wait_until(Duration::from_secs(120), |_| distinct(&sub).len() >= EVENTS as usize).await;
+    let all = sub
+        .wait_until(Duration::from_secs(120), |_| {
+            distinct(&sub).len() >= EVENTS as usize
+        })
+        .await;
     let _ = second.kill();
     let _ = second.wait();
     let got = distinct(&sub);
-    assert!(all, "only {} of {EVENTS} distinct events delivered", got.len());
+    assert!(
+        all,
+        "only {} of {EVENTS} distinct events delivered",
+        got.len()
+    );
     assert_eq!(got, ids, "exactly the produced events, none lost");
 }

@@ -6,7 +6,10 @@ use integration_tests::kafka::{create_topic, read};
 use integration_tests::*;
 use serde_json::{json, Value};
 
-async fn post_raw(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value, reqwest::header::HeaderMap) {
+async fn post_raw(
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
     let resp = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
@@ -25,33 +28,96 @@ async fn every_bad_request_is_a_400_naming_the_field() {
     create_topic(&topic, 1).await.unwrap();
     let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
     let url = ingress.url("/v1/uid-notify");
-    let big = format!(r#"{{"portal_uid":1,"phonish_uid":2,"event_type":"bind","x":"{}"}}"#, "a".repeat(70_000));
+    let big = format!(
+        r#"{{"portal_uid":1,"phonish_uid":2,"event_type":"bind","x":"{}"}}"#,
+        "a".repeat(70_000)
+    );
     let cases: Vec<(&str, String, &str, Option<&str>)> = vec![
-        ("bad json", r#"{"portal_uid": 1,"#.into(), "invalid_json", None),
+        (
+            "bad json",
+            r#"{"portal_uid": 1,"#.into(),
+            "invalid_json",
+            None,
+        ),
         ("not an object", "[1,2]".into(), "invalid_body", None),
-        ("missing portal_uid", r#"{"phonish_uid":2,"event_type":"bind"}"#.into(), "invalid_field", Some("portal_uid")),
-        ("missing event_type", r#"{"portal_uid":1,"phonish_uid":2}"#.into(), "invalid_field", Some("event_type")),
-        ("unknown field", r#"{"portal_uid":1,"phonish_uid":2,"event_type":"bind","extra":1}"#.into(), "invalid_field", Some("extra")),
-        ("string uid", r#"{"portal_uid":"1","phonish_uid":2,"event_type":"bind"}"#.into(), "invalid_field", Some("portal_uid")),
-        ("negative uid", r#"{"portal_uid":1,"phonish_uid":-2,"event_type":"bind"}"#.into(), "invalid_field", Some("phonish_uid")),
-        ("zero portal", r#"{"portal_uid":0,"phonish_uid":2,"event_type":"bind"}"#.into(), "invalid_field", Some("portal_uid")),
-        ("zero phonish", r#"{"portal_uid":1,"phonish_uid":0,"event_type":"bind"}"#.into(), "invalid_field", Some("phonish_uid")),
-        ("unknown event_type", r#"{"portal_uid":1,"phonish_uid":2,"event_type":"merge"}"#.into(), "invalid_field", Some("event_type")),
-        ("bad timestamp", r#"{"portal_uid":1,"phonish_uid":2,"event_type":"bind","event_timestamp":"yesterday"}"#.into(), "invalid_field", Some("event_timestamp")),
+        (
+            "missing portal_uid",
+            r#"{"phonish_uid":2,"event_type":"bind"}"#.into(),
+            "invalid_field",
+            Some("portal_uid"),
+        ),
+        (
+            "missing event_type",
+            r#"{"portal_uid":1,"phonish_uid":2}"#.into(),
+            "invalid_field",
+            Some("event_type"),
+        ),
+        (
+            "unknown field",
+            r#"{"portal_uid":1,"phonish_uid":2,"event_type":"bind","extra":1}"#.into(),
+            "invalid_field",
+            Some("extra"),
+        ),
+        (
+            "string uid",
+            r#"{"portal_uid":"1","phonish_uid":2,"event_type":"bind"}"#.into(),
+            "invalid_field",
+            Some("portal_uid"),
+        ),
+        (
+            "negative uid",
+            r#"{"portal_uid":1,"phonish_uid":-2,"event_type":"bind"}"#.into(),
+            "invalid_field",
+            Some("phonish_uid"),
+        ),
+        (
+            "zero portal",
+            r#"{"portal_uid":0,"phonish_uid":2,"event_type":"bind"}"#.into(),
+            "invalid_field",
+            Some("portal_uid"),
+        ),
+        (
+            "zero phonish",
+            r#"{"portal_uid":1,"phonish_uid":0,"event_type":"bind"}"#.into(),
+            "invalid_field",
+            Some("phonish_uid"),
+        ),
+        (
+            "unknown event_type",
+            r#"{"portal_uid":1,"phonish_uid":2,"event_type":"merge"}"#.into(),
+            "invalid_field",
+            Some("event_type"),
+        ),
+        (
+            "bad timestamp",
+            r#"{"portal_uid":1,"phonish_uid":2,"event_type":"bind","event_timestamp":"yesterday"}"#
+                .into(),
+            "invalid_field",
+            Some("event_timestamp"),
+        ),
         ("too large", big, "body_too_large", None),
     ];
     for (what, body, code, field) in cases {
         let (status, resp, _) = post_raw(&url, body).await;
         assert_eq!(status, 400, "{what}: {resp}");
         assert_eq!(resp["code"], code, "{what}: {resp}");
-        assert!(resp["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
+        assert!(
+            resp["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
         if let Some(field) = field {
             assert_eq!(resp["field"], field, "{what}: {resp}");
-            assert!(resp["message"].as_str().unwrap().contains(field), "{what}: {resp}");
+            assert!(
+                resp["message"].as_str().unwrap().contains(field),
+                "{what}: {resp}"
+            );
         }
     }
     // None of them reached the topic.
-    assert!(read(&topic, 1, Duration::from_secs(3)).await.unwrap().is_empty());
+    assert!(read(&topic, 1, Duration::from_secs(3))
+        .await
+        .unwrap()
+        .is_empty());
     ingress.stop().await.unwrap();
 }
 
@@ -81,9 +147,20 @@ async fn kill_switch_reloads_without_restart() {
     let (status, resp, _) = post_raw(&url, body).await;
     assert_eq!(status, 200);
     assert_eq!(resp, json!({"published": false}));
-    let metrics = reqwest::get(ingress.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"switchyard_ingress_disabled_requests_total{flow="uid-notify"} 1"#), "{metrics}");
-    assert!(read(&topic, 1, Duration::from_secs(3)).await.unwrap().is_empty());
+    let metrics = reqwest::get(ingress.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"switchyard_ingress_disabled_requests_total{flow="uid-notify"} 1"#),
+        "{metrics}"
+    );
+    assert!(read(&topic, 1, Duration::from_secs(3))
+        .await
+        .unwrap()
+        .is_empty());
 
     // Switch on by editing the file; mtime granularity can be coarse, so retry the write.
     let mut published = false;
@@ -98,7 +175,13 @@ async fn kill_switch_reloads_without_restart() {
         }
     }
     assert!(published, "switch never turned on");
-    assert_eq!(read(&topic, 1, Duration::from_secs(20)).await.unwrap().len(), 1);
+    assert_eq!(
+        read(&topic, 1, Duration::from_secs(20))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     ingress.stop().await.unwrap();
 }
 
@@ -108,14 +191,25 @@ async fn broker_unreachable_gives_503_with_retry_after() {
     cfg.kafka.bootstrap_servers = "127.0.0.1:1".into();
     cfg.kafka.produce_timeout_ms = 1_000;
     let ingress = start_ingress(cfg, None).await.unwrap();
-    let (status, resp, headers) =
-        post_raw(&ingress.url("/v1/uid-notify"), r#"{"portal_uid":1,"phonish_uid":2,"event_type":"bind"}"#).await;
+    let (status, resp, headers) = post_raw(
+        &ingress.url("/v1/uid-notify"),
+        r#"{"portal_uid":1,"phonish_uid":2,"event_type":"bind"}"#,
+    )
+    .await;
     assert_eq!(status, 503, "{resp}");
     assert_eq!(resp["code"], "unavailable");
     assert_eq!(headers.get("retry-after").unwrap(), "1");
-    let ready = reqwest::get(ingress.url("/ready")).await.unwrap().status().as_u16();
+    let ready = reqwest::get(ingress.url("/ready"))
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
     assert_eq!(ready, 503);
-    let ping = reqwest::get(ingress.url("/ping")).await.unwrap().status().as_u16();
+    let ping = reqwest::get(ingress.url("/ping"))
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
     assert_eq!(ping, 200);
     ingress.stop().await.unwrap();
 }

@@ -37,10 +37,17 @@ async fn setup(integrations: &str) -> Setup {
     let ingress = start_ingress(icfg, None).await.unwrap();
 
     let mut dcfg = dispatcher_config(Vec::new());
-    dcfg.mark_notify = Some(MarkNotifySection { topic, integrations_file: file });
+    dcfg.mark_notify = Some(MarkNotifySection {
+        topic,
+        integrations_file: file,
+    });
     let dlq_prefix = dcfg.topic_prefix.clone();
     let dispatcher = start_dispatcher(dcfg).await.unwrap();
-    Setup { ingress, dispatcher, dlq_prefix }
+    Setup {
+        ingress,
+        dispatcher,
+        dlq_prefix,
+    }
 }
 
 async fn seen(ingress: &Running, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
@@ -62,7 +69,10 @@ const CLIENT: &[(&str, &str)] = &[
     ("X-YaTaxi-Bound-Uids", "4002, 4003"),
     ("X-YaTaxi-PhoneId", "phone-9"),
 ];
-const DRIVER: &[(&str, &str)] = &[("X-YaTaxi-Park-Id", "park1"), ("X-YaTaxi-Driver-Profile-Id", "drv7")];
+const DRIVER: &[(&str, &str)] = &[
+    ("X-YaTaxi-Park-Id", "park1"),
+    ("X-YaTaxi-Driver-Profile-Id", "drv7"),
+];
 
 fn schema(kind: &str) -> Value {
     let path = workspace_root().join(format!("schemas/webhooks/mark-notify.{kind}.v1.json"));
@@ -102,7 +112,10 @@ async fn each_caller_kind_reaches_http_and_topic_targets_in_the_documented_forma
     for got in api.delivered() {
         let mut body = got.json();
         let kind = body["caller"].as_str().unwrap().to_owned();
-        assert!(jsonschema::is_valid(&schema(&kind), &body), "{kind}: {body}");
+        assert!(
+            jsonschema::is_valid(&schema(&kind), &body),
+            "{kind}: {body}"
+        );
         assert!(body.as_object_mut().unwrap().remove("seen_at").is_some());
         let (expected, token) = match kind.as_str() {
             "client" => (
@@ -135,20 +148,36 @@ async fn each_caller_kind_reaches_http_and_topic_targets_in_the_documented_forma
                 let m = ClientSeenRecord::decode(value).unwrap();
                 assert_eq!(key, "client:user-1");
                 assert_eq!(m.event_id, client["event_id"].as_str().unwrap());
-                assert_eq!((m.tag.as_str(), m.id.as_str(), m.user_id.as_str()), ("promo", "n-1", "user-1"));
-                assert_eq!((m.uid, m.bound_uids.clone(), m.phone_id.as_str()), (4001, vec![4002, 4003], "phone-9"));
+                assert_eq!(
+                    (m.tag.as_str(), m.id.as_str(), m.user_id.as_str()),
+                    ("promo", "n-1", "user-1")
+                );
+                assert_eq!(
+                    (m.uid, m.bound_uids.clone(), m.phone_id.as_str()),
+                    (4001, vec![4002, 4003], "phone-9")
+                );
                 assert!(m.seen_at.is_some());
             }
             Some("driver") => {
                 let m = DriverSeenRecord::decode(value).unwrap();
                 assert_eq!(key, "driver:park1:drv7");
                 assert_eq!(m.event_id, driver["event_id"].as_str().unwrap());
-                assert_eq!((m.park_id.as_str(), m.driver_profile_id.as_str(), m.id.as_str()), ("park1", "drv7", "n-2"));
+                assert_eq!(
+                    (
+                        m.park_id.as_str(),
+                        m.driver_profile_id.as_str(),
+                        m.id.as_str()
+                    ),
+                    ("park1", "drv7", "n-2")
+                );
             }
             Some("anonymous") => {
                 let m = AnonymousSeenRecord::decode(value).unwrap();
                 assert_eq!(key, "anonymous:promo:n-3");
-                assert_eq!((m.event_id.as_str(), m.tag.as_str(), m.id.as_str()), (anon["event_id"].as_str().unwrap(), "promo", "n-3"));
+                assert_eq!(
+                    (m.event_id.as_str(), m.tag.as_str(), m.id.as_str()),
+                    (anon["event_id"].as_str().unwrap(), "promo", "n-3")
+                );
             }
             other => panic!("unexpected caller kind {other:?}"),
         }
@@ -159,8 +188,16 @@ async fn each_caller_kind_reaches_http_and_topic_targets_in_the_documented_forma
 
 #[tokio::test]
 async fn a_failing_integration_does_not_stop_the_other_and_backoff_then_success() {
-    let broken = FakeSubscriber::start(Script::AlwaysFail { status: 500 }).await.unwrap();
-    let flaky = FakeSubscriber::start(Script::FailFirst { n: 3, status: 503, retry_after: None }).await.unwrap();
+    let broken = FakeSubscriber::start(Script::AlwaysFail { status: 500 })
+        .await
+        .unwrap();
+    let flaky = FakeSubscriber::start(Script::FailFirst {
+        n: 3,
+        status: 503,
+        retry_after: None,
+    })
+    .await
+    .unwrap();
     let s = setup(&format!(
         r#"
         [[integrations]]
@@ -177,11 +214,24 @@ async fn a_failing_integration_does_not_stop_the_other_and_backoff_then_success(
     ))
     .await;
     for i in 0..10 {
-        let (st, _) = seen(&s.ingress, DRIVER, &format!(r#"{{"tag":"banner","id":"b-{i}"}}"#)).await;
+        let (st, _) = seen(
+            &s.ingress,
+            DRIVER,
+            &format!(r#"{{"tag":"banner","id":"b-{i}"}}"#),
+        )
+        .await;
         assert_eq!(st, 200);
     }
-    assert!(flaky.wait_delivered(10, WAIT).await, "flaky got {}", flaky.delivered().len());
-    assert_eq!(flaky.received().len(), 13, "3 failures, then every mark once");
+    assert!(
+        flaky.wait_delivered(10, WAIT).await,
+        "flaky got {}",
+        flaky.delivered().len()
+    );
+    assert_eq!(
+        flaky.received().len(),
+        13,
+        "3 failures, then every mark once"
+    );
     assert!(broken.delivered().is_empty());
     assert!(!broken.received().is_empty());
     s.dispatcher.stop().await.unwrap();
@@ -190,7 +240,9 @@ async fn a_failing_integration_does_not_stop_the_other_and_backoff_then_success(
 
 #[tokio::test]
 async fn max_attempts_then_the_integrations_dead_letter_topic() {
-    let down = FakeSubscriber::start(Script::AlwaysFail { status: 500 }).await.unwrap();
+    let down = FakeSubscriber::start(Script::AlwaysFail { status: 500 })
+        .await
+        .unwrap();
     let s = setup(&format!(
         r#"
         [[integrations]]
@@ -222,8 +274,16 @@ async fn unknown_tag_is_accepted_and_counted_as_unrouted() {
     let (st, resp) = seen(&s.ingress, &[], r#"{"tag":"nobody-wants","id":"x"}"#).await;
     assert_eq!(st, 200);
     assert_eq!(resp, json!({"routed": false}));
-    let metrics = reqwest::get(s.ingress.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"switchyard_mark_notify_unrouted_total{tag="nobody-wants"} 1"#), "{metrics}");
+    let metrics = reqwest::get(s.ingress.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"switchyard_mark_notify_unrouted_total{tag="nobody-wants"} 1"#),
+        "{metrics}"
+    );
     s.dispatcher.stop().await.unwrap();
     s.ingress.stop().await.unwrap();
 }
@@ -233,31 +293,101 @@ async fn every_bad_request_is_a_400_naming_the_field_or_header() {
     let s = setup("[[integrations]]\ntag = \"promo\"\ntargets = []\n").await;
     let ok = r#"{"tag":"promo","id":"1"}"#;
     let long_id = format!(r#"{{"tag":"promo","id":"{}"}}"#, "x".repeat(257));
-    let huge = format!(r#"{{"tag":"promo","id":"1","pad":"{}"}}"#, "x".repeat(17 * 1024));
+    let huge = format!(
+        r#"{{"tag":"promo","id":"1","pad":"{}"}}"#,
+        "x".repeat(17 * 1024)
+    );
     let cases: Vec<(&str, Vec<(&str, &str)>, String, &str)> = vec![
-        ("park without profile", vec![("X-YaTaxi-Park-Id", "p")], ok.into(), "x-yataxi-driver-profile-id"),
-        ("profile without park", vec![("X-YaTaxi-Driver-Profile-Id", "d")], ok.into(), "x-yataxi-park-id"),
-        ("client and driver", vec![("X-YaTaxi-UserId", "u"), ("X-YaTaxi-Park-Id", "p"), ("X-YaTaxi-Driver-Profile-Id", "d")], ok.into(), "x-yataxi-park-id"),
-        ("non-numeric uid", vec![("X-YaTaxi-UserId", "u"), ("X-Yandex-UID", "abc")], ok.into(), "x-yandex-uid"),
-        ("non-numeric bound uid", vec![("X-YaTaxi-UserId", "u"), ("X-YaTaxi-Bound-Uids", "1,x")], ok.into(), "x-yataxi-bound-uids"),
-        ("uid without user id", vec![("X-Yandex-UID", "12")], ok.into(), "x-yataxi-userid"),
+        (
+            "park without profile",
+            vec![("X-YaTaxi-Park-Id", "p")],
+            ok.into(),
+            "x-yataxi-driver-profile-id",
+        ),
+        (
+            "profile without park",
+            vec![("X-YaTaxi-Driver-Profile-Id", "d")],
+            ok.into(),
+            "x-yataxi-park-id",
+        ),
+        (
+            "client and driver",
+            vec![
+                ("X-YaTaxi-UserId", "u"),
+                ("X-YaTaxi-Park-Id", "p"),
+                ("X-YaTaxi-Driver-Profile-Id", "d"),
+            ],
+            ok.into(),
+            "x-yataxi-park-id",
+        ),
+        (
+            "non-numeric uid",
+            vec![("X-YaTaxi-UserId", "u"), ("X-Yandex-UID", "abc")],
+            ok.into(),
+            "x-yandex-uid",
+        ),
+        (
+            "non-numeric bound uid",
+            vec![("X-YaTaxi-UserId", "u"), ("X-YaTaxi-Bound-Uids", "1,x")],
+            ok.into(),
+            "x-yataxi-bound-uids",
+        ),
+        (
+            "uid without user id",
+            vec![("X-Yandex-UID", "12")],
+            ok.into(),
+            "x-yataxi-userid",
+        ),
         ("bad json", vec![], r#"{"tag":"#.into(), ""),
         ("missing id", vec![], r#"{"tag":"promo"}"#.into(), "id"),
         ("missing tag", vec![], r#"{"id":"1"}"#.into(), "tag"),
-        ("extra field", vec![], r#"{"tag":"promo","id":"1","x":1}"#.into(), "x"),
-        ("wrong type", vec![], r#"{"tag":"promo","id":5}"#.into(), "id"),
-        ("bad tag chars", vec![], r#"{"tag":"Promo!","id":"1"}"#.into(), "tag"),
+        (
+            "extra field",
+            vec![],
+            r#"{"tag":"promo","id":"1","x":1}"#.into(),
+            "x",
+        ),
+        (
+            "wrong type",
+            vec![],
+            r#"{"tag":"promo","id":5}"#.into(),
+            "id",
+        ),
+        (
+            "bad tag chars",
+            vec![],
+            r#"{"tag":"Promo!","id":"1"}"#.into(),
+            "tag",
+        ),
         ("empty tag", vec![], r#"{"tag":"","id":"1"}"#.into(), "tag"),
-        ("tag too long", vec![], format!(r#"{{"tag":"{}","id":"1"}}"#, "a".repeat(65)), "tag"),
-        ("empty id", vec![], r#"{"tag":"promo","id":""}"#.into(), "id"),
+        (
+            "tag too long",
+            vec![],
+            format!(r#"{{"tag":"{}","id":"1"}}"#, "a".repeat(65)),
+            "tag",
+        ),
+        (
+            "empty id",
+            vec![],
+            r#"{"tag":"promo","id":""}"#.into(),
+            "id",
+        ),
         ("id too long", vec![], long_id, "id"),
-        ("control char id", vec![], r#"{"tag":"promo","id":"a\u0007b"}"#.into(), "id"),
+        (
+            "control char id",
+            vec![],
+            r#"{"tag":"promo","id":"a\u0007b"}"#.into(),
+            "id",
+        ),
         ("body too large", vec![], huge, ""),
     ];
     for (what, headers, body, field) in cases {
         let (st, resp) = seen(&s.ingress, &headers, &body).await;
         assert_eq!(st, 400, "{what}: {resp}");
-        assert!(resp["code"].is_string() && resp["message"].is_string(), "{what}: {resp}");
+        assert!(
+            resp["code"].is_string() && resp["message"].is_string(),
+            "{what}: {resp}"
+        );
         if !field.is_empty() {
             assert_eq!(resp["field"], field, "{what}: {resp}");
         }

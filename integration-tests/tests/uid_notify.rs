@@ -13,7 +13,12 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn post(url: &str, body: &Value) -> (u16, Value) {
-    let resp = reqwest::Client::new().post(url).json(body).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
@@ -59,12 +64,23 @@ async fn bind_is_delivered_with_body_token_and_valid_signature() {
     let ts: i64 = got.header("webhook-timestamp").unwrap().parse().unwrap();
     assert!((chrono::Utc::now().timestamp() - ts).abs() < 300);
     let key = SigningKey::from_secret(secret);
-    assert!(key.verify(&event_id, ts, &got.body, got.header("webhook-signature").unwrap()));
-    assert!(!key.verify(&event_id, ts, b"tampered", got.header("webhook-signature").unwrap()));
+    assert!(key.verify(
+        &event_id,
+        ts,
+        &got.body,
+        got.header("webhook-signature").unwrap()
+    ));
+    assert!(!key.verify(
+        &event_id,
+        ts,
+        b"tampered",
+        got.header("webhook-signature").unwrap()
+    ));
 
     // The body matches the published JSON Schema.
     let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(workspace_root().join("schemas/webhooks/uid-notify.v1.json")).unwrap(),
+        &std::fs::read_to_string(workspace_root().join("schemas/webhooks/uid-notify.v1.json"))
+            .unwrap(),
     )
     .unwrap();
     assert!(jsonschema::is_valid(&schema, &got.json()));
@@ -72,10 +88,14 @@ async fn bind_is_delivered_with_body_token_and_valid_signature() {
     // 200 meant the record was on the broker: read it back, keyed by the phonish account.
     let records = read(&topic, 1, WAIT).await.unwrap();
     assert_eq!(records.len(), 1);
-    let env = events::Envelope::from_bytes(rdkafka::Message::payload(&records[0]).unwrap()).unwrap();
+    let env =
+        events::Envelope::from_bytes(rdkafka::Message::payload(&records[0]).unwrap()).unwrap();
     assert_eq!(env.event_id, event_id);
     assert_eq!(rdkafka::Message::key(&records[0]), Some(&b"7"[..]));
-    assert_eq!(header(&records[0], "sy-event-type").as_deref(), Some("uid.bind"));
+    assert_eq!(
+        header(&records[0], "sy-event-type").as_deref(),
+        Some("uid.bind")
+    );
 
     dispatcher.stop().await.unwrap();
     ingress.stop().await.unwrap();
@@ -91,7 +111,9 @@ async fn unbind_goes_only_to_unbind_subscribers() {
     only_bind.event_types = vec!["uid.bind".into()];
     let mut all = http_subscriber("both", &topic, &both.url("/a"));
     all.event_types = vec!["uid.bind".into(), "uid.unbind".into()];
-    let dispatcher = start_dispatcher(dispatcher_config(vec![only_bind, all])).await.unwrap();
+    let dispatcher = start_dispatcher(dispatcher_config(vec![only_bind, all]))
+        .await
+        .unwrap();
 
     for (p, et) in [(1, "bind"), (1, "unbind"), (2, "unbind")] {
         let (status, _) = post(
@@ -106,13 +128,22 @@ async fn unbind_goes_only_to_unbind_subscribers() {
     // The unbinds were skipped for the bind-only subscriber, not merely late: `both` already
     // has all three, and both subscribers read the same partitions.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let tokens: Vec<String> =
-        binds.delivered().iter().map(|r| r.header("x-idempotency-token").unwrap().to_owned()).collect();
+    let tokens: Vec<String> = binds
+        .delivered()
+        .iter()
+        .map(|r| r.header("x-idempotency-token").unwrap().to_owned())
+        .collect();
     assert_eq!(tokens, vec!["100-1-bind"]);
-    let mut all_tokens: Vec<String> =
-        both.delivered().iter().map(|r| r.header("x-idempotency-token").unwrap().to_owned()).collect();
+    let mut all_tokens: Vec<String> = both
+        .delivered()
+        .iter()
+        .map(|r| r.header("x-idempotency-token").unwrap().to_owned())
+        .collect();
     all_tokens.sort();
-    assert_eq!(all_tokens, vec!["100-1-bind", "100-1-unbind", "100-2-unbind"]);
+    assert_eq!(
+        all_tokens,
+        vec!["100-1-bind", "100-1-unbind", "100-2-unbind"]
+    );
     dispatcher.stop().await.unwrap();
     ingress.stop().await.unwrap();
 }
@@ -122,23 +153,40 @@ async fn failing_subscriber_receives_the_event_after_recovery_with_the_same_toke
     let topic = setup_topic().await;
     let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
     // 2 in-process attempts per pass: 5 failures span the main topic and two retry tiers.
-    let sub = FakeSubscriber::start(Script::FailFirst { n: 5, status: 500, retry_after: None })
-        .await
-        .unwrap();
-    let dispatcher =
-        start_dispatcher(dispatcher_config(vec![http_subscriber("flaky", &topic, &sub.url("/h"))]))
-            .await
-            .unwrap();
+    let sub = FakeSubscriber::start(Script::FailFirst {
+        n: 5,
+        status: 500,
+        retry_after: None,
+    })
+    .await
+    .unwrap();
+    let dispatcher = start_dispatcher(dispatcher_config(vec![http_subscriber(
+        "flaky",
+        &topic,
+        &sub.url("/h"),
+    )]))
+    .await
+    .unwrap();
     let (status, _) = post(
         &ingress.url("/v1/uid-notify"),
         &json!({"portal_uid": 5, "phonish_uid": 6, "event_type": "unbind"}),
     )
     .await;
     assert_eq!(status, 200);
-    assert!(sub.wait_delivered(1, WAIT).await, "never delivered: {:?}", sub.received().len());
+    assert!(
+        sub.wait_delivered(1, WAIT).await,
+        "never delivered: {:?}",
+        sub.received().len()
+    );
     let all = sub.received();
-    assert!(all.len() >= 6, "5 failures then a success, got {}", all.len());
-    assert!(all.iter().all(|r| r.header("x-idempotency-token") == Some("5-6-unbind")));
+    assert!(
+        all.len() >= 6,
+        "5 failures then a success, got {}",
+        all.len()
+    );
+    assert!(all
+        .iter()
+        .all(|r| r.header("x-idempotency-token") == Some("5-6-unbind")));
     let ids: HashSet<_> = all.iter().map(|r| r.json()["event_id"].clone()).collect();
     assert_eq!(ids.len(), 1, "every attempt carries the same event");
     dispatcher.stop().await.unwrap();
@@ -149,13 +197,20 @@ async fn failing_subscriber_receives_the_event_after_recovery_with_the_same_toke
 async fn retry_after_on_503_is_honoured() {
     let topic = setup_topic().await;
     let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
-    let sub = FakeSubscriber::start(Script::FailFirst { n: 1, status: 503, retry_after: Some(1) })
-        .await
-        .unwrap();
-    let dispatcher =
-        start_dispatcher(dispatcher_config(vec![http_subscriber("ra", &topic, &sub.url("/h"))]))
-            .await
-            .unwrap();
+    let sub = FakeSubscriber::start(Script::FailFirst {
+        n: 1,
+        status: 503,
+        retry_after: Some(1),
+    })
+    .await
+    .unwrap();
+    let dispatcher = start_dispatcher(dispatcher_config(vec![http_subscriber(
+        "ra",
+        &topic,
+        &sub.url("/h"),
+    )]))
+    .await
+    .unwrap();
     let (status, _) = post(
         &ingress.url("/v1/uid-notify"),
         &json!({"portal_uid": 8, "phonish_uid": 9, "event_type": "bind"}),
@@ -165,7 +220,11 @@ async fn retry_after_on_503_is_honoured() {
     let started = std::time::Instant::now();
     assert!(sub.wait_delivered(1, WAIT).await);
     // The configured backoff is 20-100 ms; only Retry-After explains a wait of >= 1 s.
-    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(sub.received().len(), 2);
     dispatcher.stop().await.unwrap();
     ingress.stop().await.unwrap();
@@ -175,7 +234,9 @@ async fn retry_after_on_503_is_honoured() {
 async fn dead_subscriber_does_not_delay_a_healthy_one() {
     let topic = setup_topic().await;
     let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
-    let dead = FakeSubscriber::start(Script::AlwaysFail { status: 500 }).await.unwrap();
+    let dead = FakeSubscriber::start(Script::AlwaysFail { status: 500 })
+        .await
+        .unwrap();
     let healthy = FakeSubscriber::start(Script::Ok).await.unwrap();
     let dispatcher = start_dispatcher(dispatcher_config(vec![
         http_subscriber("dead", &topic, &dead.url("/d")),
@@ -191,9 +252,16 @@ async fn dead_subscriber_does_not_delay_a_healthy_one() {
         .await;
         assert_eq!(status, 200);
     }
-    assert!(healthy.wait_delivered(30, WAIT).await, "healthy got {}", healthy.delivered().len());
+    assert!(
+        healthy.wait_delivered(30, WAIT).await,
+        "healthy got {}",
+        healthy.delivered().len()
+    );
     assert!(dead.delivered().is_empty());
-    assert!(!dead.received().is_empty(), "the dead one was tried meanwhile");
+    assert!(
+        !dead.received().is_empty(),
+        "the dead one was tried meanwhile"
+    );
     dispatcher.stop().await.unwrap();
     ingress.stop().await.unwrap();
 }
@@ -202,7 +270,9 @@ async fn dead_subscriber_does_not_delay_a_healthy_one() {
 async fn max_attempts_moves_the_record_to_the_dead_letter_topic() {
     let topic = setup_topic().await;
     let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
-    let sub = FakeSubscriber::start(Script::AlwaysFail { status: 502 }).await.unwrap();
+    let sub = FakeSubscriber::start(Script::AlwaysFail { status: 502 })
+        .await
+        .unwrap();
     let mut s = http_subscriber("doomed", &topic, &sub.url("/x"));
     s.max_attempts = Some(3);
     let cfg = dispatcher_config(vec![s]);
@@ -219,7 +289,10 @@ async fn max_attempts_moves_the_record_to_the_dead_letter_topic() {
     let env = events::Envelope::from_bytes(rdkafka::Message::payload(&dead[0]).unwrap()).unwrap();
     assert_eq!(env.event_id, resp["event_id"].as_str().unwrap());
     assert_eq!(header(&dead[0], "sy-attempts").as_deref(), Some("3"));
-    assert_eq!(header(&dead[0], "sy-last-error").as_deref(), Some("http status 502"));
+    assert_eq!(
+        header(&dead[0], "sy-last-error").as_deref(),
+        Some("http status 502")
+    );
     assert_eq!(header(&dead[0], "sy-subscriber").as_deref(), Some("doomed"));
     assert_eq!(sub.received().len(), 3, "exactly max_attempts attempts");
     dispatcher.stop().await.unwrap();

@@ -7,11 +7,13 @@ use crate::error::ApiError;
 
 /// Reads at most `limit` bytes of `body`; more is a 400 `body_too_large`.
 pub async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::BadRequest {
-        code: "body_too_large",
-        field: None,
-        message: format!("request body exceeds {limit} bytes"),
-    })
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::BadRequest {
+            code: "body_too_large",
+            field: None,
+            message: format!("request body exceeds {limit} bytes"),
+        })
 }
 
 /// Parses `bytes` as `T`, naming the field at fault (missing, unknown, wrong type).
@@ -35,7 +37,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             None => path,
         };
         if field == "." {
-            ApiError::BadRequest { code: "invalid_body", field: None, message: msg }
+            ApiError::BadRequest {
+                code: "invalid_body",
+                field: None,
+                message: msg,
+            }
         } else {
             ApiError::field(field, msg)
         }

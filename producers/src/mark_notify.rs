@@ -11,7 +11,9 @@ use axum::http::HeaderMap;
 use axum::Json;
 use chrono::Utc;
 use events::v1::notification_seen::Caller;
-use events::v1::{envelope::Payload, AnonymousCaller, ClientCaller, DriverCaller, NotificationSeen};
+use events::v1::{
+    envelope::Payload, AnonymousCaller, ClientCaller, DriverCaller, NotificationSeen,
+};
 use events::{event_type, Envelope};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -43,7 +45,10 @@ pub struct MarkNotifyConfig {
 
 impl Default for MarkNotifyConfig {
     fn default() -> Self {
-        Self { topic: "mark-notify".into(), integrations_file: None }
+        Self {
+            topic: "mark-notify".into(),
+            integrations_file: None,
+        }
     }
 }
 
@@ -68,8 +73,13 @@ pub struct IntegrationsError {
 
 /// Tags that have at least one integration.
 pub fn routed_tags(file: Option<&Path>) -> Result<HashSet<String>, IntegrationsError> {
-    let Some(file) = file else { return Ok(HashSet::new()) };
-    let err = |message: String| IntegrationsError { path: file.display().to_string(), message };
+    let Some(file) = file else {
+        return Ok(HashSet::new());
+    };
+    let err = |message: String| IntegrationsError {
+        path: file.display().to_string(),
+        message,
+    };
     let text = std::fs::read_to_string(file).map_err(|e| err(e.to_string()))?;
     let view: IntegrationsView = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
     Ok(view.integrations.into_iter().map(|i| i.tag).collect())
@@ -97,9 +107,15 @@ pub struct SeenResponse {
 impl SeenRequest {
     fn validate(&self) -> Result<(), ApiError> {
         let tag_ok = (1..=64).contains(&self.tag.len())
-            && self.tag.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+            && self
+                .tag
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if !tag_ok {
-            return Err(ApiError::field("tag", "must be 1-64 characters of [a-z0-9_-]"));
+            return Err(ApiError::field(
+                "tag",
+                "must be 1-64 characters of [a-z0-9_-]",
+            ));
         }
         let n = self.id.chars().count();
         if !(1..=256).contains(&n) || self.id.chars().any(char::is_control) {
@@ -122,7 +138,10 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Api
 fn uid(name: &str, value: &str) -> Result<u64, ApiError> {
     match value.trim().parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(ApiError::header(name, format!("{value:?} is not a positive numeric uid"))),
+        _ => Err(ApiError::header(
+            name,
+            format!("{value:?} is not a positive numeric uid"),
+        )),
     }
 }
 
@@ -137,27 +156,56 @@ pub fn caller(headers: &HeaderMap) -> Result<Caller, ApiError> {
     let client = user_id.is_some() || yandex_uid.is_some() || bound.is_some() || phone_id.is_some();
     let driver = park_id.is_some() || driver_id.is_some();
     if client && driver {
-        let name = if park_id.is_some() { H_PARK_ID } else { H_DRIVER_ID };
-        return Err(ApiError::header(name, "driver headers cannot be combined with client headers"));
+        let name = if park_id.is_some() {
+            H_PARK_ID
+        } else {
+            H_DRIVER_ID
+        };
+        return Err(ApiError::header(
+            name,
+            "driver headers cannot be combined with client headers",
+        ));
     }
     if driver {
-        let park = park_id.ok_or_else(|| ApiError::header(H_PARK_ID, "is required with X-YaTaxi-Driver-Profile-Id"))?;
-        let profile = driver_id.ok_or_else(|| ApiError::header(H_DRIVER_ID, "is required with X-YaTaxi-Park-Id"))?;
+        let park = park_id.ok_or_else(|| {
+            ApiError::header(H_PARK_ID, "is required with X-YaTaxi-Driver-Profile-Id")
+        })?;
+        let profile = driver_id
+            .ok_or_else(|| ApiError::header(H_DRIVER_ID, "is required with X-YaTaxi-Park-Id"))?;
         for (name, v) in [(H_PARK_ID, park), (H_DRIVER_ID, profile)] {
-            if v.len() > 128 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                return Err(ApiError::header(name, "must be 1-128 characters of [A-Za-z0-9_-]"));
+            if v.len() > 128
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(ApiError::header(
+                    name,
+                    "must be 1-128 characters of [A-Za-z0-9_-]",
+                ));
             }
         }
-        return Ok(Caller::Driver(DriverCaller { park_id: park.into(), driver_profile_id: profile.into() }));
+        return Ok(Caller::Driver(DriverCaller {
+            park_id: park.into(),
+            driver_profile_id: profile.into(),
+        }));
     }
     if client {
-        let user_id = user_id.ok_or_else(|| ApiError::header(H_USER_ID, "is required for a client caller"))?;
+        let user_id = user_id
+            .ok_or_else(|| ApiError::header(H_USER_ID, "is required for a client caller"))?;
         if user_id.len() > 128 {
             return Err(ApiError::header(H_USER_ID, "is longer than 128 characters"));
         }
-        let uid = yandex_uid.map(|v| self::uid(H_UID, v)).transpose()?.unwrap_or(0);
+        let uid = yandex_uid
+            .map(|v| self::uid(H_UID, v))
+            .transpose()?
+            .unwrap_or(0);
         let bound_uids = bound
-            .map(|b| b.split(',').filter(|s| !s.trim().is_empty()).map(|s| self::uid(H_BOUND_UIDS, s)).collect())
+            .map(|b| {
+                b.split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| self::uid(H_BOUND_UIDS, s))
+                    .collect()
+            })
             .transpose()?
             .unwrap_or_default();
         return Ok(Caller::Client(ClientCaller {
@@ -209,13 +257,36 @@ pub async fn handle(
     req.validate()?;
     let caller = caller(&headers)?;
     if !state.routed_tags.contains(&req.tag) {
-        state.metrics.unrouted.get_or_create(&TagLabels { tag: req.tag }).inc();
-        return Ok(Json(SeenResponse { event_id: None, routed: false }));
+        state
+            .metrics
+            .unrouted
+            .get_or_create(&TagLabels { tag: req.tag })
+            .inc();
+        return Ok(Json(SeenResponse {
+            event_id: None,
+            routed: false,
+        }));
     }
     let key = person_key(&caller, &req);
-    let seen = NotificationSeen { tag: req.tag, id: req.id, caller: Some(caller) };
+    let seen = NotificationSeen {
+        tag: req.tag,
+        id: req.id,
+        caller: Some(caller),
+    };
     let idempotency = format!("{}:{}:{key}", seen.tag, seen.id);
-    let env = Envelope::new(event_type::MARK_SEEN, 1, Utc::now(), PRODUCER, idempotency, Payload::NotificationSeen(seen));
-    state.publish(&state.config.mark_notify.topic, &key, &env).await?;
-    Ok(Json(SeenResponse { event_id: Some(env.event_id), routed: true }))
+    let env = Envelope::new(
+        event_type::MARK_SEEN,
+        1,
+        Utc::now(),
+        PRODUCER,
+        idempotency,
+        Payload::NotificationSeen(seen),
+    );
+    state
+        .publish(&state.config.mark_notify.topic, &key, &env)
+        .await?;
+    Ok(Json(SeenResponse {
+        event_id: Some(env.event_id),
+        routed: true,
+    }))
 }

@@ -57,7 +57,11 @@ impl Default for IngressMetrics {
             "Marks accepted for a tag without integrations",
             unrouted.clone(),
         );
-        registry.register(REQUESTS, "HTTP requests by route and status", requests.clone());
+        registry.register(
+            REQUESTS,
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
         registry.register(
             PUBLISH_SECONDS,
             "Time from send to broker acknowledgement",

@@ -23,15 +23,24 @@ pub enum PublishError {
 #[derive(Clone)]
 pub enum Publisher {
     /// The real path: a Kafka producer.
-    Kafka { producer: FutureProducer, timeout: Duration },
+    Kafka {
+        producer: FutureProducer,
+        timeout: Duration,
+    },
     /// Benchmark baseline only: validates and answers without any broker.
     Discard,
 }
 
 impl Publisher {
     pub fn kafka(settings: &KafkaSettings, role: &str) -> Result<Self, PublishError> {
-        let producer = settings.producer_config(role).create().map_err(PublishError::Create)?;
-        Ok(Self::Kafka { producer, timeout: settings.produce_timeout() })
+        let producer = settings
+            .producer_config(role)
+            .create()
+            .map_err(PublishError::Create)?;
+        Ok(Self::Kafka {
+            producer,
+            timeout: settings.produce_timeout(),
+        })
     }
 
     /// Publishes `envelope` to `topic` under `key`, returning after the broker ack.
@@ -49,7 +58,10 @@ impl Publisher {
             key: HEADER_EVENT_TYPE,
             value: Some(envelope.event_type.as_str()),
         });
-        let record = FutureRecord::to(topic).key(key).payload(&payload).headers(headers);
+        let record = FutureRecord::to(topic)
+            .key(key)
+            .payload(&payload)
+            .headers(headers);
         let started = Instant::now();
         let send = producer.send(record, Timeout::After(*timeout));
         // message.timeout.ms bounds the delivery; this outer bound also covers a full queue.
@@ -67,7 +79,10 @@ impl Publisher {
         };
         let producer = producer.clone();
         tokio::task::spawn_blocking(move || {
-            producer.client().fetch_metadata(None, Timeout::After(within)).is_ok()
+            producer
+                .client()
+                .fetch_metadata(None, Timeout::After(within))
+                .is_ok()
         })
         .await
         .unwrap_or(false)

@@ -72,10 +72,19 @@ impl UidNotifyRequest {
             phonish_uid: self.phonish_uid,
             event: event.into(),
         };
-        let occurred = self.event_timestamp.map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+        let occurred = self
+            .event_timestamp
+            .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
         // The phone-only account is the one whose binding changes: its events stay in order.
         let key = self.phonish_uid.to_string();
-        let env = Envelope::new(name, 1, occurred, PRODUCER, link.idempotency_key(), Payload::AccountLink(link));
+        let env = Envelope::new(
+            name,
+            1,
+            occurred,
+            PRODUCER,
+            link.idempotency_key(),
+            Payload::AccountLink(link),
+        );
         (key, env)
     }
 }
@@ -100,10 +109,24 @@ pub async fn handle(
     let req: UidNotifyRequest = crate::json::parse(&bytes)?;
     req.validate()?;
     if !state.switches.load().uid_notify_enabled {
-        state.metrics.disabled.get_or_create(&FlowLabels { flow: "uid-notify".into() }).inc();
-        return Ok(Json(UidNotifyResponse { event_id: None, published: false }));
+        state
+            .metrics
+            .disabled
+            .get_or_create(&FlowLabels {
+                flow: "uid-notify".into(),
+            })
+            .inc();
+        return Ok(Json(UidNotifyResponse {
+            event_id: None,
+            published: false,
+        }));
     }
     let (key, envelope) = req.into_envelope();
-    state.publish(&state.config.uid_notify.topic, &key, &envelope).await?;
-    Ok(Json(UidNotifyResponse { event_id: Some(envelope.event_id), published: true }))
+    state
+        .publish(&state.config.uid_notify.topic, &key, &envelope)
+        .await?;
+    Ok(Json(UidNotifyResponse {
+        event_id: Some(envelope.event_id),
+        published: true,
+    }))
 }

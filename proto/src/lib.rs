@@ -72,7 +72,12 @@ impl Envelope {
 impl v1::AccountLink {
     /// `{portal_uid}-{phonish_uid}-{bind|unbind}`: the token subscribers deduplicate on.
     pub fn idempotency_key(&self) -> String {
-        format!("{}-{}-{}", self.portal_uid, self.phonish_uid, self.event().short_name())
+        format!(
+            "{}-{}-{}",
+            self.portal_uid,
+            self.phonish_uid,
+            self.event().short_name()
+        )
     }
 }
 
@@ -93,7 +98,11 @@ mod tests {
 
     #[test]
     fn envelope_round_trips_and_keys_are_stable() {
-        let link = AccountLink { portal_uid: 7, phonish_uid: 9, event: LinkEvent::Bind.into() };
+        let link = AccountLink {
+            portal_uid: 7,
+            phonish_uid: 9,
+            event: LinkEvent::Bind.into(),
+        };
         assert_eq!(link.idempotency_key(), "7-9-bind");
         let env = Envelope::new(
             event_type::UID_BIND,
@@ -105,7 +114,12 @@ mod tests {
         );
         let back = Envelope::from_bytes(&env.to_bytes()).unwrap();
         assert_eq!(back, env);
-        assert_eq!(uuid::Uuid::parse_str(&back.event_id).unwrap().get_version_num(), 7);
+        assert_eq!(
+            uuid::Uuid::parse_str(&back.event_id)
+                .unwrap()
+                .get_version_num(),
+            7
+        );
         assert_eq!(back.payload, Some(Payload::AccountLink(link)));
     }
 }

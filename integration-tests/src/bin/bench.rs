@@ -73,25 +73,48 @@ fn row(name: &str, r: &LoadReport) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let broker = format!("broker: {} (as started by deploy/local/broker.sh: nisshi, PostgreSQL storage)", bootstrap());
+    let broker = format!(
+        "broker: {} (as started by deploy/local/broker.sh: nisshi, PostgreSQL storage)",
+        bootstrap()
+    );
     let mut report = String::new();
     match args.what {
-        What::Ingress { concurrency, seconds } => ingress(&mut report, concurrency, seconds).await?,
-        What::Dispatch { records, concurrency } => dispatch(&mut report, records, concurrency).await?,
+        What::Ingress {
+            concurrency,
+            seconds,
+        } => ingress(&mut report, concurrency, seconds).await?,
+        What::Dispatch {
+            records,
+            concurrency,
+        } => dispatch(&mut report, records, concurrency).await?,
         What::Seen { rate, seconds } => seen(&mut report, rate, seconds).await?,
     }
-    let _ = writeln!(report, "\n_{broker}; machine: {} cores; {}_\n", std::thread::available_parallelism().map_or(0, |n| n.get()), Utc::now().to_rfc3339());
+    let _ = writeln!(
+        report,
+        "\n_{broker}; machine: {} cores; {}_\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        Utc::now().to_rfc3339()
+    );
     print!("{report}");
     if let Some(out) = args.out {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(out)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)?;
         f.write_all(report.as_bytes())?;
     }
     Ok(())
 }
 
 fn uid_body() -> integration_tests::load::BodyFn {
-    Arc::new(|i| format!(r#"{{"portal_uid":{},"phonish_uid":{},"event_type":"bind"}}"#, 1_000_000 + i, 1 + i % 50_000))
+    Arc::new(|i| {
+        format!(
+            r#"{{"portal_uid":{},"phonish_uid":{},"event_type":"bind"}}"#,
+            1_000_000 + i,
+            1 + i % 50_000
+        )
+    })
 }
 
 async fn ingress(out: &mut String, concurrency: usize, seconds: u64) -> anyhow::Result<()> {
@@ -101,38 +124,78 @@ async fn ingress(out: &mut String, concurrency: usize, seconds: u64) -> anyhow::
     let bare = {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let state = producers::AppState::new(ingress_config(&topic), producers::Publisher::Discard)?;
-        tokio::spawn(producers::run(state, None, listener, switchyard_runtime::Shutdown::new()));
+        let state =
+            producers::AppState::new(ingress_config(&topic), producers::Publisher::Discard)?;
+        tokio::spawn(producers::run(
+            state,
+            None,
+            listener,
+            switchyard_runtime::Shutdown::new(),
+        ));
         format!("http://{addr}/v1/uid-notify")
     };
     let real = start_ingress(ingress_config(&topic), None).await?;
     let dur = Duration::from_secs(seconds);
     closed_loop(&bare, concurrency, Duration::from_secs(2), uid_body()).await; // warm-up
     let b = closed_loop(&bare, concurrency, dur, uid_body()).await;
-    closed_loop(&real.url("/v1/uid-notify"), concurrency, Duration::from_secs(2), uid_body()).await;
+    closed_loop(
+        &real.url("/v1/uid-notify"),
+        concurrency,
+        Duration::from_secs(2),
+        uid_body(),
+    )
+    .await;
     let k = closed_loop(&real.url("/v1/uid-notify"), concurrency, dur, uid_body()).await;
-    let _ = writeln!(out, "### Ingress: POST /v1/uid-notify, concurrency {concurrency}, {seconds} s each\n");
+    let _ = writeln!(
+        out,
+        "### Ingress: POST /v1/uid-notify, concurrency {concurrency}, {seconds} s each\n"
+    );
     out.push_str("| endpoint | req/s | p50 | p99 | ok | failed |\n|---|---|---|---|---|---|\n");
     out.push_str(&row("bare (same handler, no Kafka)", &b));
     out.push_str(&row("ingress (acks=all, answer after ack)", &k));
-    let _ = writeln!(out, "\nratio ingress / bare: **{:.2}x** (target >= 0.6x)", k.rate() / b.rate());
+    let _ = writeln!(
+        out,
+        "\nratio ingress / bare: **{:.2}x** (target >= 0.6x)",
+        k.rate() / b.rate()
+    );
     real.stop().await?;
     Ok(())
 }
 
 async fn produce_backlog(topic: &str, n: u64) -> anyhow::Result<Duration> {
-    let p: FutureProducer = kafka_settings().producer_config("bench").set("linger.ms", "20").set("batch.num.messages", "10000").create()?;
+    let p: FutureProducer = kafka_settings()
+        .producer_config("bench")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .create()?;
     let started = Instant::now();
     let mut pending = futures::stream::FuturesUnordered::new();
     use futures::StreamExt;
     for i in 0..n {
-        let link = AccountLink { portal_uid: i + 1, phonish_uid: i + 2, event: LinkEvent::Bind.into() };
-        let env = Envelope::new(event_type::UID_BIND, 1, Utc::now(), "bench", link.idempotency_key(), Payload::AccountLink(link));
+        let link = AccountLink {
+            portal_uid: i + 1,
+            phonish_uid: i + 2,
+            event: LinkEvent::Bind.into(),
+        };
+        let env = Envelope::new(
+            event_type::UID_BIND,
+            1,
+            Utc::now(),
+            "bench",
+            link.idempotency_key(),
+            Payload::AccountLink(link),
+        );
         let (p, topic) = (p.clone(), topic.to_owned());
         pending.push(async move {
             let key = (i % 10_000).to_string();
             let bytes = env.to_bytes();
-            p.send(FutureRecord::to(&topic).key(&key).payload(&bytes), Duration::from_secs(60)).await.map(|_| ()).map_err(|(e, _)| e)
+            p.send(
+                FutureRecord::to(&topic).key(&key).payload(&bytes),
+                Duration::from_secs(60),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
         });
         if pending.len() >= 20_000 {
             pending.next().await.transpose()?;
@@ -150,7 +213,9 @@ async fn dispatch(out: &mut String, n: u64, concurrency: usize) -> anyhow::Resul
     let produced_in = produce_backlog(&topic, n).await?;
 
     // Raw consume rate of the same topic: decode nothing, deliver nothing.
-    let consumer: StreamConsumer = kafka_settings().consumer_config(&unique("bench-raw")).create()?;
+    let consumer: StreamConsumer = kafka_settings()
+        .consumer_config(&unique("bench-raw"))
+        .create()?;
     consumer.subscribe(&[&topic])?;
     let mut first = None;
     let mut count = 0u64;
@@ -168,15 +233,18 @@ async fn dispatch(out: &mut String, n: u64, concurrency: usize) -> anyhow::Resul
     let first_hit = Arc::new(Mutex::new(None::<Instant>));
     let sink = {
         let (hits, first_hit) = (hits.clone(), first_hit.clone());
-        let app = Router::new().route("/sink", post(move || {
-            let (hits, first_hit) = (hits.clone(), first_hit.clone());
-            async move {
-                if hits.fetch_add(1, Ordering::Relaxed) == 0 {
-                    *first_hit.lock().unwrap() = Some(Instant::now());
+        let app = Router::new().route(
+            "/sink",
+            post(move || {
+                let (hits, first_hit) = (hits.clone(), first_hit.clone());
+                async move {
+                    if hits.fetch_add(1, Ordering::Relaxed) == 0 {
+                        *first_hit.lock().unwrap() = Some(Instant::now());
+                    }
+                    ""
                 }
-                ""
-            }
-        }));
+            }),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -190,17 +258,40 @@ async fn dispatch(out: &mut String, n: u64, concurrency: usize) -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let delivered = hits.load(Ordering::Relaxed);
-    let took = first_hit.lock().unwrap().map_or(Duration::ZERO, |f| f.elapsed());
+    let took = first_hit
+        .lock()
+        .unwrap()
+        .map_or(Duration::ZERO, |f| f.elapsed());
     d.stop().await?;
 
     let raw_rate = n as f64 / raw.as_secs_f64();
     let rate = delivered as f64 / took.as_secs_f64();
-    let _ = writeln!(out, "### Dispatcher: {n}-record backlog, 6 partitions, subscriber concurrency {concurrency}\n");
+    let _ = writeln!(
+        out,
+        "### Dispatcher: {n}-record backlog, 6 partitions, subscriber concurrency {concurrency}\n"
+    );
     out.push_str("| path | records/s | records | time |\n|---|---|---|---|\n");
-    let _ = writeln!(out, "| produce backlog (acks=all) | {:.0} | {n} | {} |", n as f64 / produced_in.as_secs_f64(), ms(produced_in));
-    let _ = writeln!(out, "| raw consume (baseline) | {raw_rate:.0} | {n} | {} |", ms(raw));
-    let _ = writeln!(out, "| webhook deliveries (HTTP POST, 2xx) | {rate:.0} | {delivered} | {} |", ms(took));
-    let _ = writeln!(out, "\nratio deliveries / raw consume: **{:.2}x**; target >= 20000 deliveries/s", rate / raw_rate);
+    let _ = writeln!(
+        out,
+        "| produce backlog (acks=all) | {:.0} | {n} | {} |",
+        n as f64 / produced_in.as_secs_f64(),
+        ms(produced_in)
+    );
+    let _ = writeln!(
+        out,
+        "| raw consume (baseline) | {raw_rate:.0} | {n} | {} |",
+        ms(raw)
+    );
+    let _ = writeln!(
+        out,
+        "| webhook deliveries (HTTP POST, 2xx) | {rate:.0} | {delivered} | {} |",
+        ms(took)
+    );
+    let _ = writeln!(
+        out,
+        "\nratio deliveries / raw consume: **{:.2}x**; target >= 20000 deliveries/s",
+        rate / raw_rate
+    );
     Ok(())
 }
 
@@ -212,16 +303,19 @@ async fn seen(out: &mut String, rate: u64, seconds: u64) -> anyhow::Result<()> {
     let ids = Arc::new(Mutex::new((0u64, HashSet::<String>::new())));
     let sink = {
         let ids = ids.clone();
-        let app = Router::new().route("/seen", post(move |body: axum::body::Bytes| {
-            let ids = ids.clone();
-            async move {
-                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                let mut g = ids.lock().unwrap();
-                g.0 += 1;
-                g.1.insert(v["event_id"].as_str().unwrap_or_default().to_owned());
-                ""
-            }
-        }));
+        let app = Router::new().route(
+            "/seen",
+            post(move |body: axum::body::Bytes| {
+                let ids = ids.clone();
+                async move {
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let mut g = ids.lock().unwrap();
+                    g.0 += 1;
+                    g.1.insert(v["event_id"].as_str().unwrap_or_default().to_owned());
+                    ""
+                }
+            }),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -238,34 +332,74 @@ async fn seen(out: &mut String, rate: u64, seconds: u64) -> anyhow::Result<()> {
     icfg.mark_notify.integrations_file = Some(file.clone());
     let ingress = start_ingress(icfg, None).await?;
     let mut dcfg = dispatcher_config(Vec::new());
-    dcfg.mark_notify = Some(consumers::config::MarkNotifySection { topic: marks, integrations_file: file });
+    dcfg.mark_notify = Some(consumers::config::MarkNotifySection {
+        topic: marks,
+        integrations_file: file,
+    });
     let d = start_dispatcher(dcfg).await?;
 
     let headers = Arc::new(|i: u64| vec![("x-yataxi-userid", format!("user-{}", i % 20_000))]);
-    let body: integration_tests::load::BodyFn = Arc::new(|i| format!(r#"{{"tag":"promo","id":"n-{i}"}}"#));
-    let r = open_loop(&ingress.url("/4.0/mark-notify/v1/seen"), rate, Duration::from_secs(seconds), 2_000, headers, body).await;
+    let body: integration_tests::load::BodyFn =
+        Arc::new(|i| format!(r#"{{"tag":"promo","id":"n-{i}"}}"#));
+    let r = open_loop(
+        &ingress.url("/4.0/mark-notify/v1/seen"),
+        rate,
+        Duration::from_secs(seconds),
+        2_000,
+        headers,
+        body,
+    )
+    .await;
 
     // Drain: wait until both integrations have everything that was accepted (or 5 minutes).
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut archived = HashSet::new();
     let mut archive_total = 0u64;
-    let consumer: StreamConsumer = kafka_settings().consumer_config(&unique("bench-archive-reader")).create()?;
+    let consumer: StreamConsumer = kafka_settings()
+        .consumer_config(&unique("bench-archive-reader"))
+        .create()?;
     consumer.subscribe(&[&archive])?;
-    while Instant::now() < deadline && (archived.len() < r.ok || ids.lock().unwrap().1.len() < r.ok) {
+    while Instant::now() < deadline && (archived.len() < r.ok || ids.lock().unwrap().1.len() < r.ok)
+    {
         if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
             archive_total += 1;
-            archived.insert(rdkafka::message::Headers::iter(m.headers().unwrap()).find(|h| h.key == "sy-event-id").and_then(|h| h.value).map(|v| v.to_vec()).unwrap_or_default());
+            archived.insert(
+                rdkafka::message::Headers::iter(m.headers().unwrap())
+                    .find(|h| h.key == "sy-event-id")
+                    .and_then(|h| h.value)
+                    .map(|v| v.to_vec())
+                    .unwrap_or_default(),
+            );
         }
     }
-    let (http_total, http_distinct) = { let g = ids.lock().unwrap(); (g.0, g.1.len()) };
+    let (http_total, http_distinct) = {
+        let g = ids.lock().unwrap();
+        (g.0, g.1.len())
+    };
     d.stop().await?;
     ingress.stop().await?;
     let _ = writeln!(out, "### mark-notify: open loop at {rate} req/s for {seconds} s, one HTTP + one topic integration\n");
     out.push_str("| endpoint | req/s | p50 | p99 | ok | failed |\n|---|---|---|---|---|---|\n");
     out.push_str(&row("POST /4.0/mark-notify/v1/seen", &r));
-    let _ = writeln!(out, "\n| integration | distinct delivered | duplicates |\n|---|---|---|");
-    let _ = writeln!(out, "| http | {http_distinct} | {} |", http_total - http_distinct as u64);
-    let _ = writeln!(out, "| topic | {} | {} |", archived.len(), archive_total - archived.len() as u64);
-    let _ = writeln!(out, "\naccepted {} marks; target p99 < 20 ms at 10k/s and every accepted mark delivered", r.ok);
+    let _ = writeln!(
+        out,
+        "\n| integration | distinct delivered | duplicates |\n|---|---|---|"
+    );
+    let _ = writeln!(
+        out,
+        "| http | {http_distinct} | {} |",
+        http_total - http_distinct as u64
+    );
+    let _ = writeln!(
+        out,
+        "| topic | {} | {} |",
+        archived.len(),
+        archive_total - archived.len() as u64
+    );
+    let _ = writeln!(
+        out,
+        "\naccepted {} marks; target p99 < 20 ms at 10k/s and every accepted mark delivered",
+        r.ok
+    );
     Ok(())
 }
