@@ -20,7 +20,10 @@ pub fn bootstrap() -> String {
 }
 
 pub fn kafka_settings() -> KafkaSettings {
-    KafkaSettings { bootstrap_servers: bootstrap(), ..Default::default() }
+    KafkaSettings {
+        bootstrap_servers: bootstrap(),
+        ..Default::default()
+    }
 }
 
 /// A name no other test (or earlier run) uses: topics, groups, schemas.
@@ -69,7 +72,11 @@ pub async fn start_ingress(
         producers::run(state, config_file, listener, s).await?;
         Ok(())
     });
-    Ok(Running { addr, shutdown, join })
+    Ok(Running {
+        addr,
+        shutdown,
+        join,
+    })
 }
 
 pub async fn start_dispatcher(config: consumers::DispatcherConfig) -> anyhow::Result<Running> {
@@ -83,7 +90,11 @@ pub async fn start_dispatcher(config: consumers::DispatcherConfig) -> anyhow::Re
         consumers::run(config, listener, s).await?;
         Ok(())
     });
-    Ok(Running { addr, shutdown, join })
+    Ok(Running {
+        addr,
+        shutdown,
+        join,
+    })
 }
 
 /// Ingress config pointing at the test broker and `topic`.
@@ -95,7 +106,9 @@ pub fn ingress_config(topic: &str) -> producers::IngressConfig {
 }
 
 /// Dispatcher config with unique group/topic prefixes and short retry tiers for tests.
-pub fn dispatcher_config(subscribers: Vec<consumers::config::SubscriberConfig>) -> consumers::DispatcherConfig {
+pub fn dispatcher_config(
+    subscribers: Vec<consumers::config::SubscriberConfig>,
+) -> consumers::DispatcherConfig {
     let prefix = unique("sy");
     consumers::DispatcherConfig {
         kafka: kafka_settings(),

@@ -48,7 +48,13 @@ mod tests {
         let good = dir.join("good.toml");
         std::fs::write(&good, "port = 8080\n").unwrap();
         let cfg: Sample = load_config(Some(&good), "SY_TEST_NONE").unwrap();
-        assert_eq!(cfg, Sample { name: String::new(), port: 8080 });
+        assert_eq!(
+            cfg,
+            Sample {
+                name: String::new(),
+                port: 8080
+            }
+        );
 
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "prot = 1\n").unwrap();

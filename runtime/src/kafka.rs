@@ -63,7 +63,10 @@ impl KafkaSettings {
             .set("linger.ms", "2")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", self.produce_timeout_ms.to_string())
-            .set("request.timeout.ms", self.produce_timeout_ms.min(30_000).to_string());
+            .set(
+                "request.timeout.ms",
+                self.produce_timeout_ms.min(30_000).to_string(),
+            );
         self.with_extra(cfg)
     }
 

@@ -81,7 +81,10 @@ pub enum TopicError {
     #[error("kafka admin")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("creating topic {topic}: {code}")]
-    Create { topic: String, code: RDKafkaErrorCode },
+    Create {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
 }
 
 impl TopicsFile {
@@ -108,9 +111,13 @@ pub async fn ensure_topics(kafka: &KafkaSettings, specs: &[TopicSpec]) -> Result
         .iter()
         .zip(&retention)
         .map(|(s, r)| {
-            NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication))
-                .set("retention.ms", r)
-                .set("cleanup.policy", &s.cleanup_policy)
+            NewTopic::new(
+                &s.name,
+                s.partitions,
+                TopicReplication::Fixed(s.replication),
+            )
+            .set("retention.ms", r)
+            .set("cleanup.policy", &s.cleanup_policy)
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
