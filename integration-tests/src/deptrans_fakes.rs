@@ -104,8 +104,8 @@ pub struct Fakes {
     pub trackstory: String,
 }
 
-async fn serve(router: Router) -> anyhow::Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+async fn serve(router: Router, port: u16) -> anyhow::Result<String> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     let addr: SocketAddr = listener.local_addr()?;
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
@@ -114,7 +114,13 @@ async fn serve(router: Router) -> anyhow::Result<String> {
 }
 
 impl Fakes {
+    /// Every fake on its own ephemeral port.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on([0; 5]).await
+    }
+
+    /// Fakes on fixed ports: KRT, profiles, personal, categories, trackstory.
+    pub async fn start_on(ports: [u16; 5]) -> anyhow::Result<Self> {
         let state = Arc::new(FakeState {
             token_ttl_secs: AtomicU64::new(3600),
             ..FakeState::default()
@@ -125,30 +131,35 @@ impl Fakes {
                 .route("/v1/statuses", post(krt_statuses))
                 .route("/v1/drivers/check", post(krt_check))
                 .with_state(state.clone()),
+            ports[0],
         )
         .await?;
         let profiles = serve(
             Router::new()
                 .route("/v1/profiles/updates", get(profiles_updates))
                 .with_state(state.clone()),
+            ports[1],
         )
         .await?;
         let personal = serve(
             Router::new()
                 .route("/v1/driver_licenses/bulk_retrieve", post(personal_retrieve))
                 .with_state(state.clone()),
+            ports[2],
         )
         .await?;
         let categories = serve(
             Router::new()
                 .route("/v1/categories/updates", get(categories_updates))
                 .with_state(state.clone()),
+            ports[3],
         )
         .await?;
         let trackstory = serve(
             Router::new()
                 .route("/v1/positions", post(positions))
                 .with_state(state.clone()),
+            ports[4],
         )
         .await?;
         Ok(Self {

@@ -372,3 +372,14 @@ mod tests {
         assert!(!dbg.contains("s3cr3t") && !dbg.contains("k3y"), "{dbg}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    /// `deploy/deptrans.example.toml` loads and validates.
+    #[test]
+    fn example_config_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/deptrans.example.toml");
+        let cfg = super::DeptransConfig::load(Some(std::path::Path::new(path))).unwrap();
+        assert_eq!(cfg.regions[0].name, "moscow");
+    }
+}

@@ -223,6 +223,7 @@ impl StatusConsumer {
                 }
             }
             self.metrics.event("invalid", invalid);
+            let read = events.len() as u64 + invalid;
             let events = newest_per_driver(events);
             // Retry the batch until it is committed; its offsets are not stored before that.
             loop {
@@ -238,6 +239,7 @@ impl StatusConsumer {
                     }
                 }
             }
+            self.metrics.consumed.inc_by(read);
             for (partition, offset) in last {
                 if let Err(e) = self.consumer.store_offset(&self.topic, partition, offset) {
                     tracing::debug!(partition, offset, error = %e, "offset not stored (partition revoked?)");

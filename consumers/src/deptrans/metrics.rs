@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 pub const EVENTS: &str = "switchyard_deptrans_events";
+pub const CONSUMED: &str = "switchyard_deptrans_consumed";
 pub const UPSERT_STATEMENTS: &str = "switchyard_deptrans_upsert_statements";
 pub const UPSERT_FAILURES: &str = "switchyard_deptrans_upsert_failures";
 pub const SENT: &str = "switchyard_deptrans_sent";
@@ -28,6 +29,7 @@ pub struct CacheLabels {
 pub struct DeptransMetrics {
     pub registry: Registry,
     pub events: Family<OutcomeLabels, Counter>,
+    pub consumed: Counter,
     pub upsert_statements: Counter,
     pub upsert_failures: Counter,
     pub sent: Family<OutcomeLabels, Counter>,
@@ -56,6 +58,7 @@ impl Default for DeptransMetrics {
         let m = Self {
             registry: Registry::default(),
             events: Family::default(),
+            consumed: Counter::default(),
             upsert_statements: Counter::default(),
             upsert_failures: Counter::default(),
             sent: Family::default(),
@@ -69,6 +72,11 @@ impl Default for DeptransMetrics {
             EVENTS,
             "Status events by outcome (stored, outside_region, ...)",
             m.events.clone(),
+        );
+        registry.register(
+            CONSUMED,
+            "Records read from the status topic",
+            m.consumed.clone(),
         );
         registry.register(
             UPSERT_STATEMENTS,
