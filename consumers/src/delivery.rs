@@ -54,6 +54,12 @@ impl TopicSink {
                 key: "sy-idempotency-key",
                 value: Some(r.idempotency_key.as_str()),
             });
+        if let Some(tp) = &r.traceparent {
+            headers = headers.insert(Header {
+                key: switchyard_runtime::trace::HEADER,
+                value: Some(tp.as_str()),
+            });
+        }
         if let Some(kind) = r.caller_kind {
             headers = headers.insert(Header {
                 key: "sy-caller-kind",

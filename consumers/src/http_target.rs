@@ -72,6 +72,9 @@ impl HttpSink {
             .post(self.url.clone())
             .headers(self.headers.clone())
             .header(IDEMPOTENCY_HEADER, &rendered.idempotency_key);
+        if let Some(tp) = &rendered.traceparent {
+            req = req.header(switchyard_runtime::trace::HEADER, tp);
+        }
         if let Some(key) = &self.key {
             let ts = chrono::Utc::now().timestamp();
             req = req

@@ -16,6 +16,14 @@ pub struct Rendered {
     pub idempotency_key: String,
     /// `client`, `driver` or `anonymous` for marks; `sy-caller-kind` header on topic records.
     pub caller_kind: Option<&'static str>,
+    /// The delivery's hop of the event's trace (`traceparent`), when the event carries one.
+    pub traceparent: Option<String>,
+}
+
+/// A child of the envelope's trace context: same trace id, new span id.
+fn next_hop(env: &Envelope) -> Option<String> {
+    let tp = env.trace.as_ref()?;
+    switchyard_runtime::trace::TraceParent::parse(&tp.traceparent).map(|t| t.child().to_string())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +133,7 @@ pub fn render_http(env: &Envelope) -> Result<Rendered, RenderError> {
         body: Bytes::from(body),
         idempotency_key: env.idempotency_key.clone(),
         caller_kind,
+        traceparent: next_hop(env),
     })
 }
 
@@ -139,6 +148,7 @@ pub fn render_topic(env: &Envelope, raw: &[u8]) -> Result<Rendered, RenderError>
         body: Bytes::from(body),
         idempotency_key: env.idempotency_key.clone(),
         caller_kind,
+        traceparent: next_hop(env),
     })
 }
 

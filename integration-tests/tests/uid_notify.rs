@@ -298,3 +298,55 @@ async fn max_attempts_moves_the_record_to_the_dead_letter_topic() {
     dispatcher.stop().await.unwrap();
     ingress.stop().await.unwrap();
 }
+
+/// One trace id links the ingress request, the Kafka record and the subscriber's request; each
+/// hop gets its own span id.
+#[tokio::test]
+async fn traceparent_travels_from_ingress_request_to_the_webhook() {
+    let topic = setup_topic().await;
+    let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
+    let sub = FakeSubscriber::start(Script::Ok).await.unwrap();
+    let dispatcher =
+        start_dispatcher(dispatcher_config(vec![http_subscriber("traced", &topic, &sub.url("/t"))]))
+            .await
+            .unwrap();
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let resp = reqwest::Client::new()
+        .post(ingress.url("/v1/uid-notify"))
+        .header("traceparent", incoming)
+        .json(&json!({"portal_uid": 11, "phonish_uid": 12, "event_type": "bind"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // Without an incoming traceparent the ingress starts a trace of its own.
+    let (status, _) = post(
+        &ingress.url("/v1/uid-notify"),
+        &json!({"portal_uid": 13, "phonish_uid": 14, "event_type": "bind"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let records = read(&topic, 2, WAIT).await.unwrap();
+    let record_tp = records
+        .iter()
+        .find(|r| rdkafka::Message::key(*r) == Some(&b"12"[..]))
+        .and_then(|r| header(r, "traceparent"))
+        .expect("record carries traceparent");
+    assert!(record_tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{record_tp}");
+    assert_ne!(record_tp, incoming, "the record is a new span");
+
+    assert!(sub.wait_delivered(2, WAIT).await);
+    for got in sub.delivered() {
+        let tp = got.header("traceparent").expect("webhook carries traceparent").to_owned();
+        let parsed = switchyard_runtime::trace::TraceParent::parse(&tp).expect("valid traceparent");
+        if got.json()["phonish_uid"] == 12 {
+            assert_eq!(parsed.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_ne!(tp, record_tp, "the delivery is a new span");
+        } else {
+            assert_ne!(parsed.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        }
+    }
+    dispatcher.stop().await.unwrap();
+    ingress.stop().await.unwrap();
+}

@@ -54,10 +54,16 @@ impl Publisher {
             return Ok(());
         };
         let payload = envelope.to_bytes();
-        let headers = OwnedHeaders::new().insert(Header {
+        let mut headers = OwnedHeaders::new().insert(Header {
             key: HEADER_EVENT_TYPE,
             value: Some(envelope.event_type.as_str()),
         });
+        if let Some(trace) = envelope.trace.as_ref().filter(|t| !t.traceparent.is_empty()) {
+            headers = headers.insert(Header {
+                key: switchyard_runtime::trace::HEADER,
+                value: Some(trace.traceparent.as_str()),
+            });
+        }
         let record = FutureRecord::to(topic)
             .key(key)
             .payload(&payload)

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topics;
+pub mod trace;
 
 pub use config::{load_config, ConfigError};
 pub use kafka::KafkaSettings;
