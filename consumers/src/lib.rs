@@ -116,7 +116,8 @@ pub async fn run(
         let consumer = cfg
             .kafka
             .consumer_config(&cfg.group_id(&s.name))
-            .create_with_context(GroupContext::default())?;
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(GroupContext::new(&s.name, &metrics))?;
         let worker = Worker {
             consumer,
             deliverer: Arc::new(deliverer),

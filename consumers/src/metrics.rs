@@ -14,10 +14,18 @@ pub const DEAD_LETTERED: &str = "switchyard_dispatch_dead_lettered";
 pub const SKIPPED: &str = "switchyard_dispatch_skipped";
 pub const LATENCY: &str = "switchyard_dispatch_delivery_seconds";
 pub const IN_FLIGHT: &str = "switchyard_dispatch_in_flight";
+pub const CONSUMER_LAG: &str = "switchyard_dispatch_consumer_lag";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SubscriberLabels {
     pub subscriber: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LagLabels {
+    pub subscriber: String,
+    pub topic: String,
+    pub partition: i32,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,6 +43,7 @@ pub struct DispatchMetrics {
     pub skipped: Family<SubscriberLabels, Counter>,
     pub latency: Family<SubscriberLabels, Histogram>,
     pub in_flight: Family<SubscriberLabels, Gauge>,
+    pub consumer_lag: Family<LagLabels, Gauge>,
 }
 
 impl Default for DispatchMetrics {
@@ -50,6 +59,7 @@ impl Default for DispatchMetrics {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 20))
             }),
             in_flight: Family::default(),
+            consumer_lag: Family::default(),
             registry: Registry::default(),
         };
         registry.register(DELIVERIES, "Records delivered (2xx)", m.deliveries.clone());
@@ -75,6 +85,11 @@ impl Default for DispatchMetrics {
             m.latency.clone(),
         );
         registry.register(IN_FLIGHT, "Records being delivered", m.in_flight.clone());
+        registry.register(
+            CONSUMER_LAG,
+            "Records behind the high watermark per subscriber and partition (stored offsets)",
+            m.consumer_lag.clone(),
+        );
         Self { registry, ..m }
     }
 }

@@ -12,21 +12,54 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::Message;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{Deliverer, Job};
+use crate::metrics::{DispatchMetrics, LagLabels};
 use crate::offsets::OffsetTracker;
 use crate::retry::RetryState;
 
-/// Remembers partitions taken away by a rebalance so their bookkeeping is dropped.
-#[derive(Default)]
+/// Remembers partitions taken away by a rebalance so their bookkeeping is dropped, and turns
+/// librdkafka's statistics into the consumer lag gauge.
 pub struct GroupContext {
     revoked: Mutex<Vec<(String, i32)>>,
+    subscriber: String,
+    lag: Family<LagLabels, Gauge>,
 }
 
-impl ClientContext for GroupContext {}
+impl GroupContext {
+    pub fn new(subscriber: &str, metrics: &DispatchMetrics) -> Self {
+        Self {
+            revoked: Mutex::default(),
+            subscriber: subscriber.to_owned(),
+            lag: metrics.consumer_lag.clone(),
+        }
+    }
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's "unknown" (the partition is not ours, or not fetched yet).
+                if *partition < 0 || p.consumer_lag_stored < 0 {
+                    continue;
+                }
+                let labels = LagLabels {
+                    subscriber: self.subscriber.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                self.lag.get_or_create(&labels).set(p.consumer_lag_stored);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

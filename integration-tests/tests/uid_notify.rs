@@ -350,3 +350,38 @@ async fn traceparent_travels_from_ingress_request_to_the_webhook() {
     dispatcher.stop().await.unwrap();
     ingress.stop().await.unwrap();
 }
+
+/// The dispatcher exports per-subscriber delivery counters and consumer lag per partition.
+#[tokio::test]
+async fn dispatcher_metrics_show_deliveries_and_consumer_lag() {
+    let topic = setup_topic().await;
+    let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
+    let sub = FakeSubscriber::start(Script::Ok).await.unwrap();
+    let dispatcher =
+        start_dispatcher(dispatcher_config(vec![http_subscriber("metered", &topic, &sub.url("/m"))]))
+            .await
+            .unwrap();
+    for i in 1..=5u64 {
+        let (status, _) = post(
+            &ingress.url("/v1/uid-notify"),
+            &json!({"portal_uid": 70 + i, "phonish_uid": i, "event_type": "bind"}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    assert!(sub.wait_delivered(5, WAIT).await);
+    let url = dispatcher.url("/metrics");
+    let mut text = String::new();
+    let lag_line = format!(r#"switchyard_dispatch_consumer_lag{{subscriber="metered",topic="{topic}""#);
+    for _ in 0..40 {
+        text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        if text.contains(&lag_line) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(text.contains(r#"switchyard_dispatch_deliveries_total{subscriber="metered"} 5"#), "{text}");
+    assert!(text.contains(&lag_line), "no lag gauge: {text}");
+    dispatcher.stop().await.unwrap();
+    ingress.stop().await.unwrap();
+}
