@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use events::Envelope;
+use switchyard_runtime::trace::TraceParent;
 use switchyard_runtime::Shutdown;
 use tokio::net::TcpListener;
 
@@ -62,6 +63,17 @@ impl AppState {
 
     /// Publishes and records latency; any failure becomes a 503 for the caller.
     pub async fn publish(&self, topic: &str, key: &str, env: &Envelope) -> Result<(), ApiError> {
+        // The record is the next hop of the request's trace.
+        let trace = REQUEST_TRACE
+            .try_with(|t| *t)
+            .unwrap_or_else(|_| TraceParent::root())
+            .child();
+        let mut env = env.clone();
+        env.trace = Some(events::v1::TraceContext {
+            traceparent: trace.to_string(),
+            tracestate: String::new(),
+        });
+        let env = &env;
         let started = Instant::now();
         let labels = TopicLabels { topic: topic.to_owned() };
         match self.publisher.publish(topic, key, env).await {
@@ -105,12 +117,23 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, switchyard_runtime::metrics::CONTENT_TYPE)], body).into_response()
 }
 
+tokio::task_local! {
+    /// The W3C trace context of the request being served (incoming `traceparent` or a new root).
+    static REQUEST_TRACE: TraceParent;
+}
+
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let resp = next.run(req).await;
+    let trace = req
+        .headers()
+        .get(switchyard_runtime::trace::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .unwrap_or_else(TraceParent::root);
+    let resp = REQUEST_TRACE.scope(trace, next.run(req)).await;
     let labels = RouteLabels { route, status: resp.status().as_u16() };
     state.metrics.requests.get_or_create(&labels).inc();
     resp
