@@ -378,7 +378,10 @@ mod example_tests {
     /// `deploy/deptrans.example.toml` loads and validates.
     #[test]
     fn example_config_is_valid() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/deptrans.example.toml");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/deptrans.example.toml"
+        );
         let cfg = super::DeptransConfig::load(Some(std::path::Path::new(path))).unwrap();
         assert_eq!(cfg.regions[0].name, "moscow");
     }
