@@ -1070,3 +1070,41 @@ async fn licence_numbers_and_tokens_are_never_stored_or_logged() {
     assert!(leaked.is_empty(), "token in logs: {leaked:?}");
     assert!(!logs.contains("\"secret\""), "client secret in logs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_only_old_session_history_in_batches() {
+    let env = env(0).await;
+    let (sender, _) = env.sender(10).await;
+    let db = env.db().await;
+    db.batch_execute(
+        "INSERT INTO deptrans.session_statuses (driver_license_pd_id, session_status, status_at, updated_at, ended_at)
+         SELECT 'old-' || g, 'closed', now(), now() - interval '10 days', now() - interval '9 days' FROM generate_series(1, 25) g;
+         INSERT INTO deptrans.session_statuses (driver_license_pd_id, session_status, status_at, updated_at, ended_at)
+         SELECT 'stale-' || g, 'open', now(), now() - interval '10 days', NULL FROM generate_series(1, 5) g;
+         INSERT INTO deptrans.session_statuses (driver_license_pd_id, session_status, status_at, updated_at, ended_at)
+         SELECT 'new-' || g, 'open', now(), now(), now() + interval '8 hours' FROM generate_series(1, 7) g;
+         INSERT INTO deptrans.sent_marks (park_id, driver_id, updated_at)
+         VALUES ('p', 'old', now() - interval '10 days'), ('p', 'new', now());",
+    )
+    .await
+    .expect("seed");
+    let deleted = consumers::deptrans::retention::purge(&sender.pool, 7, 4)
+        .await
+        .expect("purge");
+    assert_eq!(deleted, 25 + 5 + 1);
+    let left: Vec<String> = db
+        .query(
+            "SELECT driver_license_pd_id FROM deptrans.session_statuses ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        left,
+        (1..=7).map(|i| format!("new-{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(env.count("sent_marks").await, 1);
+}
