@@ -1,6 +1,7 @@
 //! switchyard dispatcher: one consumer group per subscriber delivers events to webhooks,
 //! with quick in-process retries, delayed retry topics and a dead-letter topic.
 
+pub mod admin;
 pub mod config;
 pub mod delivery;
 pub mod deptrans;
