@@ -187,6 +187,7 @@ fn k8s_manifests_are_complete_and_consistent() {
     // Deployments: selector matches the pod labels; containers are complete; mounts resolve.
     let mut pod_labels = BTreeMap::new();
     let mut container_ports = BTreeMap::new();
+    let mut named_ports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut mounted_configs = BTreeMap::new();
     for (name, d) in &deployments {
         let what = format!("Deployment {name}");
@@ -242,6 +243,10 @@ fn k8s_manifests_are_complete_and_consistent() {
             ] {
                 str_at(c, path, &what);
             }
+            named_ports
+                .entry(name.clone())
+                .or_default()
+                .extend(port_names.iter().map(|p| p.to_string()));
             container_ports.insert(
                 name.clone(),
                 ports[0]["containerPort"].as_i64().expect("containerPort"),
@@ -327,8 +332,14 @@ fn k8s_manifests_are_complete_and_consistent() {
             .unwrap_or_else(|| panic!("{what}: selects no Deployment"));
         for p in s["spec"]["ports"].as_array().expect("ports") {
             assert!(p["port"].as_i64().is_some(), "{what}: port without number");
-            if let Some(t) = p["targetPort"].as_i64() {
-                assert_eq!(t, container_ports[target.0], "{what}: targetPort");
+            match &p["targetPort"] {
+                Value::Number(t) => assert_eq!(t.as_i64(), Some(container_ports[target.0])),
+                Value::String(t) => assert!(
+                    named_ports[target.0].contains(t),
+                    "{what}: targetPort {t} is no port of {}",
+                    target.0
+                ),
+                other => panic!("{what}: targetPort {other}"),
             }
         }
     }
