@@ -99,8 +99,10 @@ pub async fn start_dispatcher(config: consumers::DispatcherConfig) -> anyhow::Re
 
 /// Ingress config pointing at the test broker and `topic`.
 pub fn ingress_config(topic: &str) -> producers::IngressConfig {
-    let mut cfg = producers::IngressConfig::default();
-    cfg.kafka = kafka_settings();
+    let mut cfg = producers::IngressConfig {
+        kafka: kafka_settings(),
+        ..Default::default()
+    };
     cfg.uid_notify.topic = topic.to_owned();
     cfg
 }

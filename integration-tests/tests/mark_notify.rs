@@ -63,6 +63,9 @@ async fn seen(ingress: &Running, headers: &[(&str, &str)], body: &str) -> (u16, 
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// (what, headers, body, field named in the error).
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, &'a str);
+
 const CLIENT: &[(&str, &str)] = &[
     ("X-YaTaxi-UserId", "user-1"),
     ("X-Yandex-UID", "4001"),
@@ -297,7 +300,7 @@ async fn every_bad_request_is_a_400_naming_the_field_or_header() {
         r#"{{"tag":"promo","id":"1","pad":"{}"}}"#,
         "x".repeat(17 * 1024)
     );
-    let cases: Vec<(&str, Vec<(&str, &str)>, String, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "park without profile",
             vec![("X-YaTaxi-Park-Id", "p")],

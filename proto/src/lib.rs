@@ -110,7 +110,7 @@ mod tests {
             Utc::now(),
             "test",
             link.idempotency_key(),
-            Payload::AccountLink(link.clone()),
+            Payload::AccountLink(link),
         );
         let back = Envelope::from_bytes(&env.to_bytes()).unwrap();
         assert_eq!(back, env);
