@@ -88,7 +88,9 @@ pub async fn replay_dead_letters(
         .elements()
         .iter()
         .filter_map(|e| {
-            let (_, high) = consumer.fetch_watermarks(&dlq, e.partition(), Duration::from_secs(10)).ok()?;
+            let (_, high) = consumer
+                .fetch_watermarks(&dlq, e.partition(), Duration::from_secs(10))
+                .ok()?;
             Some((e.partition(), high))
         })
         .collect();
@@ -98,20 +100,43 @@ pub async fn replay_dead_letters(
     let mut done = 0u64;
     let mut positions = std::collections::HashMap::new();
     while done < total {
-        let Some(msg) = consumer.poll(Duration::from_secs(10)) else { break };
+        let Some(msg) = consumer.poll(Duration::from_secs(10)) else {
+            break;
+        };
         let msg = msg?;
-        let end = ends.iter().find(|(p, _)| *p == msg.partition()).map_or(0, |(_, h)| *h);
+        let end = ends
+            .iter()
+            .find(|(p, _)| *p == msg.partition())
+            .map_or(0, |(_, h)| *h);
         if msg.offset() >= end {
             continue;
         }
         let mut headers = OwnedHeaders::new()
-            .insert(Header { key: H_SUBSCRIBER, value: Some(subscriber) })
-            .insert(Header { key: H_ATTEMPTS, value: Some("0") })
-            .insert(Header { key: H_TIER, value: Some("0") })
-            .insert(Header { key: H_NOT_BEFORE, value: Some(now.as_str()) });
+            .insert(Header {
+                key: H_SUBSCRIBER,
+                value: Some(subscriber),
+            })
+            .insert(Header {
+                key: H_ATTEMPTS,
+                value: Some("0"),
+            })
+            .insert(Header {
+                key: H_TIER,
+                value: Some("0"),
+            })
+            .insert(Header {
+                key: H_NOT_BEFORE,
+                value: Some(now.as_str()),
+            });
         if let Some(h) = msg.headers() {
-            for h in h.iter().filter(|h| h.key == H_EVENT_TYPE || h.key == H_ORIGIN) {
-                headers = headers.insert(Header { key: h.key, value: h.value });
+            for h in h
+                .iter()
+                .filter(|h| h.key == H_EVENT_TYPE || h.key == H_ORIGIN)
+            {
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
             }
         }
         let mut record = FutureRecord::<[u8], [u8]>::to(&target).headers(headers);
@@ -121,7 +146,10 @@ pub async fn replay_dead_letters(
         if let Some(p) = msg.payload() {
             record = record.payload(p);
         }
-        producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)?;
         positions.insert(msg.partition(), msg.offset() + 1);
         done += 1;
         progress(done, total);
@@ -200,12 +228,19 @@ pub fn record_json<M: Message>(m: &M) -> Value {
 }
 
 /// A consumer reading `topic` from the start (or only new records) without a committed group.
-pub fn tail_consumer(kafka: &KafkaSettings, topic: &str, from_beginning: bool) -> Result<StreamConsumer, AdminError> {
+pub fn tail_consumer(
+    kafka: &KafkaSettings,
+    topic: &str,
+    from_beginning: bool,
+) -> Result<StreamConsumer, AdminError> {
     let group = format!("switchyard-tail-{}", uuid_like());
     let consumer: StreamConsumer = kafka
         .consumer_config(&group)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", if from_beginning { "earliest" } else { "latest" })
+        .set(
+            "auto.offset.reset",
+            if from_beginning { "earliest" } else { "latest" },
+        )
         .create()?;
     consumer.subscribe(&[topic])?;
     Ok(consumer)
@@ -234,11 +269,17 @@ pub async fn produce_json(
         Payload::Json(serde_json::to_vec(&value)?),
     );
     let producer: FutureProducer = kafka.producer_config("cli").create()?;
-    let headers = OwnedHeaders::new().insert(Header { key: H_EVENT_TYPE, value: Some(event_type) });
+    let headers = OwnedHeaders::new().insert(Header {
+        key: H_EVENT_TYPE,
+        value: Some(event_type),
+    });
     let bytes = env.to_bytes();
     producer
         .send(
-            FutureRecord::to(topic).key(key).payload(&bytes).headers(headers),
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(&bytes)
+                .headers(headers),
             Duration::from_secs(30),
         )
         .await

@@ -16,7 +16,9 @@ async fn dead_letters_are_replayed_to_the_recovered_subscriber_once() {
     let topic = unique("ops-uid");
     create_topic(&topic, 2).await.unwrap();
     let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
-    let sub = FakeSubscriber::start(Script::AlwaysFail { status: 500 }).await.unwrap();
+    let sub = FakeSubscriber::start(Script::AlwaysFail { status: 500 })
+        .await
+        .unwrap();
     let mut s = http_subscriber("replayed", &topic, &sub.url("/r"));
     s.max_attempts = Some(2);
     let cfg = dispatcher_config(vec![s]);
@@ -32,7 +34,11 @@ async fn dead_letters_are_replayed_to_the_recovered_subscriber_once() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200);
     }
-    assert_eq!(read(&dlq, 3, WAIT).await.unwrap().len(), 3, "all three dead-lettered");
+    assert_eq!(
+        read(&dlq, 3, WAIT).await.unwrap().len(),
+        3,
+        "all three dead-lettered"
+    );
     assert!(sub.delivered().is_empty());
 
     // The subscriber is fixed; the operator replays its dead letters.
@@ -43,7 +49,10 @@ async fn dead_letters_are_replayed_to_the_recovered_subscriber_once() {
         .unwrap();
     assert_eq!(n, 3);
     assert_eq!(last, (3, 3), "progress reported up to the total");
-    assert!(sub.wait_delivered(3, WAIT).await, "replayed records delivered");
+    assert!(
+        sub.wait_delivered(3, WAIT).await,
+        "replayed records delivered"
+    );
     let mut tokens: Vec<String> = sub
         .delivered()
         .iter()
@@ -53,10 +62,15 @@ async fn dead_letters_are_replayed_to_the_recovered_subscriber_once() {
     assert_eq!(tokens, vec!["9-1-bind", "9-2-bind", "9-3-bind"]);
 
     // Replay remembers its position: nothing new to replay.
-    let again = admin::replay_dead_letters(&cfg, "replayed", false, |_, _| {}).await.unwrap();
+    let again = admin::replay_dead_letters(&cfg, "replayed", false, |_, _| {})
+        .await
+        .unwrap();
     assert_eq!(again, 0);
     let unknown = admin::replay_dead_letters(&cfg, "nobody", false, |_, _| {}).await;
-    assert!(matches!(unknown, Err(admin::AdminError::UnknownSubscriber(_))));
+    assert!(matches!(
+        unknown,
+        Err(admin::AdminError::UnknownSubscriber(_))
+    ));
     dispatcher.stop().await.unwrap();
     ingress.stop().await.unwrap();
 }
@@ -81,7 +95,10 @@ async fn produced_json_events_decode_for_tail() {
     assert_eq!(line["headers"]["sy-event-type"], "users.user_created");
     assert_eq!(line["value"]["event_id"], id.as_str());
     assert_eq!(line["value"]["event_type"], "users.user_created");
-    assert_eq!(line["value"]["payload"]["json"], json!({"user_id": "u-1", "role": "worker"}));
+    assert_eq!(
+        line["value"]["payload"]["json"],
+        json!({"user_id": "u-1", "role": "worker"})
+    );
     let bad = admin::produce_json(&kafka_settings(), &topic, "k", "t", 1, "{not json").await;
     assert!(matches!(bad, Err(admin::AdminError::Json(_))));
 }

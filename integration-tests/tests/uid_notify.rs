@@ -306,10 +306,13 @@ async fn traceparent_travels_from_ingress_request_to_the_webhook() {
     let topic = setup_topic().await;
     let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
     let sub = FakeSubscriber::start(Script::Ok).await.unwrap();
-    let dispatcher =
-        start_dispatcher(dispatcher_config(vec![http_subscriber("traced", &topic, &sub.url("/t"))]))
-            .await
-            .unwrap();
+    let dispatcher = start_dispatcher(dispatcher_config(vec![http_subscriber(
+        "traced",
+        &topic,
+        &sub.url("/t"),
+    )]))
+    .await
+    .unwrap();
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let resp = reqwest::Client::new()
         .post(ingress.url("/v1/uid-notify"))
@@ -333,12 +336,18 @@ async fn traceparent_travels_from_ingress_request_to_the_webhook() {
         .find(|r| rdkafka::Message::key(*r) == Some(&b"12"[..]))
         .and_then(|r| header(r, "traceparent"))
         .expect("record carries traceparent");
-    assert!(record_tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{record_tp}");
+    assert!(
+        record_tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{record_tp}"
+    );
     assert_ne!(record_tp, incoming, "the record is a new span");
 
     assert!(sub.wait_delivered(2, WAIT).await);
     for got in sub.delivered() {
-        let tp = got.header("traceparent").expect("webhook carries traceparent").to_owned();
+        let tp = got
+            .header("traceparent")
+            .expect("webhook carries traceparent")
+            .to_owned();
         let parsed = switchyard_runtime::trace::TraceParent::parse(&tp).expect("valid traceparent");
         if got.json()["phonish_uid"] == 12 {
             assert_eq!(parsed.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -357,10 +366,13 @@ async fn dispatcher_metrics_show_deliveries_and_consumer_lag() {
     let topic = setup_topic().await;
     let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
     let sub = FakeSubscriber::start(Script::Ok).await.unwrap();
-    let dispatcher =
-        start_dispatcher(dispatcher_config(vec![http_subscriber("metered", &topic, &sub.url("/m"))]))
-            .await
-            .unwrap();
+    let dispatcher = start_dispatcher(dispatcher_config(vec![http_subscriber(
+        "metered",
+        &topic,
+        &sub.url("/m"),
+    )]))
+    .await
+    .unwrap();
     for i in 1..=5u64 {
         let (status, _) = post(
             &ingress.url("/v1/uid-notify"),
@@ -372,7 +384,8 @@ async fn dispatcher_metrics_show_deliveries_and_consumer_lag() {
     assert!(sub.wait_delivered(5, WAIT).await);
     let url = dispatcher.url("/metrics");
     let mut text = String::new();
-    let lag_line = format!(r#"switchyard_dispatch_consumer_lag{{subscriber="metered",topic="{topic}""#);
+    let lag_line =
+        format!(r#"switchyard_dispatch_consumer_lag{{subscriber="metered",topic="{topic}""#);
     for _ in 0..40 {
         text = reqwest::get(&url).await.unwrap().text().await.unwrap();
         if text.contains(&lag_line) {
@@ -380,7 +393,10 @@ async fn dispatcher_metrics_show_deliveries_and_consumer_lag() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(text.contains(r#"switchyard_dispatch_deliveries_total{subscriber="metered"} 5"#), "{text}");
+    assert!(
+        text.contains(r#"switchyard_dispatch_deliveries_total{subscriber="metered"} 5"#),
+        "{text}"
+    );
     assert!(text.contains(&lag_line), "no lag gauge: {text}");
     dispatcher.stop().await.unwrap();
     ingress.stop().await.unwrap();

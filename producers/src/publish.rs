@@ -58,7 +58,11 @@ impl Publisher {
             key: HEADER_EVENT_TYPE,
             value: Some(envelope.event_type.as_str()),
         });
-        if let Some(trace) = envelope.trace.as_ref().filter(|t| !t.traceparent.is_empty()) {
+        if let Some(trace) = envelope
+            .trace
+            .as_ref()
+            .filter(|t| !t.traceparent.is_empty())
+        {
             headers = headers.insert(Header {
                 key: switchyard_runtime::trace::HEADER,
                 value: Some(trace.traceparent.as_str()),

@@ -16,12 +16,19 @@ pub const HEADER: &str = "traceparent";
 impl TraceParent {
     /// A new trace, sampled.
     pub fn root() -> Self {
-        Self { trace_id: nonzero_u128(), span_id: nonzero_u64(), flags: 1 }
+        Self {
+            trace_id: nonzero_u128(),
+            span_id: nonzero_u64(),
+            flags: 1,
+        }
     }
 
     /// The next hop of the same trace: same trace id, a new span id.
     pub fn child(&self) -> Self {
-        Self { span_id: nonzero_u64(), ..*self }
+        Self {
+            span_id: nonzero_u64(),
+            ..*self
+        }
     }
 
     /// Parses `00-<32 hex>-<16 hex>-<2 hex>`; anything else (or all-zero ids) is `None`.
@@ -34,7 +41,11 @@ impl TraceParent {
         let trace_id = u128::from_str_radix(t, 16).ok().filter(|x| *x != 0)?;
         let span_id = u64::from_str_radix(p, 16).ok().filter(|x| *x != 0)?;
         let flags = u8::from_str_radix(f, 16).ok()?;
-        Some(Self { trace_id, span_id, flags })
+        Some(Self {
+            trace_id,
+            span_id,
+            flags,
+        })
     }
 
     pub fn trace_id_hex(&self) -> String {
@@ -44,7 +55,11 @@ impl TraceParent {
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+        write!(
+            f,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
     }
 }
 
@@ -79,7 +94,9 @@ mod tests {
         let child = tp.child();
         assert_eq!(child.trace_id, tp.trace_id);
         assert_ne!(child.span_id, tp.span_id);
-        assert!(TraceParent::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+        assert!(
+            TraceParent::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
+        );
         assert!(TraceParent::parse("garbage").is_none());
         let root = TraceParent::root();
         assert_eq!(TraceParent::parse(&root.to_string()), Some(root));

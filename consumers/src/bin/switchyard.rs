@@ -109,14 +109,21 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Dlq {
-            command: DlqCommand::Replay { config, subscriber, from_beginning },
+            command:
+                DlqCommand::Replay {
+                    config,
+                    subscriber,
+                    from_beginning,
+                },
         } => {
             let mut cfg = DispatcherConfig::load(Some(&config))?;
             cfg.kafka.bootstrap_servers = kafka.bootstrap_servers.clone();
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} dead letters replayed ({per_sec})")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} dead letters replayed ({per_sec})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             let n = admin::replay_dead_letters(&cfg, &subscriber, from_beginning, |done, total| {
                 bar.set_length(total);
@@ -126,7 +133,11 @@ async fn main() -> anyhow::Result<()> {
             bar.finish();
             println!("replayed {n} dead letters of {subscriber}");
         }
-        Command::Tail { topic, from_beginning, count } => {
+        Command::Tail {
+            topic,
+            from_beginning,
+            count,
+        } => {
             let consumer = admin::tail_consumer(&kafka, &topic, from_beginning)?;
             let mut seen = 0u64;
             while count.is_none_or(|c| seen < c) {
@@ -136,7 +147,13 @@ async fn main() -> anyhow::Result<()> {
             }
             consumer.unsubscribe();
         }
-        Command::Produce { topic, key, event_type, version, json } => {
+        Command::Produce {
+            topic,
+            key,
+            event_type,
+            version,
+            json,
+        } => {
             let id = admin::produce_json(&kafka, &topic, &key, &event_type, version, &json).await?;
             println!("{{\"event_id\":\"{id}\"}}");
         }
