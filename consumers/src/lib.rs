@@ -6,13 +6,16 @@ pub mod config;
 pub mod delivery;
 pub mod deptrans;
 pub mod http_target;
+pub mod idempotent;
 pub mod integrations;
 pub mod metrics;
 pub mod offsets;
+pub mod outbox;
 pub mod render;
 pub mod retry;
 pub mod sign;
 pub mod sink;
+pub mod task_tracker;
 pub mod worker;
 
 use std::sync::Arc;

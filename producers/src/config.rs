@@ -28,6 +28,8 @@ pub struct IngressConfig {
     pub driver_status: crate::driver_status::DriverStatusConfig,
     /// `POST /4.0/mark-notify/v1/seen`.
     pub mark_notify: crate::mark_notify::MarkNotifyConfig,
+    /// `POST /v1/events/{event_type}`: the domain event registry.
+    pub domain_events: crate::domain_events::DomainEventsConfig,
 }
 
 impl Default for IngressConfig {
@@ -40,6 +42,7 @@ impl Default for IngressConfig {
             uid_notify: UidNotifyConfig::default(),
             driver_status: crate::driver_status::DriverStatusConfig::default(),
             mark_notify: crate::mark_notify::MarkNotifyConfig::default(),
+            domain_events: crate::domain_events::DomainEventsConfig::default(),
         }
     }
 }
@@ -55,7 +58,10 @@ pub struct UidNotifyConfig {
 
 impl Default for UidNotifyConfig {
     fn default() -> Self {
-        Self { enabled: true, topic: "uid-notify".into() }
+        Self {
+            enabled: true,
+            topic: "uid-notify".into(),
+        }
     }
 }
 
@@ -77,7 +83,9 @@ pub struct Switches {
 
 impl From<&IngressConfig> for Switches {
     fn from(cfg: &IngressConfig) -> Self {
-        Self { uid_notify_enabled: cfg.uid_notify.enabled }
+        Self {
+            uid_notify_enabled: cfg.uid_notify.enabled,
+        }
     }
 }
 

@@ -2,13 +2,14 @@
 //! answer only after the broker acknowledged them.
 
 pub mod config;
+pub mod domain_events;
 pub mod driver_status;
 pub mod error;
 pub mod json;
+pub mod mark_notify;
 pub mod metrics;
 pub mod openapi;
 pub mod publish;
-pub mod mark_notify;
 pub mod uid_notify;
 
 use std::collections::HashSet;
@@ -42,15 +43,27 @@ pub struct AppState {
     pub metrics: Arc<IngressMetrics>,
     /// mark-notify tags that have at least one integration.
     pub routed_tags: Arc<HashSet<String>>,
+    /// Registered domain event types and versions with their compiled schemas.
+    pub events: Arc<domain_events::Registry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Integrations(#[from] mark_notify::IntegrationsError),
+    #[error(transparent)]
+    Registry(#[from] domain_events::RegistryError),
 }
 
 impl AppState {
-    /// Builds the state, reading the mark-notify integrations file named in `config`.
-    pub fn new(
-        config: IngressConfig,
-        publisher: Publisher,
-    ) -> Result<Self, mark_notify::IntegrationsError> {
+    /// Builds the state, reading the mark-notify integrations file and the domain event
+    /// registry named in `config`.
+    pub fn new(config: IngressConfig, publisher: Publisher) -> Result<Self, StateError> {
         let routed = mark_notify::routed_tags(config.mark_notify.integrations_file.as_deref())?;
+        let events = match &config.domain_events.registry_file {
+            Some(file) => domain_events::Registry::load(file)?,
+            None => domain_events::Registry::default(),
+        };
         let switches = Arc::new(ArcSwap::from_pointee(Switches::from(&config)));
         Ok(Self {
             config: Arc::new(config),
@@ -58,6 +71,7 @@ impl AppState {
             publisher,
             metrics: Arc::default(),
             routed_tags: Arc::new(routed),
+            events: Arc::new(events),
         })
     }
 
@@ -75,11 +89,16 @@ impl AppState {
         });
         let env = &env;
         let started = Instant::now();
-        let labels = TopicLabels { topic: topic.to_owned() };
+        let labels = TopicLabels {
+            topic: topic.to_owned(),
+        };
         match self.publisher.publish(topic, key, env).await {
             Ok(()) => {
                 let secs = started.elapsed().as_secs_f64();
-                self.metrics.publish_seconds.get_or_create(&labels).observe(secs);
+                self.metrics
+                    .publish_seconds
+                    .get_or_create(&labels)
+                    .observe(secs);
                 Ok(())
             }
             Err(e) => {
@@ -97,15 +116,23 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/uid-notify", post(uid_notify::handle))
         .route("/v1/driver-status", post(driver_status::handle))
         .route("/4.0/mark-notify/v1/seen", post(mark_notify::handle))
+        .route("/v1/events/{event_type}", post(domain_events::handle))
         .route("/ping", get(|| async { "pong" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state)
 }
 
 async fn ready(State(state): State<AppState>) -> StatusCode {
-    if state.publisher.broker_reachable(Duration::from_secs(2)).await {
+    if state
+        .publisher
+        .broker_reachable(Duration::from_secs(2))
+        .await
+    {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -114,7 +141,14 @@ async fn ready(State(state): State<AppState>) -> StatusCode {
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let body = switchyard_runtime::metrics::render(&state.metrics.registry);
-    ([(header::CONTENT_TYPE, switchyard_runtime::metrics::CONTENT_TYPE)], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            switchyard_runtime::metrics::CONTENT_TYPE,
+        )],
+        body,
+    )
+        .into_response()
 }
 
 tokio::task_local! {
@@ -134,7 +168,10 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
         .and_then(TraceParent::parse)
         .unwrap_or_else(TraceParent::root);
     let resp = REQUEST_TRACE.scope(trace, next.run(req)).await;
-    let labels = RouteLabels { route, status: resp.status().as_u16() };
+    let labels = RouteLabels {
+        route,
+        status: resp.status().as_u16(),
+    };
     state.metrics.requests.get_or_create(&labels).inc();
     resp
 }
@@ -155,7 +192,12 @@ pub async fn run(
 ) -> Result<(), RunError> {
     if let Some(file) = config_file {
         let every = Duration::from_millis(state.config.reload_interval_ms);
-        tokio::spawn(config::watch(file, state.switches.clone(), every, shutdown.clone()));
+        tokio::spawn(config::watch(
+            file,
+            state.switches.clone(),
+            every,
+            shutdown.clone(),
+        ));
     }
     let publisher = state.publisher.clone();
     let app = router(state);

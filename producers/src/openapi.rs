@@ -4,13 +4,17 @@ use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "switchyard ingress", description = "Publish events to switchyard; 200 means the broker has the record."),
+    info(
+        title = "switchyard ingress",
+        description = "Publish events to switchyard; 200 means the broker has the record."
+    ),
     paths(
         crate::uid_notify::handle,
         crate::driver_status::handle,
-        crate::mark_notify::handle
+        crate::mark_notify::handle,
+        crate::domain_events::handle
     ),
-    components(schemas(crate::error::ErrorBody))
+    components(schemas(crate::error::ErrorBody, crate::error::Violation))
 )]
 pub struct IngressApi;
 
@@ -27,7 +31,10 @@ mod tests {
     /// `cargo run -p producers --bin switchyard-ingress -- --print-openapi > schemas/openapi/ingress.json`.
     #[test]
     fn committed_openapi_matches_code() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/openapi/ingress.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../schemas/openapi/ingress.json"
+        );
         let committed = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             committed == super::document(),
