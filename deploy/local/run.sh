@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start: the whole system on this machine. Starts PostgreSQL and the broker, builds, then
-# runs the ingress and the dispatcher (whose subscriber is a built-in sink that logs every
-# webhook it receives) in the foreground. Ctrl-C stops both.
+# runs the ingress, the dispatcher (whose subscriber is a built-in sink that logs every webhook
+# it receives) and deptrans (against local fakes of KRT and its upstream services, on ports
+# 9301-9305) in the foreground. Ctrl-C stops them all.
 source "$(dirname "$0")/lib.sh"
 
 "$ROOT/deploy/local/up.sh"
@@ -15,8 +16,14 @@ trap cleanup EXIT INT TERM
 
 ./target/release/switchyard-dispatcher --config deploy/dispatcher.example.toml & pids+=($!)
 ./target/release/switchyard-ingress --config deploy/ingress.example.toml & pids+=($!)
+./target/release/deptrans_fakes & pids+=($!)
+wait_port 127.0.0.1 9305 "deptrans fakes" 30
+# The local fake KRT accepts the client secret "secret".
+SWITCHYARD_DEPTRANS_KRT__CLIENT_SECRET=secret \
+  ./target/release/switchyard-deptrans --config deploy/deptrans.example.toml & pids+=($!)
 wait_port 127.0.0.1 8080 ingress 30
 wait_port 127.0.0.1 8090 sink 30
+wait_port 127.0.0.1 8082 deptrans 30
 
 cat <<TXT
 
@@ -25,6 +32,13 @@ cat <<TXT
 
     curl -sS -X POST http://127.0.0.1:8080/v1/uid-notify -H 'content-type: application/json' \\
       -d '{"portal_uid": 4001, "phonish_uid": 7001, "event_type": "bind"}'
+
+    curl -sS -X POST http://127.0.0.1:8080/4.0/mark-notify/v1/seen -H 'X-YaTaxi-UserId: user-1' \
+      -d '{"tag": "promo", "id": "n-1"}'
+
+    curl -sS -X POST http://127.0.0.1:8080/v1/driver-status -H 'content-type: application/json' \
+      -d '{"park_id": "park1", "driver_profile_id": "driver0", "status": "online", "updated_at": "'$(date -u +%FT%TZ)'"}'
+    curl -sS http://127.0.0.1:8082/metrics | grep deptrans_sent   # pushed to the fake KRT
 
   Ctrl-C stops everything but the broker and PostgreSQL (deploy/local/down.sh stops the broker).
 

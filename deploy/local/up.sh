@@ -3,7 +3,7 @@
 # Idempotent: running it again leaves running services alone.
 source "$(dirname "$0")/lib.sh"
 
-"$ROOT/deploy/local/postgres.sh" nisshi switchyard
+"$ROOT/deploy/local/postgres.sh" nisshi switchyard deptrans
 "$ROOT/deploy/local/broker.sh"
 ensure_cargo
 cd "$ROOT"
