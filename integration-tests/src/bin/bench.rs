@@ -74,8 +74,10 @@ fn row(name: &str, r: &LoadReport) -> String {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let broker = format!(
-        "broker: {} (as started by deploy/local/broker.sh: nisshi, PostgreSQL storage)",
-        bootstrap()
+        "broker: {} ({})",
+        bootstrap(),
+        std::env::var("SWITCHYARD_BENCH_BROKER")
+            .unwrap_or_else(|_| "nisshi with PostgreSQL storage, as deploy/local/broker.sh starts it".into())
     );
     let mut report = String::new();
     match args.what {
