@@ -14,7 +14,13 @@ use integration_tests::*;
 const EVENTS: u64 = 2_000;
 
 fn spawn_dispatcher(config: &std::path::Path) -> Child {
-    let bin = workspace_root().join("target/release/switchyard-dispatcher");
+    // Next to this test's own executable: <target>/<profile>/deps/<test> -> <target>/<profile>.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("switchyard-dispatcher");
     assert!(
         bin.exists(),
         "{} missing: run `cargo build --release --bins` first",

@@ -76,8 +76,9 @@ async fn main() -> anyhow::Result<()> {
     let broker = format!(
         "broker: {} ({})",
         bootstrap(),
-        std::env::var("SWITCHYARD_BENCH_BROKER")
-            .unwrap_or_else(|_| "nisshi with PostgreSQL storage, as deploy/local/broker.sh starts it".into())
+        std::env::var("SWITCHYARD_BENCH_BROKER").unwrap_or_else(|_| {
+            "nisshi with PostgreSQL storage, as deploy/local/broker.sh starts it".into()
+        })
     );
     let mut report = String::new();
     match args.what {
