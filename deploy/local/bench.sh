@@ -17,8 +17,8 @@ if ! port_open 127.0.0.1 9093; then
   wait_port 127.0.0.1 9093 "nisshi (memory)" 30
 fi
 export RUST_LOG=warn
-./target/release/bench ingress --out "$OUT"
+"$BIN"/bench ingress --out "$OUT"
 SWITCHYARD_TEST_BOOTSTRAP=127.0.0.1:9093 SWITCHYARD_BENCH_BROKER="nisshi with in-memory storage: the broker's storage kept out of the figure" \
-  ./target/release/bench ingress --out "$OUT"
-./target/release/bench dispatch --out "$OUT"
-./target/release/bench seen --out "$OUT"
+  "$BIN"/bench ingress --out "$OUT"
+"$BIN"/bench dispatch --out "$OUT"
+"$BIN"/bench seen --out "$OUT"

@@ -41,3 +41,6 @@ ensure_cargo() {
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 }
+
+# Where cargo puts release binaries (honours CARGO_TARGET_DIR).
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"

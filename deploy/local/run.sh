@@ -14,13 +14,13 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-./target/release/switchyard-dispatcher --config deploy/dispatcher.example.toml & pids+=($!)
-./target/release/switchyard-ingress --config deploy/ingress.example.toml & pids+=($!)
-./target/release/deptrans_fakes & pids+=($!)
+"$BIN"/switchyard-dispatcher --config deploy/dispatcher.example.toml & pids+=($!)
+"$BIN"/switchyard-ingress --config deploy/ingress.example.toml & pids+=($!)
+"$BIN"/deptrans_fakes & pids+=($!)
 wait_port 127.0.0.1 9305 "deptrans fakes" 30
 # The local fake KRT accepts the client secret "secret".
 SWITCHYARD_DEPTRANS_KRT__CLIENT_SECRET=secret \
-  ./target/release/switchyard-deptrans --config deploy/deptrans.example.toml & pids+=($!)
+  "$BIN"/switchyard-deptrans --config deploy/deptrans.example.toml & pids+=($!)
 wait_port 127.0.0.1 8080 ingress 30
 wait_port 127.0.0.1 8090 sink 30
 wait_port 127.0.0.1 8082 deptrans 30

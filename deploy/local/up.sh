@@ -8,4 +8,4 @@ source "$(dirname "$0")/lib.sh"
 ensure_cargo
 cd "$ROOT"
 cargo build --release -q --bin switchyard
-./target/release/switchyard --bootstrap-servers "$KAFKA_HOST:$KAFKA_PORT" topics apply --file deploy/topics.toml
+"$BIN"/switchyard --bootstrap-servers "$KAFKA_HOST:$KAFKA_PORT" topics apply --file deploy/topics.toml
