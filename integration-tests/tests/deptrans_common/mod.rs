@@ -1,0 +1,262 @@
+//! Shared harness of the deptrans tests: a fresh database, topic and fakes per test, and
+//! helpers to run the service's parts.
+#![allow(dead_code, unused_imports)]
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use consumers::deptrans::cache::Caches;
+use consumers::deptrans::consumer::{self, StatusEvent};
+use consumers::deptrans::krt::{KrtClient, KrtStatus, StatusItem, TokenStore};
+use consumers::deptrans::metrics::DeptransMetrics;
+use consumers::deptrans::sender::Sender;
+use consumers::deptrans::upstream::Upstream;
+use consumers::deptrans::{db, DeptransConfig};
+use events::v1::{envelope::Payload, DriverStatus, DriverStatusKind};
+use events::{event_type, Envelope};
+use integration_tests::deptrans_fakes::Fakes;
+use integration_tests::{kafka, kafka_settings, unique};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use switchyard_runtime::Shutdown;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+pub const MOSCOW: (f64, f64) = (55.7558, 37.6173);
+pub const SPB: (f64, f64) = (59.9386, 30.3141);
+pub const API_KEY: &str = "test-key";
+
+pub struct Env {
+    pub fakes: Fakes,
+    pub db_url: String,
+    pub topic: String,
+    pub group: String,
+}
+
+pub async fn env(partitions: i32) -> Env {
+    switchyard_runtime::telemetry::init_tracing("test");
+    let name = format!("deptrans_test_{}", uuid::Uuid::now_v7().simple());
+    let admin = pg(ADMIN_URL).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let topic = unique("deptrans");
+    // 0 partitions: a test that never touches the broker.
+    if partitions > 0 {
+        kafka::create_topic(&topic, partitions)
+            .await
+            .expect("create topic");
+    }
+    Env {
+        fakes: Fakes::start().await.expect("fakes"),
+        db_url: format!("postgres://postgres:postgres@127.0.0.1:5432/{name}"),
+        topic,
+        group: unique("deptrans-status"),
+    }
+}
+
+pub async fn pg(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect postgres");
+    tokio::spawn(conn);
+    client
+}
+
+impl Env {
+    pub fn config(&self) -> DeptransConfig {
+        let mut c = DeptransConfig {
+            kafka: kafka_settings(),
+            topic: self.topic.clone(),
+            group_id: self.group.clone(),
+            ..DeptransConfig::default()
+        };
+        c.postgres.url = self.db_url.clone();
+        c.postgres.pool_size = 6;
+        c.krt.url = self.fakes.krt.clone();
+        c.krt.client_secret = "secret".into();
+        c.upstream.profiles_url = self.fakes.profiles.clone();
+        c.upstream.personal_url = self.fakes.personal.clone();
+        c.upstream.categories_url = self.fakes.categories.clone();
+        c.upstream.trackstory_url = self.fakes.trackstory.clone();
+        c.upstream.cache_refresh_ms = 100;
+        c.upstream.cache_startup_timeout_ms = 5_000;
+        c.consumer.batch_linger_ms = 20;
+        c.sender.interval_ms = 100;
+        c.sender.backoff_initial_ms = 100;
+        c.sender.backoff_max_ms = 400;
+        c.api.clients.insert("tests".into(), API_KEY.into());
+        c.drain_timeout_ms = 3_000;
+        c
+    }
+
+    pub async fn db(&self) -> tokio_postgres::Client {
+        pg(&self.db_url).await
+    }
+
+    /// The sender's parts, for tests that drive one run at a time.
+    pub async fn sender(&self, batch: i64) -> (Sender, Arc<TokenStore>) {
+        let cfg = self.config();
+        let pool = db::pool(&cfg.postgres.url, 4).expect("pool");
+        db::migrate(&pool).await.expect("migrate");
+        let upstream = Upstream::new(&cfg.upstream).expect("upstream");
+        let caches = Arc::new(Caches::default());
+        caches
+            .fill(&upstream)
+            .await
+            .map_err(|(c, e)| format!("{c}: {e}"))
+            .expect("fill caches");
+        let metrics = Arc::new(DeptransMetrics::default());
+        let tokens = Arc::new(TokenStore::new(
+            pool.clone(),
+            KrtClient::new(&cfg.krt).expect("krt"),
+            &cfg.krt,
+            metrics.clone(),
+        ));
+        let mut scfg = cfg.sender.clone();
+        scfg.batch_size = batch;
+        scfg.bulk_size = 10;
+        scfg.concurrency = 3;
+        let sender = Sender {
+            pool,
+            caches,
+            upstream,
+            tokens: tokens.clone(),
+            cfg: scfg,
+            metrics,
+        };
+        (sender, tokens)
+    }
+
+    pub async fn queue(&self) -> Vec<(String, String, String, DateTime<Utc>)> {
+        self.db()
+            .await
+            .query("SELECT park_id, driver_id, status, updated_at FROM deptrans.status_queue ORDER BY 1, 2", &[])
+            .await
+            .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+            .unwrap_or_default()
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        self.db()
+            .await
+            .query_one(&format!("SELECT count(*) FROM deptrans.{table}"), &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(-1)
+    }
+}
+
+pub struct Service {
+    pub addr: SocketAddr,
+    pub shutdown: Shutdown,
+    pub join: JoinHandle<Result<(), String>>,
+}
+
+impl Service {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        self.join
+            .await
+            .expect("join")
+            .expect("service ended with an error");
+    }
+}
+
+pub async fn start(cfg: DeptransConfig) -> Service {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = Shutdown::new();
+    let s = shutdown.clone();
+    let join = tokio::spawn(async move {
+        consumers::deptrans::run(cfg, listener, s)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    // Ready once the API answers (migrations and caches done).
+    let http = reqwest::Client::new();
+    eventually("deptrans answers /ping", || {
+        let (http, url) = (http.clone(), format!("http://{addr}/ping"));
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    Service {
+        addr,
+        shutdown,
+        join,
+    }
+}
+
+/// Polls `check` until it holds; the bound only turns a hang into a failure.
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+pub fn at(minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 10, minute, 0)
+        .single()
+        .expect("valid time")
+}
+
+pub async fn produce(
+    p: &FutureProducer,
+    topic: &str,
+    park: &str,
+    driver: &str,
+    status: DriverStatusKind,
+    when: DateTime<Utc>,
+) {
+    let s = DriverStatus {
+        park_id: park.into(),
+        driver_profile_id: driver.into(),
+        status: status.into(),
+        updated_at: Some(events::timestamp(when)),
+    };
+    let env = Envelope::new(
+        event_type::DRIVER_STATUS,
+        1,
+        when,
+        "tests",
+        "k".into(),
+        Payload::DriverStatus(s),
+    );
+    kafka::produce(p, topic, &format!("{park}/{driver}"), &env.to_bytes())
+        .await
+        .expect("produce");
+}
+
+pub fn ev(park: &str, driver: &str, status: KrtStatus, when: DateTime<Utc>) -> StatusEvent {
+    StatusEvent {
+        park_id: park.into(),
+        driver_id: driver.into(),
+        status,
+        updated_at: when,
+    }
+}
