@@ -118,6 +118,22 @@ enum Verdict {
 impl Deliverer {
     /// Handles `job` to the end; `None` means interrupted by shutdown before it was settled.
     pub async fn handle(&self, job: &Job, stop: &CancellationToken) -> Option<()> {
+        // The consumer span of this delivery; its parent is set from the envelope's trace.
+        let span = tracing::info_span!(
+            "deliver",
+            otel.name = %format_args!("deliver {}", self.subscriber),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.destination.name = %job.topic,
+            messaging.destination.partition.id = job.partition,
+            messaging.kafka.offset = job.offset,
+            subscriber = %self.subscriber,
+            skipped = tracing::field::Empty,
+        );
+        tracing::Instrument::instrument(self.settle(job, stop), span).await
+    }
+
+    async fn settle(&self, job: &Job, stop: &CancellationToken) -> Option<()> {
         let verdict = match self.try_deliver(job, stop).await? {
             Verdict::Delivered => return Some(()),
             v => v,
@@ -219,7 +235,9 @@ impl Deliverer {
             Ok(env) => env,
             Err(e) => return dead(format!("undecodable envelope: {e}")),
         };
+        crate::render::continue_trace(&env);
         if !self.wants(&env) {
+            tracing::Span::current().record("skipped", true);
             self.metrics.skipped.get_or_create(&self.labels).inc();
             return Some(Verdict::Delivered);
         }

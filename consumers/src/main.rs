@@ -23,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    consumers::run(config, listener, Shutdown::on_signals()).await?;
-    Ok(())
+    let served = consumers::run(config, listener, Shutdown::on_signals()).await;
+    telemetry::shutdown_tracing();
+    Ok(served?)
 }

@@ -8,6 +8,7 @@ use events::v1::{AnonymousSeenRecord, ClientSeenRecord, DriverSeenRecord, Notifi
 use events::Envelope;
 use prost::Message;
 use serde::Serialize;
+use switchyard_runtime::trace;
 
 /// A delivery, ready to send and identical on every attempt.
 #[derive(Debug, Clone)]
@@ -16,14 +17,24 @@ pub struct Rendered {
     pub idempotency_key: String,
     /// `client`, `driver` or `anonymous` for marks; `sy-caller-kind` header on topic records.
     pub caller_kind: Option<&'static str>,
-    /// The delivery's hop of the event's trace (`traceparent`), when the event carries one.
+    /// The delivery's hop of the trace (`traceparent`): the context of the delivery span it is
+    /// rendered in, so the subscriber's request is that span's child.
     pub traceparent: Option<String>,
 }
 
-/// A child of the envelope's trace context: same trace id, new span id.
-fn next_hop(env: &Envelope) -> Option<String> {
-    let tp = env.trace.as_ref()?;
-    switchyard_runtime::trace::TraceParent::parse(&tp.traceparent).map(|t| t.child().to_string())
+/// Makes the record's trace (the `traceparent` the ingress stored in the envelope and the record
+/// headers) the parent of the current span, the delivery span. The envelope is read rather than
+/// the headers since it survives parking in retry tiers and dead-letter replays unchanged.
+pub fn continue_trace(env: &Envelope) {
+    if let Some(tc) = &env.trace {
+        let state = Some(tc.tracestate.as_str()).filter(|s| !s.is_empty());
+        trace::set_parent(&tracing::Span::current(), Some(&tc.traceparent), state);
+    }
+}
+
+/// The current (delivery) span's `traceparent`.
+fn next_hop() -> Option<String> {
+    trace::headers(&tracing::Span::current()).map(|h| h.traceparent)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +144,7 @@ pub fn render_http(env: &Envelope) -> Result<Rendered, RenderError> {
         body: Bytes::from(body),
         idempotency_key: env.idempotency_key.clone(),
         caller_kind,
-        traceparent: next_hop(env),
+        traceparent: next_hop(),
     })
 }
 
@@ -148,7 +159,7 @@ pub fn render_topic(env: &Envelope, raw: &[u8]) -> Result<Rendered, RenderError>
         body: Bytes::from(body),
         idempotency_key: env.idempotency_key.clone(),
         caller_kind,
-        traceparent: next_hop(env),
+        traceparent: next_hop(),
     })
 }
 

@@ -54,6 +54,8 @@ pub struct FakeState {
     pub licences: Mutex<HashMap<String, String>>,
     /// (park, driver) -> (lat, lon).
     pub positions: Mutex<HashMap<(String, String), (f64, f64)>>,
+    /// The `traceparent` of every status push, in arrival order (`None`: the push had none).
+    pub push_traceparents: Mutex<Vec<Option<String>>>,
     /// While held, status pushes wait (lets a test change rows mid-push).
     pub push_gate: tokio::sync::RwLock<()>,
 }
@@ -87,6 +89,10 @@ impl FakeState {
 
     pub fn pushed(&self) -> Vec<Pushed> {
         lock(&self.pushed).clone()
+    }
+
+    pub fn push_traceparents(&self) -> Vec<Option<String>> {
+        lock(&self.push_traceparents).clone()
     }
 }
 
@@ -207,6 +213,8 @@ async fn krt_statuses(
     Json(body): Json<Value>,
 ) -> Response {
     s.push_calls.fetch_add(1, Ordering::Relaxed);
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    lock(&s.push_traceparents).push(traceparent.map(str::to_owned));
     let _gate = s.push_gate.read().await;
     let delay = s.push_delay_ms.load(Ordering::Relaxed);
     if delay > 0 {

@@ -274,6 +274,16 @@ async fn krt_down_then_up_sends_exactly_the_latest_status_once() {
     assert_eq!(pushed.len(), 20, "{pushed:?}");
     let drivers: HashSet<&str> = pushed.iter().map(|p| p.driver.as_str()).collect();
     assert_eq!(drivers.len(), 20);
+    // Every push, failed or not, is a client span of a send trace.
+    let traced = f.push_traceparents();
+    assert!(!traced.is_empty());
+    assert!(
+        traced.iter().all(|t| t
+            .as_deref()
+            .and_then(switchyard_runtime::trace::parse)
+            .is_some()),
+        "{traced:?}"
+    );
     assert!(pushed
         .iter()
         .all(|p| p.status == "busy" && p.driver.starts_with("lic:L")));

@@ -25,9 +25,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use events::Envelope;
-use switchyard_runtime::trace::TraceParent;
-use switchyard_runtime::Shutdown;
+use switchyard_runtime::{trace, Shutdown};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 pub use config::IngressConfig;
 use config::{LiveSwitches, Switches};
@@ -75,24 +75,36 @@ impl AppState {
         })
     }
 
-    /// Publishes and records latency; any failure becomes a 503 for the caller.
+    /// Publishes and records latency; any failure becomes a 503 for the caller. The publish is a
+    /// producer span of the request's trace, and its context goes into the envelope (and so the
+    /// record headers): the consumer's span is its child.
     pub async fn publish(&self, topic: &str, key: &str, env: &Envelope) -> Result<(), ApiError> {
-        // The record is the next hop of the request's trace.
-        let trace = REQUEST_TRACE
-            .try_with(|t| *t)
-            .unwrap_or_else(|_| TraceParent::root())
-            .child();
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format_args!("publish {topic}"),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.destination.name = topic,
+            event_id = %env.event_id,
+        );
         let mut env = env.clone();
-        env.trace = Some(events::v1::TraceContext {
-            traceparent: trace.to_string(),
-            tracestate: String::new(),
+        env.trace = trace::headers(&span).map(|h| events::v1::TraceContext {
+            traceparent: h.traceparent,
+            tracestate: h.tracestate.unwrap_or_default(),
         });
         let env = &env;
         let started = Instant::now();
         let labels = TopicLabels {
             topic: topic.to_owned(),
         };
-        match self.publisher.publish(topic, key, env).await {
+        match self
+            .publisher
+            .publish(topic, key, env)
+            .instrument(span.clone())
+            .await
+        {
             Ok(()) => {
                 let secs = started.elapsed().as_secs_f64();
                 self.metrics
@@ -102,7 +114,8 @@ impl AppState {
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(error = %e, topic, event_id = %env.event_id, "publish failed");
+                span.record("otel.status_code", "ERROR");
+                tracing::warn!(parent: &span, error = %e, topic, event_id = %env.event_id, "publish failed");
                 self.metrics.publish_failures.get_or_create(&labels).inc();
                 Err(ApiError::Unavailable)
             }
@@ -151,29 +164,42 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-tokio::task_local! {
-    /// The W3C trace context of the request being served (incoming `traceparent` or a new root).
-    static REQUEST_TRACE: TraceParent;
-}
-
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let trace = req
-        .headers()
-        .get(switchyard_runtime::trace::HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse)
-        .unwrap_or_else(TraceParent::root);
-    let resp = REQUEST_TRACE.scope(trace, next.run(req)).await;
-    let labels = RouteLabels {
-        route,
-        status: resp.status().as_u16(),
-    };
+    let span = request_span(&req, &route);
+    let resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    let labels = RouteLabels { route, status };
     state.metrics.requests.get_or_create(&labels).inc();
     resp
+}
+
+/// The server span of a request, continuing the caller's trace when it sent a `traceparent`
+/// (otherwise the root of a new trace). Probes and scrapes get none.
+fn request_span(req: &Request, route: &str) -> tracing::Span {
+    if matches!(route, "/ping" | "/ready" | "/metrics") {
+        return tracing::Span::none();
+    }
+    let method = req.method();
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    trace::set_parent(&span, header(trace::HEADER), header(trace::STATE_HEADER));
+    span
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -67,6 +67,12 @@ impl Publisher {
                 key: switchyard_runtime::trace::HEADER,
                 value: Some(trace.traceparent.as_str()),
             });
+            if !trace.tracestate.is_empty() {
+                headers = headers.insert(Header {
+                    key: switchyard_runtime::trace::STATE_HEADER,
+                    value: Some(trace.tracestate.as_str()),
+                });
+            }
         }
         let record = FutureRecord::to(topic)
             .key(key)

@@ -85,6 +85,9 @@ pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
     if let Some((name, value)) = header {
         req = req.header(name, value);
     }
+    if let Some(headers) = req.headers_mut() {
+        crate::forward::set_trace_headers(headers, &tracing::Span::current());
+    }
     let req = req
         .body(full(payload))
         .map_err(|e| LookupError::Unreachable {

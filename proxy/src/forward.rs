@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use switchyard_runtime::trace;
+use tracing::Instrument;
 
 use crate::body::{self, ProxyBody};
 use crate::client::HttpClient;
@@ -185,12 +187,35 @@ pub async fn send(
     for (name, value) in fwd.extra {
         headers.append(name, value);
     }
+    let span = tracing::info_span!(
+        "forward",
+        otel.name = %format_args!("{} {}", parts.method, target.tag),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %parts.method,
+        backend = %target.tag,
+        http.response.status_code = tracing::field::Empty,
+    );
+    set_trace_headers(headers, &span);
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     let upstream = Request::from_parts(parts, body::stream(body));
 
     let started = Instant::now();
-    let result = tokio::time::timeout(target.timeout, client.request(upstream)).await;
+    let result = tokio::time::timeout(target.timeout, client.request(upstream))
+        .instrument(span.clone())
+        .await;
+    match &result {
+        Ok(Ok(resp)) => {
+            span.record("http.response.status_code", resp.status().as_u16());
+            if resp.status().is_server_error() {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        _ => {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
     let labels = BackendLabels {
         backend: target.tag.clone(),
     };
@@ -209,6 +234,22 @@ pub async fn send(
         scrub_secret(&mut parts.headers, name, value);
     }
     Ok(Response::from_parts(parts, body::stream(body)))
+}
+
+/// Replaces the caller's `traceparent`/`tracestate` with the context of `span` (which continues
+/// the caller's trace), so the backend's spans are children of ours. Without a span context
+/// (tracing not set up) the caller's headers pass through untouched.
+pub fn set_trace_headers(headers: &mut HeaderMap, span: &tracing::Span) {
+    let Some(ours) = trace::headers(span) else {
+        return;
+    };
+    headers.remove(trace::HEADER);
+    headers.remove(trace::STATE_HEADER);
+    for (name, value) in ours.pairs() {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
 }
 
 /// Drops the API key header and any header whose value carries the key, so a backend that

@@ -27,8 +27,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use switchyard_runtime::Shutdown;
+use switchyard_runtime::{trace, Shutdown};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::body::ProxyBody;
 pub use crate::config::ProxyConfig;
@@ -224,19 +225,51 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let request_id = request_id(req.headers());
+    let span = request_span(&req, &request_id);
     let mut label = NO_BACKEND;
     let result = if framing.is_ambiguous() {
         Err(ProxyError::AmbiguousFraming(
             "both content-length and transfer-encoding",
         ))
     } else {
-        dispatch(&state, peer, req, &request_id, &mut label).await
+        dispatch(&state, peer, req, &request_id, &mut label)
+            .instrument(span.clone())
+            .await
     };
     let mut resp = result.unwrap_or_else(ProxyError::into_response);
     resp.headers_mut()
         .insert(forward::X_REQUEST_ID.clone(), request_id);
-    state.metrics.record_response(label, resp.status().as_u16());
+    let status = resp.status().as_u16();
+    span.record("backend", label);
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    state.metrics.record_response(label, status);
     Ok(resp)
+}
+
+/// The server span of a proxied request, continuing the caller's trace when it sent a
+/// `traceparent`. The proxy's own endpoints get none. Paths are not recorded: they can name
+/// people.
+fn request_span(req: &Request<Incoming>, request_id: &HeaderValue) -> tracing::Span {
+    if req.uri().path().starts_with("/_proxy/") {
+        return tracing::Span::none();
+    }
+    let method = req.method();
+    let span = tracing::info_span!(
+        "proxy",
+        otel.name = %format_args!("{method} proxy"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.response.status_code = tracing::field::Empty,
+        backend = tracing::field::Empty,
+        request_id = request_id.to_str().unwrap_or("-"),
+    );
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    trace::set_parent(&span, header(trace::HEADER), header(trace::STATE_HEADER));
+    span
 }
 
 /// Keeps a sane caller-supplied request id, otherwise makes one.

@@ -30,11 +30,13 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         proxy::run(config, listener, Shutdown::on_signals()).await?;
         anyhow::Ok(())
-    })
+    });
+    telemetry::shutdown_tracing();
+    served
 }

@@ -317,3 +317,41 @@ async fn slow_backend_is_a_504_and_dead_backend_a_502() {
     .await;
     assert_eq!(timeouts, 1.0);
 }
+
+/// The backend's request continues the caller's trace, with the proxy's own span as its parent;
+/// without a `traceparent` the proxy starts a trace of its own.
+#[tokio::test]
+async fn the_backend_request_continues_the_callers_trace() {
+    let (scooter, _bikes, proxy, c) = setup().await;
+    let caller = [
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", "vendor=1"),
+    ];
+    let a = send(&c, get(proxy.addr, "/v1/rides", Some("scooter"), &caller)).await;
+    assert_eq!(a.status, 200);
+    let seen = scooter.last();
+    let tp = seen.headers["traceparent"].to_str().unwrap();
+    let sc = switchyard_runtime::trace::parse(tp).expect("valid traceparent");
+    assert_eq!(
+        sc.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_ne!(sc.span_id().to_string(), "00f067aa0ba902b7", "a proxy span");
+    assert!(sc.is_sampled());
+    assert_eq!(seen.headers["tracestate"], "vendor=1");
+
+    let a = send(&c, get(proxy.addr, "/v1/rides", Some("scooter"), &[])).await;
+    assert_eq!(a.status, 200);
+    let tp = scooter.last().headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let sc = switchyard_runtime::trace::parse(&tp).expect("a new trace");
+    assert_ne!(
+        sc.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+}

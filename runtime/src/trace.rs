@@ -1,104 +1,169 @@
-//! W3C trace context (`traceparent`) carried from the ingress request, through the Kafka record,
-//! to every outgoing delivery, so one trace id links all hops.
+//! W3C trace context (`traceparent`, `tracestate`) at process boundaries: the context of a
+//! `tracing` span (an OpenTelemetry span, see [`crate::telemetry`]) written into HTTP headers,
+//! Kafka record headers and the envelope, and read back as the parent of the next span. So one
+//! trace links the ingress request, the record, the consumer and every outgoing request.
 
-use std::fmt;
-
-/// A parsed `traceparent`: version 00, trace id, parent (span) id, flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TraceParent {
-    pub trace_id: u128,
-    pub span_id: u64,
-    pub flags: u8,
-}
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub const HEADER: &str = "traceparent";
+pub const STATE_HEADER: &str = "tracestate";
 
-impl TraceParent {
-    /// A new trace, sampled.
-    pub fn root() -> Self {
-        Self {
-            trace_id: nonzero_u128(),
-            span_id: nonzero_u64(),
-            flags: 1,
-        }
-    }
+/// The W3C headers that make a span the parent of the next hop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceHeaders {
+    pub traceparent: String,
+    /// Vendor state carried along unchanged; `None` when there is none.
+    pub tracestate: Option<String>,
+}
 
-    /// The next hop of the same trace: same trace id, a new span id.
-    pub fn child(&self) -> Self {
-        Self {
-            span_id: nonzero_u64(),
-            ..*self
-        }
-    }
-
-    /// Parses `00-<32 hex>-<16 hex>-<2 hex>`; anything else (or all-zero ids) is `None`.
-    pub fn parse(s: &str) -> Option<Self> {
-        let mut parts = s.trim().split('-');
-        let (v, t, p, f) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if v != "00" || t.len() != 32 || p.len() != 16 || f.len() != 2 || parts.next().is_some() {
-            return None;
-        }
-        let trace_id = u128::from_str_radix(t, 16).ok().filter(|x| *x != 0)?;
-        let span_id = u64::from_str_radix(p, 16).ok().filter(|x| *x != 0)?;
-        let flags = u8::from_str_radix(f, 16).ok()?;
-        Some(Self {
-            trace_id,
-            span_id,
-            flags,
-        })
-    }
-
-    pub fn trace_id_hex(&self) -> String {
-        format!("{:032x}", self.trace_id)
+impl TraceHeaders {
+    /// `(name, value)` pairs to set on an outgoing request or record.
+    pub fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        std::iter::once((HEADER, self.traceparent.as_str()))
+            .chain(self.tracestate.as_deref().map(|s| (STATE_HEADER, s)))
     }
 }
 
-impl fmt::Display for TraceParent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        )
+/// The context of `span` as W3C headers; `None` when the span is disabled or no OpenTelemetry
+/// layer is installed (then there is no trace to continue).
+pub fn headers(span: &tracing::Span) -> Option<TraceHeaders> {
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return None;
     }
+    let mut carrier = Carrier::default();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    Some(TraceHeaders {
+        traceparent: carrier.traceparent?,
+        tracestate: carrier.tracestate.filter(|s| !s.is_empty()),
+    })
 }
 
-fn nonzero_u64() -> u64 {
-    loop {
-        let x = rand_u64();
-        if x != 0 {
-            return x;
+/// Makes the remote span named by `traceparent` (and `tracestate`) the parent of `span`, so the
+/// span continues that trace. Returns `false`, leaving `span` the root of a new trace, when the
+/// value is missing or invalid. Call it before `span` has children or its context was read.
+pub fn set_parent(
+    span: &tracing::Span,
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) -> bool {
+    let Some(traceparent) = traceparent.filter(|t| !t.is_empty()) else {
+        return false;
+    };
+    let carrier = Carrier {
+        traceparent: Some(traceparent.to_owned()),
+        tracestate: tracestate.map(str::to_owned),
+    };
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    if !cx.span().span_context().is_valid() {
+        return false;
+    }
+    span.set_parent(cx);
+    true
+}
+
+/// Parses a `traceparent` value; `None` when it is not a valid W3C trace context.
+pub fn parse(traceparent: &str) -> Option<SpanContext> {
+    let carrier = Carrier {
+        traceparent: Some(traceparent.to_owned()),
+        tracestate: None,
+    };
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
+/// The two W3C fields; other keys are ignored.
+#[derive(Default)]
+struct Carrier {
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl Injector for Carrier {
+    fn set(&mut self, key: &str, value: String) {
+        match key {
+            HEADER => self.traceparent = Some(value),
+            STATE_HEADER => self.tracestate = Some(value),
+            _ => {}
         }
     }
 }
 
-fn nonzero_u128() -> u128 {
-    (u128::from(nonzero_u64()) << 64) | u128::from(rand_u64())
-}
+impl Extractor for Carrier {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            HEADER => self.traceparent.as_deref(),
+            STATE_HEADER => self.tracestate.as_deref(),
+            _ => None,
+        }
+    }
 
-fn rand_u64() -> u64 {
-    // UUIDv4 bytes come from the OS-seeded thread RNG; avoid another RNG dependency here.
-    let b = uuid::Uuid::new_v4().into_bytes();
-    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[9], b[10]])
+    fn keys(&self) -> Vec<&str> {
+        vec![HEADER, STATE_HEADER]
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    const INCOMING: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn with_otel<T>(f: impl FnOnce() -> T) -> T {
+        let provider = SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, f)
+    }
 
     #[test]
-    fn parses_formats_and_derives_children() {
-        let s = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let tp = TraceParent::parse(s).unwrap();
-        assert_eq!(tp.to_string(), s);
-        let child = tp.child();
-        assert_eq!(child.trace_id, tp.trace_id);
-        assert_ne!(child.span_id, tp.span_id);
-        assert!(
-            TraceParent::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
-        );
-        assert!(TraceParent::parse("garbage").is_none());
-        let root = TraceParent::root();
-        assert_eq!(TraceParent::parse(&root.to_string()), Some(root));
+    fn a_span_continues_the_incoming_trace_and_names_itself_as_parent() {
+        with_otel(|| {
+            let span = tracing::info_span!("server");
+            assert!(set_parent(&span, Some(INCOMING), Some("k=v")));
+            let out = headers(&span).expect("span has a context");
+            let sc = parse(&out.traceparent).unwrap();
+            assert_eq!(
+                sc.trace_id().to_string(),
+                "4bf92f3577b34da6a3ce929d0e0e4736"
+            );
+            assert_ne!(sc.span_id().to_string(), "00f067aa0ba902b7", "a new span");
+            assert!(sc.is_sampled());
+            assert_eq!(out.tracestate.as_deref(), Some("k=v"));
+            let pairs: Vec<_> = out.pairs().map(|(k, _)| k).collect();
+            assert_eq!(pairs, [HEADER, STATE_HEADER]);
+
+            let child = span.in_scope(|| tracing::info_span!("child"));
+            let child_tp = headers(&child).unwrap().traceparent;
+            assert!(child_tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+            assert_ne!(child_tp, out.traceparent);
+        });
+    }
+
+    #[test]
+    fn without_a_valid_parent_a_span_starts_a_trace() {
+        with_otel(|| {
+            let span = tracing::info_span!("server");
+            assert!(!set_parent(&span, Some("garbage"), None));
+            assert!(!set_parent(&span, None, None));
+            let tp = headers(&span).unwrap().traceparent;
+            assert!(!tp.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
+            assert!(parse(&tp).is_some());
+        });
+    }
+
+    #[test]
+    fn parse_rejects_invalid_contexts_and_untraced_spans_have_none() {
+        assert!(parse(INCOMING).is_some());
+        assert!(parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+        assert!(parse("garbage").is_none());
+        assert_eq!(headers(&tracing::info_span!("no subscriber")), None);
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
+use switchyard_runtime::trace;
+use tracing::Instrument;
 
 use super::config::KrtConfig;
 use super::db::lock;
@@ -178,16 +180,35 @@ impl KrtClient {
         token: Option<&Token>,
         body: &B,
     ) -> Result<T, KrtError> {
+        let span = tracing::info_span!(
+            "krt",
+            otel.name = %format_args!("POST {path}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "POST",
+            url.path = path,
+            http.response.status_code = tracing::field::Empty,
+        );
         let mut req = self.http.post(format!("{}{path}", self.cfg.url)).json(body);
         if let Some(t) = token {
             req = req.bearer_auth(&t.value);
         }
+        for (name, value) in trace::headers(&span)
+            .iter()
+            .flat_map(trace::TraceHeaders::pairs)
+        {
+            req = req.header(name, value);
+        }
         // reqwest errors carry the URL only, never the body or headers.
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| KrtError::Unavailable(e.to_string()))?;
+        let resp = req.send().instrument(span.clone()).await.map_err(|e| {
+            span.record("otel.status_code", "ERROR");
+            KrtError::Unavailable(e.to_string())
+        })?;
         let status = resp.status();
+        span.record("http.response.status_code", status.as_u16());
+        if !status.is_success() {
+            span.record("otel.status_code", "ERROR");
+        }
         if status.as_u16() == 401 {
             return Err(KrtError::Unauthorized);
         }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::cache::Caches;
 use super::config::SenderConfig;
@@ -164,6 +165,14 @@ impl Sender {
         if claimed.is_empty() {
             return Ok(report);
         }
+        // One trace per non-empty batch; the KRT requests are its client spans.
+        let span = tracing::info_span!(
+            "krt.send",
+            otel.name = "send statuses to krt",
+            rows = claimed.len(),
+            sent = tracing::field::Empty,
+            failed = tracing::field::Empty,
+        );
 
         // Licence pd ids from the profiles cache; unknown drivers wait for the cache.
         let mut known = Vec::new();
@@ -176,7 +185,7 @@ impl Sender {
         }
         report.deferred = deferred.len();
 
-        let results = match self.push(&known).await {
+        let results = match self.push(&known).instrument(span.clone()).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, rows = known.len(), "push failed, rows stay queued");
@@ -184,7 +193,10 @@ impl Sender {
             }
         };
         self.commit(&known, &results, &deferred, &mut report)
+            .instrument(span.clone())
             .await?;
+        span.record("sent", report.sent);
+        span.record("failed", report.failed);
         self.metrics.sent("sent", report.sent as u64);
         self.metrics.sent("rejected", report.rejected as u64);
         self.metrics.sent("deferred", report.deferred as u64);

@@ -141,8 +141,13 @@ impl Upstream {
 
     async fn send<T: serde::de::DeserializeOwned>(
         service: &'static str,
-        req: reqwest::RequestBuilder,
+        mut req: reqwest::RequestBuilder,
     ) -> Result<T, UpstreamError> {
+        // Inside a traced operation (a KRT send) the lookup joins its trace.
+        let current = switchyard_runtime::trace::headers(&tracing::Span::current());
+        for (name, value) in current.iter().flat_map(|h| h.pairs()) {
+            req = req.header(name, value);
+        }
         let resp = req
             .send()
             .await
