@@ -12,6 +12,25 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+# The admin page's browser test: Debian chromium driven by playwright-core (no browser download).
+if [ ! -x /usr/bin/chromium ]; then
+  log "installing chromium for the admin page browser test"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    chromium fonts-dejavu-core
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  log "installing node and npm for the admin page browser test"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+fi
+E2E="$ROOT/integration-tests/e2e"
+if [ ! -f "$E2E/node_modules/.package-lock.json" ] \
+  || [ "$E2E/package-lock.json" -nt "$E2E/node_modules/.package-lock.json" ]; then
+  log "npm ci in integration-tests/e2e"
+  (cd "$E2E" && npm ci --no-audit --no-fund)
+fi
+
 log "format and lints"
 cargo fmt --all --check
 cargo clippy --release --workspace --all-targets -q -- -D warnings
