@@ -1,5 +1,5 @@
-//! Operator actions on topics: replay a subscriber's dead letters, tail a topic decoded to
-//! JSON, produce an event from JSON. Used by the `switchyard` CLI.
+//! Operator actions on topics: tail a topic decoded to JSON, produce an event from JSON (replays
+//! live in `replay`). Used by the `switchyard` CLI and the admin API.
 
 use std::time::Duration;
 
@@ -7,15 +7,13 @@ use chrono::Utc;
 use events::v1::envelope::Payload;
 use events::v1::notification_seen::Caller;
 use events::Envelope;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use switchyard_runtime::KafkaSettings;
 
-use crate::config::DispatcherConfig;
-use crate::retry::{H_ATTEMPTS, H_EVENT_TYPE, H_NOT_BEFORE, H_ORIGIN, H_SUBSCRIBER, H_TIER};
+use crate::retry::H_EVENT_TYPE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -25,143 +23,8 @@ pub enum AdminError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("invalid JSON payload")]
     Json(#[from] serde_json::Error),
-}
-
-/// Records between the committed position of `group` (or the beginning) and the high
-/// watermark at the time of the call, per partition.
-fn snapshot(
-    kafka: &KafkaSettings,
-    topic: &str,
-    group: &str,
-    from_beginning: bool,
-) -> Result<(BaseConsumer, TopicPartitionList, u64), AdminError> {
-    let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
-    let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut parts = TopicPartitionList::new();
-    for t in meta.topics() {
-        for p in t.partitions() {
-            parts.add_partition(topic, p.id());
-        }
-    }
-    let committed = consumer.committed_offsets(parts.clone(), Duration::from_secs(10))?;
-    let mut assignment = TopicPartitionList::new();
-    let mut total = 0u64;
-    for e in committed.elements() {
-        let (low, high) =
-            consumer.fetch_watermarks(topic, e.partition(), Duration::from_secs(10))?;
-        let start = match e.offset() {
-            Offset::Offset(o) if !from_beginning => o.max(low),
-            _ => low,
-        };
-        if high > start {
-            total += u64::try_from(high - start).unwrap_or(0);
-            assignment.add_partition_offset(topic, e.partition(), Offset::Offset(start))?;
-        }
-    }
-    Ok((consumer, assignment, total))
-}
-
-/// Moves a subscriber's dead letters back into its first retry tier with a fresh attempt
-/// budget; the dispatcher delivers them from there. Progress is committed under the group
-/// `<subscriber group>.dlq-replay`, so a second replay only takes newer dead letters unless
-/// `from_beginning`. Returns how many records were replayed.
-pub async fn replay_dead_letters(
-    cfg: &DispatcherConfig,
-    subscriber: &str,
-    from_beginning: bool,
-    mut progress: impl FnMut(u64, u64),
-) -> Result<u64, AdminError> {
-    let mut cfg = cfg.clone();
-    let _ = cfg.expand_integrations();
-    if !cfg.subscribers.iter().any(|s| s.name == subscriber) {
-        return Err(AdminError::UnknownSubscriber(subscriber.to_owned()));
-    }
-    let dlq = cfg.dead_letter_topic(subscriber);
-    let target = cfg.retry_topic(subscriber, 0);
-    let group = format!("{}.dlq-replay", cfg.group_id(subscriber));
-    let (consumer, assignment, total) = snapshot(&cfg.kafka, &dlq, &group, from_beginning)?;
-    if total == 0 {
-        progress(0, 0);
-        return Ok(0);
-    }
-    let ends: Vec<(i32, i64)> = assignment
-        .elements()
-        .iter()
-        .filter_map(|e| {
-            let (_, high) = consumer
-                .fetch_watermarks(&dlq, e.partition(), Duration::from_secs(10))
-                .ok()?;
-            Some((e.partition(), high))
-        })
-        .collect();
-    consumer.assign(&assignment)?;
-    let producer: FutureProducer = cfg.kafka.producer_config("replay").create()?;
-    let now = Utc::now().timestamp_millis().to_string();
-    let mut done = 0u64;
-    let mut positions = std::collections::HashMap::new();
-    while done < total {
-        let Some(msg) = consumer.poll(Duration::from_secs(10)) else {
-            break;
-        };
-        let msg = msg?;
-        let end = ends
-            .iter()
-            .find(|(p, _)| *p == msg.partition())
-            .map_or(0, |(_, h)| *h);
-        if msg.offset() >= end {
-            continue;
-        }
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: H_SUBSCRIBER,
-                value: Some(subscriber),
-            })
-            .insert(Header {
-                key: H_ATTEMPTS,
-                value: Some("0"),
-            })
-            .insert(Header {
-                key: H_TIER,
-                value: Some("0"),
-            })
-            .insert(Header {
-                key: H_NOT_BEFORE,
-                value: Some(now.as_str()),
-            });
-        if let Some(h) = msg.headers() {
-            for h in h
-                .iter()
-                .filter(|h| h.key == H_EVENT_TYPE || h.key == H_ORIGIN)
-            {
-                headers = headers.insert(Header {
-                    key: h.key,
-                    value: h.value,
-                });
-            }
-        }
-        let mut record = FutureRecord::<[u8], [u8]>::to(&target).headers(headers);
-        if let Some(k) = msg.key() {
-            record = record.key(k);
-        }
-        if let Some(p) = msg.payload() {
-            record = record.payload(p);
-        }
-        producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)?;
-        positions.insert(msg.partition(), msg.offset() + 1);
-        done += 1;
-        progress(done, total);
-    }
-    let mut commit = TopicPartitionList::new();
-    for (p, o) in positions {
-        commit.add_partition_offset(&dlq, p, Offset::Offset(o))?;
-    }
-    if commit.count() > 0 {
-        consumer.commit(&commit, rdkafka::consumer::CommitMode::Sync)?;
-    }
-    Ok(done)
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// An envelope as operators read it.

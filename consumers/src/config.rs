@@ -33,6 +33,57 @@ pub struct DispatcherConfig {
     pub subscribers: Vec<SubscriberConfig>,
     /// mark-notify: integrations by tag, expanded into one subscriber per (tag, target).
     pub mark_notify: Option<MarkNotifySection>,
+    /// The admin API and page on the `listen` address.
+    pub admin: AdminConfig,
+    /// The attempt log in PostgreSQL (also where pauses are kept); off when absent.
+    pub attempt_log: Option<AttemptLogConfig>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token of `/admin/api/*`; without one the admin API answers 404 (the page still
+    /// loads but can do nothing).
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptLogConfig {
+    /// PostgreSQL holding schema `switchyard_admin` (migrated at start-up).
+    pub database_url: String,
+    /// Attempts kept per subscriber; older ones are deleted by the retention pass.
+    #[serde(default = "default_keep")]
+    pub keep_per_subscriber: i64,
+    /// Attempts older than this are deleted whatever the count.
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: i64,
+    /// Rows per INSERT statement.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// A batch is written at the latest this long after its first row.
+    #[serde(default = "default_flush_ms")]
+    pub flush_interval_ms: u64,
+    /// Rows waiting to be written; when full, new rows are dropped (and counted), never waited
+    /// for: the log must not slow deliveries down.
+    #[serde(default = "default_buffer")]
+    pub buffer: usize,
+}
+
+fn default_keep() -> i64 {
+    1_000
+}
+fn default_retention_hours() -> i64 {
+    72
+}
+fn default_batch() -> usize {
+    500
+}
+fn default_flush_ms() -> u64 {
+    200
+}
+fn default_buffer() -> usize {
+    50_000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +113,8 @@ impl Default for DispatcherConfig {
             builtin_sink_listen: None,
             subscribers: Vec::new(),
             mark_notify: None,
+            admin: AdminConfig::default(),
+            attempt_log: None,
         }
     }
 }
@@ -198,6 +251,11 @@ pub enum ConfigCheckError {
         key: &'static str,
         message: String,
     },
+    #[error("{key}: {message}")]
+    Setting {
+        key: &'static str,
+        message: &'static str,
+    },
 }
 
 impl DispatcherConfig {
@@ -226,6 +284,20 @@ impl DispatcherConfig {
             key,
             message: message.to_owned(),
         };
+        if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigCheckError::Setting {
+                key: "admin.token",
+                message: "must be at least 16 characters",
+            });
+        }
+        if let Some(log) = &self.attempt_log {
+            if log.batch_size == 0 || log.buffer == 0 {
+                return Err(ConfigCheckError::Setting {
+                    key: "attempt_log.batch_size",
+                    message: "batch_size and buffer must be at least 1",
+                });
+            }
+        }
         for (i, s) in self.subscribers.iter().enumerate() {
             if s.name.is_empty()
                 || !s

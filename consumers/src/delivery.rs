@@ -12,6 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
 
+use crate::attempt_log::{AttemptLog, AttemptRow};
 use crate::config::RetryPolicy;
 use crate::http_target::{Attempt, HttpSink};
 use crate::metrics::{DispatchMetrics, SubscriberLabels, TierLabels};
@@ -77,10 +78,12 @@ impl TopicSink {
             .send(record, Timeout::After(Duration::from_secs(10)))
             .await
         {
-            Ok(_) => Attempt::Delivered,
+            Ok(_) => Attempt::Delivered { status: None },
             Err((e, _)) => Attempt::Failed {
                 error: format!("produce failed: {e}"),
                 retry_after: None,
+                status: None,
+                excerpt: None,
             },
         }
     }
@@ -89,6 +92,8 @@ impl TopicSink {
 /// Everything a delivery lane needs, shared by all lanes of one subscriber.
 pub struct Deliverer {
     pub subscriber: String,
+    /// The same name, shared by the attempt log's rows.
+    pub subscriber_name: Arc<str>,
     pub source_topics: Vec<String>,
     pub event_types: Vec<String>,
     pub tags: Vec<String>,
@@ -100,6 +105,8 @@ pub struct Deliverer {
     pub producer: FutureProducer,
     pub metrics: Arc<DispatchMetrics>,
     pub labels: SubscriberLabels,
+    /// Where every attempt is recorded, when the attempt log is on.
+    pub attempt_log: Option<AttemptLog>,
 }
 
 enum Verdict {
@@ -281,8 +288,11 @@ impl Deliverer {
                 }
             };
             attempts += 1;
+            if let Some(log) = &self.attempt_log {
+                log.record(self.attempt_row(&env.event_id, attempts, started, &outcome));
+            }
             match outcome {
-                Attempt::Delivered => {
+                Attempt::Delivered { .. } => {
                     self.metrics.deliveries.get_or_create(&self.labels).inc();
                     let since = env
                         .produced_at
@@ -299,6 +309,7 @@ impl Deliverer {
                 Attempt::Failed {
                     error,
                     retry_after: ra,
+                    ..
                 } => {
                     self.metrics
                         .failed_attempts
@@ -321,6 +332,35 @@ impl Deliverer {
             attempts,
             retry_after,
         })
+    }
+
+    fn attempt_row(
+        &self,
+        event_id: &str,
+        attempt: u32,
+        started: Instant,
+        outcome: &Attempt,
+    ) -> AttemptRow {
+        let (status, outcome, excerpt, error) = match outcome {
+            Attempt::Delivered { status } => (*status, "delivered", None, None),
+            Attempt::Failed {
+                error,
+                status,
+                excerpt,
+                ..
+            } => (*status, "failed", excerpt.clone(), Some(error.clone())),
+        };
+        AttemptRow {
+            subscriber: self.subscriber_name.clone(),
+            at: chrono::Utc::now(),
+            event_id: event_id.to_owned(),
+            attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
+            status: status.and_then(|s| i16::try_from(s).ok()),
+            outcome,
+            latency_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
+            response_excerpt: excerpt,
+            error,
+        }
     }
 
     /// Produces the parked copy, retrying until the broker acknowledges it or shutdown.

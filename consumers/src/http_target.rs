@@ -15,11 +15,28 @@ pub const IDEMPOTENCY_HEADER: &str = "x-idempotency-token";
 /// What one attempt achieved.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {
-    Delivered,
+    /// Accepted; `status` is the HTTP status (none for topic targets).
+    Delivered { status: Option<u16> },
     Failed {
         error: String,
         retry_after: Option<Duration>,
+        /// The HTTP status, when the subscriber answered at all.
+        status: Option<u16>,
+        /// The start of the subscriber's answer, for the attempt log.
+        excerpt: Option<String>,
     },
+}
+
+/// Characters of a failed response kept for the attempt log.
+const EXCERPT_CHARS: usize = 256;
+
+/// The first `max` characters of `body` as text, on a character boundary.
+pub fn excerpt(body: &[u8], max: usize) -> Option<String> {
+    if body.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(max * 4)]);
+    Some(text.chars().take(max).collect())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +102,11 @@ impl HttpSink {
         match req.body(rendered.body.clone()).send().await {
             Ok(resp) if resp.status().is_success() => {
                 // Drain so the connection goes back to the pool.
+                let status = resp.status().as_u16();
                 let _ = resp.bytes().await;
-                Attempt::Delivered
+                Attempt::Delivered {
+                    status: Some(status),
+                }
             }
             Ok(resp) => {
                 let status = resp.status();
@@ -99,19 +119,25 @@ impl HttpSink {
                         .map(Duration::from_secs),
                     _ => None,
                 };
-                let _ = resp.bytes().await;
+                let body = resp.bytes().await.unwrap_or_default();
                 Attempt::Failed {
                     error: format!("http status {}", status.as_u16()),
                     retry_after,
+                    status: Some(status.as_u16()),
+                    excerpt: excerpt(&body, EXCERPT_CHARS),
                 }
             }
             Err(e) if e.is_timeout() => Attempt::Failed {
                 error: "timeout".into(),
                 retry_after: None,
+                status: None,
+                excerpt: None,
             },
             Err(e) => Attempt::Failed {
                 error: format!("request failed: {e}"),
                 retry_after: None,
+                status: None,
+                excerpt: None,
             },
         }
     }

@@ -2,7 +2,12 @@
 //! with quick in-process retries, delayed retry topics and a dead-letter topic.
 
 pub mod admin;
+pub mod admin_api;
+pub mod admin_client;
+pub mod admin_page;
+pub mod attempt_log;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod deptrans;
 pub mod http_target;
@@ -11,7 +16,9 @@ pub mod integrations;
 pub mod metrics;
 pub mod offsets;
 pub mod outbox;
+pub mod pg;
 pub mod render;
+pub mod replay;
 pub mod retry;
 pub mod sign;
 pub mod sink;
@@ -26,6 +33,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use futures::FutureExt;
 use rdkafka::producer::FutureProducer;
 use switchyard_runtime::shutdown::supervise;
 use switchyard_runtime::topics::{ensure_topics, TopicError, TopicSpec};
@@ -55,6 +63,8 @@ pub enum DispatchError {
     Io(#[from] std::io::Error),
     #[error("task failed")]
     Join(#[from] tokio::task::JoinError),
+    #[error("attempt log database")]
+    Db(#[from] pg::DbError),
 }
 
 /// Retry and dead-letter topics of every subscriber, as the dispatcher creates them.
@@ -87,7 +97,41 @@ pub async fn run(
     let producer: FutureProducer = cfg.kafka.producer_config("dispatcher-parking").create()?;
     let mut tasks: JoinSet<Result<(), DispatchError>> = JoinSet::new();
 
+    let (pool, attempt_log) = match &cfg.attempt_log {
+        Some(log_cfg) => {
+            let pool = pg::pool(&log_cfg.database_url, 4)?;
+            let (log, writer) = attempt_log::start(
+                log_cfg,
+                pool.clone(),
+                metrics.attempt_log_dropped.clone(),
+                metrics.attempt_log_written.clone(),
+                shutdown.token(),
+            )
+            .await?;
+            tasks.spawn(async move {
+                writer.await;
+                Ok(())
+            });
+            (Some(pool), Some(log))
+        }
+        None => (None, None),
+    };
+    let control = Arc::new(control::Control {
+        subscribers: cfg
+            .subscribers
+            .iter()
+            .map(|s| {
+                let h = Arc::new(control::SubscriberHandle::new(&cfg, s));
+                (s.name.clone(), h)
+            })
+            .collect(),
+        pool,
+        metrics: metrics.clone(),
+    });
+    control.load_pauses().await?;
+
     for s in &cfg.subscribers {
+        let handle = control.subscribers[&s.name].clone();
         let sink = match &s.target {
             Target::Http(h) => Sink::Http(
                 http_target::HttpSink::new(h, s.concurrency)
@@ -116,17 +160,20 @@ pub async fn run(
             labels: SubscriberLabels {
                 subscriber: s.name.clone(),
             },
+            subscriber_name: Arc::from(s.name.as_str()),
+            attempt_log: attempt_log.clone(),
         };
         let consumer = cfg
             .kafka
             .consumer_config(&cfg.group_id(&s.name))
             .set("statistics.interval.ms", "5000")
-            .create_with_context(GroupContext::new(&s.name, &metrics))?;
+            .create_with_context(GroupContext::new(handle.clone(), &metrics))?;
         let worker = Worker {
             consumer,
             deliverer: Arc::new(deliverer),
             lanes: s.concurrency,
             drain: Duration::from_millis(cfg.drain_timeout_ms),
+            handle,
         };
         let stop = shutdown.token();
         tasks.spawn(async move { Ok(worker.run(stop).await?) });
@@ -138,10 +185,31 @@ pub async fn run(
         tasks.spawn(async move { Ok(sink::serve(sink_listener, stop).await?) });
     }
 
+    let stop = shutdown.token();
+    tasks.spawn(control.clone().maintain(stop).map(Ok));
+    let counter = control
+        .clone()
+        .count_dead_letters(cfg.kafka.clone(), shutdown.token());
+    let stop = shutdown.token();
+    tasks.spawn(async move {
+        stop.cancelled().await;
+        let _ = tokio::task::spawn_blocking(move || counter.join()).await;
+        Ok(())
+    });
+    let admin = cfg.admin.token.clone().map(|token| {
+        Arc::new(admin_api::AdminState::new(
+            control.clone(),
+            cfg.clone(),
+            token,
+        ))
+    });
+
     let app = Router::new()
         .route("/ping", get(|| async { "pong" }))
         .route("/metrics", get(metrics_text))
-        .with_state(metrics);
+        .with_state(metrics)
+        .merge(admin_api::routes(admin))
+        .merge(admin_page::routes());
     let stop = shutdown.token();
     tasks.spawn(async move {
         axum::serve(listener, app)

@@ -15,6 +15,10 @@ pub const SKIPPED: &str = "switchyard_dispatch_skipped";
 pub const LATENCY: &str = "switchyard_dispatch_delivery_seconds";
 pub const IN_FLIGHT: &str = "switchyard_dispatch_in_flight";
 pub const CONSUMER_LAG: &str = "switchyard_dispatch_consumer_lag";
+pub const DEAD_LETTERS_WAITING: &str = "switchyard_dispatch_dead_letters_waiting";
+pub const PAUSED: &str = "switchyard_dispatch_subscriber_paused";
+pub const ATTEMPT_LOG_WRITTEN: &str = "switchyard_dispatch_attempt_log_written";
+pub const ATTEMPT_LOG_DROPPED: &str = "switchyard_dispatch_attempt_log_dropped";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SubscriberLabels {
@@ -44,6 +48,10 @@ pub struct DispatchMetrics {
     pub latency: Family<SubscriberLabels, Histogram>,
     pub in_flight: Family<SubscriberLabels, Gauge>,
     pub consumer_lag: Family<LagLabels, Gauge>,
+    pub dead_letters_waiting: Family<SubscriberLabels, Gauge>,
+    pub paused: Family<SubscriberLabels, Gauge>,
+    pub attempt_log_written: Counter,
+    pub attempt_log_dropped: Counter,
 }
 
 impl Default for DispatchMetrics {
@@ -60,6 +68,10 @@ impl Default for DispatchMetrics {
             }),
             in_flight: Family::default(),
             consumer_lag: Family::default(),
+            dead_letters_waiting: Family::default(),
+            paused: Family::default(),
+            attempt_log_written: Counter::default(),
+            attempt_log_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(DELIVERIES, "Records delivered (2xx)", m.deliveries.clone());
@@ -89,6 +101,26 @@ impl Default for DispatchMetrics {
             CONSUMER_LAG,
             "Records behind the high watermark per subscriber and partition (stored offsets)",
             m.consumer_lag.clone(),
+        );
+        registry.register(
+            DEAD_LETTERS_WAITING,
+            "Dead letters not replayed yet per subscriber",
+            m.dead_letters_waiting.clone(),
+        );
+        registry.register(
+            PAUSED,
+            "1 while an operator has paused the subscriber",
+            m.paused.clone(),
+        );
+        registry.register(
+            ATTEMPT_LOG_WRITTEN,
+            "Delivery attempts written to the attempt log",
+            m.attempt_log_written.clone(),
+        );
+        registry.register(
+            ATTEMPT_LOG_DROPPED,
+            "Delivery attempts not logged because the log's buffer was full",
+            m.attempt_log_dropped.clone(),
         );
         Self { registry, ..m }
     }

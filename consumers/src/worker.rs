@@ -3,7 +3,7 @@
 //! per-key order holds) and storing an offset only when everything before it is settled.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +19,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::control::SubscriberHandle;
 use crate::delivery::{Deliverer, Job};
 use crate::metrics::{DispatchMetrics, LagLabels};
 use crate::offsets::OffsetTracker;
@@ -30,14 +31,16 @@ pub struct GroupContext {
     revoked: Mutex<Vec<(String, i32)>>,
     subscriber: String,
     lag: Family<LagLabels, Gauge>,
+    handle: Arc<SubscriberHandle>,
 }
 
 impl GroupContext {
-    pub fn new(subscriber: &str, metrics: &DispatchMetrics) -> Self {
+    pub fn new(handle: Arc<SubscriberHandle>, metrics: &DispatchMetrics) -> Self {
         Self {
             revoked: Mutex::default(),
-            subscriber: subscriber.to_owned(),
+            subscriber: handle.name.clone(),
             lag: metrics.consumer_lag.clone(),
+            handle,
         }
     }
 }
@@ -56,6 +59,8 @@ impl ClientContext for GroupContext {
                     partition: *partition,
                 };
                 self.lag.get_or_create(&labels).set(p.consumer_lag_stored);
+                self.handle
+                    .set_lag(topic, *partition, p.consumer_lag_stored);
             }
         }
     }
@@ -66,6 +71,7 @@ impl ConsumerContext for GroupContext {
         if let Rebalance::Revoke(tpl) = rebalance {
             let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
             for e in tpl.elements() {
+                self.handle.forget_lag(e.topic(), e.partition());
                 revoked.push((e.topic().to_owned(), e.partition()));
             }
         }
@@ -98,6 +104,8 @@ pub struct Worker {
     pub deliverer: Arc<Deliverer>,
     pub lanes: usize,
     pub drain: Duration,
+    /// The admin API's pause switch of this subscriber.
+    pub handle: Arc<SubscriberHandle>,
 }
 
 impl Worker {
@@ -146,14 +154,26 @@ impl Worker {
         let (resume_tx, mut resume_rx) = mpsc::unbounded_channel::<Resume>();
         let mut paused: HashSet<(String, i32)> = HashSet::new();
         let mut tracker = OffsetTracker::default();
+        let mut switch = self.handle.paused_rx();
+        let mut hold = Hold::default();
+        if *switch.borrow_and_update() {
+            hold.pause(&self.consumer);
+        }
         tracing::info!(subscriber = %d.subscriber, ?topics, "subscriber started");
 
         loop {
-            self.forget_revoked(&mut tracker, &mut paused);
+            self.forget_revoked(&mut tracker, &mut paused, &mut hold);
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 Some(done) = done_rx.recv() => self.settle(&mut tracker, done),
+                Ok(()) = switch.changed() => {
+                    if *switch.borrow_and_update() {
+                        hold.pause(&self.consumer);
+                    } else {
+                        hold.resume(&self.consumer, &paused);
+                    }
+                }
                 Some(r) = resume_rx.recv() => {
                     let tpl = single(&r.topic, r.partition, Some(r.offset));
                     if let Err(e) = self.consumer.seek_partitions(tpl.clone(), Duration::from_secs(5)) {
@@ -173,6 +193,11 @@ impl Worker {
                     let (topic, partition, offset) = (msg.topic().to_owned(), msg.partition(), msg.offset());
                     if paused.contains(&(topic.clone(), partition)) {
                         continue; // re-read after the pause
+                    }
+                    if hold.active {
+                        // Fetched before the pause took hold: read again after resume.
+                        hold.hold(&self.consumer, topic, partition, offset);
+                        continue;
                     }
                     let state = RetryState::from_headers(msg.headers());
                     if retry_topics.contains(topic.as_str()) {
@@ -243,7 +268,12 @@ impl Worker {
         }
     }
 
-    fn forget_revoked(&self, tracker: &mut OffsetTracker, paused: &mut HashSet<(String, i32)>) {
+    fn forget_revoked(
+        &self,
+        tracker: &mut OffsetTracker,
+        paused: &mut HashSet<(String, i32)>,
+        hold: &mut Hold,
+    ) {
         let revoked: Vec<(String, i32)> = {
             let mut r = self
                 .consumer
@@ -255,6 +285,7 @@ impl Worker {
         };
         for (t, p) in revoked {
             tracker.forget(&t, p);
+            hold.held.remove(&(t.clone(), p));
             paused.remove(&(t, p));
         }
     }
@@ -269,6 +300,51 @@ impl Worker {
                 tracing::warn!(subscriber = %self.deliverer.subscriber, error = %e, "final commit failed");
             }
         }
+    }
+}
+
+/// An operator's pause: every assigned partition stops fetching; a record that arrives anyway
+/// (fetched before the pause, or from a partition assigned since) pauses its partition and is
+/// read again, from its offset, on resume. In-flight deliveries finish either way.
+#[derive(Default)]
+struct Hold {
+    active: bool,
+    held: HashMap<(String, i32), i64>,
+}
+
+impl Hold {
+    fn pause(&mut self, consumer: &GroupConsumer) {
+        self.active = true;
+        if let Ok(assigned) = consumer.assignment() {
+            let _ = consumer.pause(&assigned);
+        }
+        tracing::info!("subscriber paused");
+    }
+
+    fn hold(&mut self, consumer: &GroupConsumer, topic: String, partition: i32, offset: i64) {
+        let _ = consumer.pause(&single(&topic, partition, None));
+        self.held.entry((topic, partition)).or_insert(offset);
+    }
+
+    /// Resumes every assigned partition except those waiting for a retry tier's due time.
+    fn resume(&mut self, consumer: &GroupConsumer, waiting: &HashSet<(String, i32)>) {
+        self.active = false;
+        for ((topic, partition), offset) in self.held.drain() {
+            let tpl = single(&topic, partition, Some(offset));
+            if let Err(e) = consumer.seek_partitions(tpl, Duration::from_secs(5)) {
+                tracing::warn!(error = %e, topic = %topic, "seek after pause failed");
+            }
+        }
+        if let Ok(assigned) = consumer.assignment() {
+            let mut tpl = TopicPartitionList::new();
+            for e in assigned.elements() {
+                if !waiting.contains(&(e.topic().to_owned(), e.partition())) {
+                    tpl.add_partition(e.topic(), e.partition());
+                }
+            }
+            let _ = consumer.resume(&tpl);
+        }
+        tracing::info!("subscriber resumed");
     }
 }
 

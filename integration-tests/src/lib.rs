@@ -148,3 +148,39 @@ pub fn http_subscriber(name: &str, topic: &str, url: &str) -> consumers::config:
         retry: None,
     }
 }
+
+/// A new, empty PostgreSQL database named after `prefix`; returns its URL.
+pub async fn fresh_database(prefix: &str) -> anyhow::Result<String> {
+    let base = std::env::var("SWITCHYARD_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432".into());
+    let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
+    let (client, conn) =
+        tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// Attempt log settings for tests: a fresh database, flushed every 50 ms.
+pub async fn attempt_log_config() -> anyhow::Result<consumers::config::AttemptLogConfig> {
+    Ok(consumers::config::AttemptLogConfig {
+        database_url: fresh_database("switchyard_admin_test").await?,
+        keep_per_subscriber: 1_000,
+        retention_hours: 72,
+        batch_size: 500,
+        flush_interval_ms: 50,
+        buffer: 10_000,
+    })
+}
+
+/// A binary of the workspace next to the running test executable
+/// (`<target>/<profile>/deps/<test>` -> `<target>/<profile>/<name>`).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join(name))
+        .expect("target dir")
+}

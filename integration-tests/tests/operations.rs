@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use consumers::admin;
+use consumers::replay::{replay, DeadLetterSelection, ReplaySource};
 use integration_tests::fake_http::{FakeSubscriber, Script};
 use integration_tests::kafka::{create_topic, read};
 use integration_tests::*;
@@ -44,7 +45,7 @@ async fn dead_letters_are_replayed_to_the_recovered_subscriber_once() {
     // The subscriber is fixed; the operator replays its dead letters.
     sub.set_script(Script::Ok);
     let mut last = (0, 0);
-    let n = admin::replay_dead_letters(&cfg, "replayed", false, |d, t| last = (d, t))
+    let n = replay(&cfg, "replayed", &all_dead_letters(), |d, t| last = (d, t))
         .await
         .unwrap();
     assert_eq!(n, 3);
@@ -62,17 +63,21 @@ async fn dead_letters_are_replayed_to_the_recovered_subscriber_once() {
     assert_eq!(tokens, vec!["9-1-bind", "9-2-bind", "9-3-bind"]);
 
     // Replay remembers its position: nothing new to replay.
-    let again = admin::replay_dead_letters(&cfg, "replayed", false, |_, _| {})
+    let again = replay(&cfg, "replayed", &all_dead_letters(), |_, _| {})
         .await
         .unwrap();
     assert_eq!(again, 0);
-    let unknown = admin::replay_dead_letters(&cfg, "nobody", false, |_, _| {}).await;
+    let unknown = replay(&cfg, "nobody", &all_dead_letters(), |_, _| {}).await;
     assert!(matches!(
         unknown,
         Err(admin::AdminError::UnknownSubscriber(_))
     ));
     dispatcher.stop().await.unwrap();
     ingress.stop().await.unwrap();
+}
+
+fn all_dead_letters() -> ReplaySource {
+    ReplaySource::DeadLetters(DeadLetterSelection::default())
 }
 
 #[tokio::test]

@@ -1,0 +1,342 @@
+//! The admin API on the dispatcher's listener (`/admin/api/*`, bearer token): subscribers with
+//! state, lag, rates and dead letters; pause and resume; the dead-letter browser; replays run
+//! as jobs with progress; the attempt log.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::config::DispatcherConfig;
+use crate::control::Control;
+use crate::replay::{self, ReplaySource};
+
+/// Shared by every admin handler.
+pub struct AdminState {
+    pub control: Arc<Control>,
+    pub cfg: DispatcherConfig,
+    token: String,
+    jobs: Mutex<HashMap<String, JobStatus>>,
+}
+
+impl AdminState {
+    pub fn new(control: Arc<Control>, cfg: DispatcherConfig, token: String) -> Self {
+        Self {
+            control,
+            cfg,
+            token,
+            jobs: Mutex::default(),
+        }
+    }
+}
+
+/// A replay running in the background, as `GET /admin/api/jobs/{id}` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub id: String,
+    pub subscriber: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    pub done: u64,
+    pub total: u64,
+    pub error: Option<String>,
+}
+
+/// A 4xx/5xx answer: `{"code", "message"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn no_subscriber(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown_subscriber",
+            format!("no subscriber named {name}"),
+        )
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "admin api failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error, see the dispatcher log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"code": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+/// The API routes; without a token every one answers 404.
+pub fn routes(state: Option<Arc<AdminState>>) -> Router {
+    let Some(state) = state else {
+        return Router::new().route("/admin/api/{*rest}", get(disabled).post(disabled));
+    };
+    Router::new()
+        .route("/admin/api/subscribers", get(subscribers))
+        .route("/admin/api/subscribers/{name}/pause", post(pause))
+        .route("/admin/api/subscribers/{name}/resume", post(resume))
+        .route(
+            "/admin/api/subscribers/{name}/dead-letters",
+            get(dead_letters),
+        )
+        .route("/admin/api/subscribers/{name}/replay", post(start_replay))
+        .route("/admin/api/jobs/{id}", get(job))
+        .route("/admin/api/attempts", get(attempts))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+async fn disabled() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "admin_disabled",
+        "the admin API is off: set [admin] token in the dispatcher config",
+    )
+}
+
+async fn authorize(
+    State(state): State<Arc<AdminState>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => {
+            Ok(next.run(req).await)
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token in the authorization header",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn subscribers(State(state): State<Arc<AdminState>>) -> Json<Value> {
+    let m = &state.control.metrics;
+    let list: Vec<Value> = state
+        .control
+        .subscribers
+        .values()
+        .map(|h| {
+            let labels = crate::metrics::SubscriberLabels {
+                subscriber: h.name.clone(),
+            };
+            let parked: u64 = (0..h.tiers)
+                .map(|tier| {
+                    m.parked
+                        .get(&crate::metrics::TierLabels {
+                            subscriber: h.name.clone(),
+                            tier: u32::try_from(tier).unwrap_or(u32::MAX),
+                        })
+                        .map_or(0, |c| c.get())
+                })
+                .sum();
+            let (delivered_per_sec, failed_per_sec) = h.rates();
+            let waiting = h.dead_letters();
+            json!({
+                "name": h.name,
+                "topics": h.topics,
+                "target": h.target,
+                "state": if h.is_paused() { "paused" } else { "running" },
+                "lag": h.lag(),
+                "delivered": m.deliveries.get(&labels).map_or(0, |c| c.get()),
+                "failed_attempts": m.failed_attempts.get(&labels).map_or(0, |c| c.get()),
+                "parked": parked,
+                "dead_lettered": m.dead_lettered.get(&labels).map_or(0, |c| c.get()),
+                "delivered_per_sec": round2(delivered_per_sec),
+                "failed_per_sec": round2(failed_per_sec),
+                "dead_letters": (waiting >= 0).then_some(waiting),
+            })
+        })
+        .collect();
+    Json(json!({ "subscribers": list }))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+async fn pause(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    switch(&state, &name, true).await
+}
+
+async fn resume(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    switch(&state, &name, false).await
+}
+
+async fn switch(state: &AdminState, name: &str, paused: bool) -> Result<Json<Value>, ApiError> {
+    let found = state
+        .control
+        .set_paused(name, paused)
+        .await
+        .map_err(ApiError::internal)?;
+    if !found {
+        return Err(ApiError::no_subscriber(name));
+    }
+    Ok(Json(json!({
+        "name": name,
+        "state": if paused { "paused" } else { "running" },
+    })))
+}
+
+#[derive(Deserialize)]
+struct LimitQuery {
+    limit: Option<usize>,
+    subscriber: Option<String>,
+}
+
+async fn dead_letters(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let h = state
+        .control
+        .get(&name)
+        .ok_or_else(|| ApiError::no_subscriber(&name))?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let records = replay::browse_dead_letters(
+        &state.cfg.kafka,
+        &h.dead_letter_topic,
+        &h.replay_group,
+        limit,
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "records": records })))
+}
+
+async fn start_replay(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if state.control.get(&name).is_none() {
+        return Err(ApiError::no_subscriber(&name));
+    }
+    let source = ReplaySource::from_json(&body)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", m))?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let status = JobStatus {
+        id: id.clone(),
+        subscriber: name.clone(),
+        state: "running".into(),
+        done: 0,
+        total: 0,
+        error: None,
+    };
+    {
+        let mut jobs = lock(&state.jobs);
+        if jobs.len() >= 200 {
+            jobs.retain(|_, j| j.state == "running");
+        }
+        jobs.insert(id.clone(), status);
+    }
+    let st = state.clone();
+    let job_id = id.clone();
+    tokio::spawn(async move {
+        let progress = |done, total| {
+            if let Some(j) = lock(&st.jobs).get_mut(&job_id) {
+                j.done = done;
+                j.total = total;
+            }
+        };
+        let result = replay::replay(&st.cfg, &name, &source, progress).await;
+        if let Some(j) = lock(&st.jobs).get_mut(&job_id) {
+            match result {
+                Ok(n) => {
+                    j.state = "done".into();
+                    j.done = n;
+                }
+                Err(e) => {
+                    tracing::warn!(subscriber = %name, error = %e, "replay failed");
+                    j.state = "failed".into();
+                    j.error = Some(e.to_string());
+                }
+            }
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id }))))
+}
+
+async fn job(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+) -> Result<Json<JobStatus>, ApiError> {
+    lock(&state.jobs)
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_job", format!("no job {id}")))
+}
+
+async fn attempts(
+    State(state): State<Arc<AdminState>>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(pool) = &state.control.pool else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "attempt_log_disabled",
+            "the attempt log is off: set [attempt_log] database_url in the dispatcher config",
+        ));
+    };
+    if let Some(s) = &q.subscriber {
+        if state.control.get(s).is_none() {
+            return Err(ApiError::no_subscriber(s));
+        }
+    }
+    let limit = i64::try_from(q.limit.unwrap_or(100).clamp(1, 1_000)).unwrap_or(100);
+    let rows = crate::attempt_log::recent(pool, q.subscriber.as_deref(), limit)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "attempts": rows })))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
