@@ -58,7 +58,7 @@ pub struct AttemptLogConfig {
     /// Attempts older than this are deleted whatever the count.
     #[serde(default = "default_retention_hours")]
     pub retention_hours: i64,
-    /// Rows per INSERT statement.
+    /// Rows per COPY statement.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     /// A batch is written at the latest this long after its first row.
@@ -77,7 +77,7 @@ fn default_retention_hours() -> i64 {
     72
 }
 fn default_batch() -> usize {
-    500
+    2_000
 }
 fn default_flush_ms() -> u64 {
     200

@@ -22,3 +22,5 @@ SWITCHYARD_TEST_BOOTSTRAP=127.0.0.1:9093 SWITCHYARD_BENCH_BROKER="nisshi with in
   "$BIN"/bench ingress --out "$OUT"
 "$BIN"/bench dispatch --out "$OUT"
 "$BIN"/bench seen --out "$OUT"
+echo "## Run of $(date -u +%FT%TZ)" >>"$ROOT/bench-results/operations.md"
+"$BIN"/bench attempt-log --out "$ROOT/bench-results/operations.md"

@@ -47,6 +47,15 @@ enum What {
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
     },
+    /// Delivery throughput with and without the attempt log.
+    AttemptLog {
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
+    },
     Seen {
         #[arg(long, default_value_t = 10_000)]
         rate: u64,
@@ -90,6 +99,11 @@ async fn main() -> anyhow::Result<()> {
             records,
             concurrency,
         } => dispatch(&mut report, records, concurrency).await?,
+        What::AttemptLog {
+            records,
+            concurrency,
+            rounds,
+        } => attempt_log(&mut report, records, concurrency, rounds).await?,
         What::Seen { rate, seconds } => seen(&mut report, rate, seconds).await?,
     }
     let _ = writeln!(
@@ -210,28 +224,14 @@ async fn produce_backlog(topic: &str, n: u64) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
-async fn dispatch(out: &mut String, n: u64, concurrency: usize) -> anyhow::Result<()> {
-    let topic = unique("bench-dispatch");
-    create_topic(&topic, 6).await?;
-    let produced_in = produce_backlog(&topic, n).await?;
-
-    // Raw consume rate of the same topic: decode nothing, deliver nothing.
-    let consumer: StreamConsumer = kafka_settings()
-        .consumer_config(&unique("bench-raw"))
-        .create()?;
-    consumer.subscribe(&[&topic])?;
-    let mut first = None;
-    let mut count = 0u64;
-    while count < n {
-        let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await??;
-        let _ = m.payload().map(<[u8]>::len);
-        first.get_or_insert_with(Instant::now);
-        count += 1;
-    }
-    let raw = first.map_or(Duration::ZERO, |f| f.elapsed());
-    drop(consumer);
-
-    // The dispatcher to a sink that answers 200 at once.
+/// Runs a dispatcher with a fresh consumer group over `topic`'s backlog of `n` records to a
+/// sink that answers 200 at once; returns (delivered, time from the first delivery to the last).
+async fn deliver_backlog(
+    topic: &str,
+    n: u64,
+    concurrency: usize,
+    attempt_log: Option<consumers::config::AttemptLogConfig>,
+) -> anyhow::Result<(u64, Duration, u64)> {
     let hits = Arc::new(AtomicU64::new(0));
     let first_hit = Arc::new(Mutex::new(None::<Instant>));
     let sink = {
@@ -253,9 +253,11 @@ async fn dispatch(out: &mut String, n: u64, concurrency: usize) -> anyhow::Resul
         tokio::spawn(async move { axum::serve(listener, app).await });
         format!("http://{addr}/sink")
     };
-    let mut sub = http_subscriber("bench", &topic, &sink);
+    let mut sub = http_subscriber("bench", topic, &sink);
     sub.concurrency = concurrency;
-    let d = start_dispatcher(dispatcher_config(vec![sub])).await?;
+    let mut cfg = dispatcher_config(vec![sub]);
+    cfg.attempt_log = attempt_log;
+    let d = start_dispatcher(cfg).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while hits.load(Ordering::Relaxed) < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -265,7 +267,89 @@ async fn dispatch(out: &mut String, n: u64, concurrency: usize) -> anyhow::Resul
         .lock()
         .unwrap()
         .map_or(Duration::ZERO, |f| f.elapsed());
+    let metrics = reqwest::get(d.url("/metrics")).await?.text().await?;
+    let dropped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_dispatch_attempt_log_dropped_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64;
     d.stop().await?;
+    Ok((delivered, took, dropped))
+}
+
+/// Delivery throughput with and without the attempt log, in interleaved rounds over one
+/// backlog (each round a fresh consumer group), and how many rows the log wrote.
+async fn attempt_log(
+    out: &mut String,
+    n: u64,
+    concurrency: usize,
+    rounds: u32,
+) -> anyhow::Result<()> {
+    let topic = unique("bench-attempt-log");
+    create_topic(&topic, 6).await?;
+    produce_backlog(&topic, n).await?;
+    // The shipped defaults (buffer, batch size, flush interval), in a database of its own.
+    let log_cfg = consumers::config::AttemptLogConfig {
+        database_url: fresh_database("switchyard_bench").await?,
+        ..toml::from_str("database_url = ''")?
+    };
+    let _ = writeln!(
+        out,
+        "### Attempt log cost: {n}-record backlog, 6 partitions, concurrency {concurrency}, {rounds} interleaved rounds\n"
+    );
+    out.push_str(
+        "| round | attempt log | deliveries/s | delivered | log rows dropped |\n|---|---|---|---|---|\n",
+    );
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        for with_log in [false, true] {
+            let cfg = with_log.then(|| log_cfg.clone());
+            let (delivered, took, dropped) = deliver_backlog(&topic, n, concurrency, cfg).await?;
+            let rate = delivered as f64 / took.as_secs_f64();
+            if with_log {
+                on.push(rate)
+            } else {
+                off.push(rate)
+            }
+            let _ = writeln!(
+                out,
+                "| {round} | {} | {rate:.0} | {delivered} | {dropped} |",
+                if with_log { "on" } else { "off" }
+            );
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (off, on) = (mean(&off), mean(&on));
+    let _ = writeln!(
+        out,
+        "\nmean without the log {off:.0}/s, with it {on:.0}/s: cost **{:.1}%** (target < 10%)",
+        (1.0 - on / off) * 100.0,
+    );
+    Ok(())
+}
+
+async fn dispatch(out: &mut String, n: u64, concurrency: usize) -> anyhow::Result<()> {
+    let topic = unique("bench-dispatch");
+    create_topic(&topic, 6).await?;
+    let produced_in = produce_backlog(&topic, n).await?;
+
+    // Raw consume rate of the same topic: decode nothing, deliver nothing.
+    let consumer: StreamConsumer = kafka_settings()
+        .consumer_config(&unique("bench-raw"))
+        .create()?;
+    consumer.subscribe(&[&topic])?;
+    let mut first = None;
+    let mut count = 0u64;
+    while count < n {
+        let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await??;
+        let _ = m.payload().map(<[u8]>::len);
+        first.get_or_insert_with(Instant::now);
+        count += 1;
+    }
+    let raw = first.map_or(Duration::ZERO, |f| f.elapsed());
+    drop(consumer);
+
+    let (delivered, took, _) = deliver_backlog(&topic, n, concurrency, None).await?;
 
     let raw_rate = n as f64 / raw.as_secs_f64();
     let rate = delivered as f64 / took.as_secs_f64();
