@@ -40,6 +40,12 @@ cat <<TXT
       -d '{"park_id": "park1", "driver_profile_id": "driver0", "status": "online", "updated_at": "'$(date -u +%FT%TZ)'"}'
     curl -sS http://127.0.0.1:8082/metrics | grep deptrans_sent   # pushed to the fake KRT
 
+  Operate it: the admin page http://127.0.0.1:8081/admin (token local-admin-token-change-me),
+  or the CLI:
+    export SWITCHYARD_ADMIN_TOKEN=local-admin-token-change-me
+    $BIN/switchyard subscribers
+    $BIN/switchyard attempts local-sink
+
   Ctrl-C stops everything but the broker and PostgreSQL (deploy/local/down.sh stops the broker).
 
 TXT

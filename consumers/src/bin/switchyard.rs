@@ -321,11 +321,11 @@ fn print_subscribers(subs: &[Value]) {
             "{:<32} {:<8} {:>8} {:>10.1} {:>10.1} {:>12} {:>12}",
             s["name"].as_str().unwrap_or("?"),
             s["state"].as_str().unwrap_or("?"),
-            s["lag"],
+            s["lag"].to_string(),
             s["delivered_per_sec"].as_f64().unwrap_or(0.0),
             s["failed_per_sec"].as_f64().unwrap_or(0.0),
-            s["dead_letters"],
-            s["delivered"],
+            s["dead_letters"].to_string(),
+            s["delivered"].to_string(),
         );
     }
 }
@@ -344,11 +344,11 @@ fn print_dead_letters(records: &[Value], json: bool) {
     for r in records {
         println!(
             "{:>4} {:>8} {:<38} {:<24} {:>8}  {}",
-            r["partition"],
-            r["offset"],
+            r["partition"].to_string(),
+            r["offset"].to_string(),
             r["event_id"].as_str().unwrap_or("-"),
             r["event_type"].as_str().unwrap_or("-"),
-            r["attempts"],
+            r["attempts"].to_string(),
             r["last_error"].as_str().unwrap_or("-"),
         );
     }
