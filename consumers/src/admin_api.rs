@@ -1,6 +1,9 @@
 //! The admin API on the dispatcher's listener (`/admin/api/*`, bearer token): subscribers with
 //! state, lag, rates and dead letters; pause and resume; the dead-letter browser; replays run
-//! as jobs with progress; the attempt log.
+//! as jobs with progress; the attempt log. Documented in `schemas/openapi/admin.json`
+//! (see [`openapi`]).
+
+pub mod openapi;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::config::DispatcherConfig;
 use crate::control::Control;
@@ -39,7 +43,7 @@ impl AdminState {
 }
 
 /// A replay running in the background, as `GET /admin/api/jobs/{id}` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobStatus {
     pub id: String,
     pub subscriber: String,
@@ -48,6 +52,15 @@ pub struct JobStatus {
     pub done: u64,
     pub total: u64,
     pub error: Option<String>,
+}
+
+/// Error body of every admin endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable code, e.g. `unauthorized`, `unknown_subscriber`, `invalid_body`.
+    pub code: &'static str,
+    /// Human-readable explanation naming the offending field or setting.
+    pub message: String,
 }
 
 /// A 4xx/5xx answer: `{"code", "message"}`.
@@ -87,11 +100,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"code": self.code, "message": self.message})),
-        )
-            .into_response()
+        let body = ErrorBody {
+            code: self.code,
+            message: self.message,
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -149,6 +162,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Every subscriber with its state, lag, counters, rates and dead letters waiting.
+#[utoipa::path(
+    get,
+    path = "/admin/api/subscribers",
+    responses(
+        (status = 200, description = "All subscribers of this dispatcher", body = openapi::SubscriberList),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    ),
+    tag = "admin"
+)]
 async fn subscribers(State(state): State<Arc<AdminState>>) -> Json<Value> {
     let m = &state.control.metrics;
     let list: Vec<Value> = state
@@ -194,6 +217,19 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// Stops delivering to a subscriber on every replica until resumed (kept across restarts).
+#[utoipa::path(
+    post,
+    path = "/admin/api/subscribers/{name}/pause",
+    params(("name" = String, Path, description = "Subscriber name")),
+    responses(
+        (status = 200, description = "Paused", body = openapi::PauseState),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "`unknown_subscriber`", body = ErrorBody),
+        (status = 500, description = "`internal`: the pause could not be stored", body = ErrorBody),
+    ),
+    tag = "admin"
+)]
 async fn pause(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
@@ -201,6 +237,19 @@ async fn pause(
     switch(&state, &name, true).await
 }
 
+/// Delivers to a paused subscriber again, on every replica.
+#[utoipa::path(
+    post,
+    path = "/admin/api/subscribers/{name}/resume",
+    params(("name" = String, Path, description = "Subscriber name")),
+    responses(
+        (status = 200, description = "Running", body = openapi::PauseState),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "`unknown_subscriber`", body = ErrorBody),
+        (status = 500, description = "`internal`: the state could not be stored", body = ErrorBody),
+    ),
+    tag = "admin"
+)]
 async fn resume(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
@@ -229,6 +278,22 @@ struct LimitQuery {
     subscriber: Option<String>,
 }
 
+/// The newest dead letters of a subscriber, newest first.
+#[utoipa::path(
+    get,
+    path = "/admin/api/subscribers/{name}/dead-letters",
+    params(
+        ("name" = String, Path, description = "Subscriber name"),
+        ("limit" = Option<usize>, Query, description = "Records to return, 1-500 (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "Dead letters", body = openapi::DeadLetterList),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "`unknown_subscriber`", body = ErrorBody),
+        (status = 500, description = "`internal`: the topic could not be read", body = ErrorBody),
+    ),
+    tag = "admin"
+)]
 async fn dead_letters(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
@@ -250,6 +315,21 @@ async fn dead_letters(
     Ok(Json(json!({ "records": records })))
 }
 
+/// Starts a replay into the subscriber's first retry tier: its dead letters, or a topic's records
+/// between two offsets or times. Runs as a job.
+#[utoipa::path(
+    post,
+    path = "/admin/api/subscribers/{name}/replay",
+    params(("name" = String, Path, description = "Subscriber name")),
+    request_body = crate::replay::ReplaySource,
+    responses(
+        (status = 202, description = "Started; poll the job", body = openapi::ReplayAccepted),
+        (status = 400, description = "`invalid_body`; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "`unknown_subscriber`", body = ErrorBody),
+    ),
+    tag = "admin"
+)]
 async fn start_replay(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
@@ -303,6 +383,18 @@ async fn start_replay(
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id }))))
 }
 
+/// Progress of a replay job (kept in memory of the replica that runs it).
+#[utoipa::path(
+    get,
+    path = "/admin/api/jobs/{id}",
+    params(("id" = String, Path, description = "`job_id` from the replay answer")),
+    responses(
+        (status = 200, description = "The job", body = JobStatus),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "`unknown_job`", body = ErrorBody),
+    ),
+    tag = "admin"
+)]
 async fn job(
     State(state): State<Arc<AdminState>>,
     Path(id): Path<String>,
@@ -314,6 +406,22 @@ async fn job(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_job", format!("no job {id}")))
 }
 
+/// The newest delivery attempts from the attempt log, newest first.
+#[utoipa::path(
+    get,
+    path = "/admin/api/attempts",
+    params(
+        ("subscriber" = Option<String>, Query, description = "Only this subscriber's attempts"),
+        ("limit" = Option<usize>, Query, description = "Rows to return, 1-1000 (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Attempts", body = openapi::AttemptList),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "`attempt_log_disabled` or `unknown_subscriber`", body = ErrorBody),
+        (status = 500, description = "`internal`: the log could not be read", body = ErrorBody),
+    ),
+    tag = "admin"
+)]
 async fn attempts(
     State(state): State<Arc<AdminState>>,
     Query(q): Query<LimitQuery>,

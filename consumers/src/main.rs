@@ -13,11 +13,18 @@ struct Args {
     /// TOML config file (env vars SWITCHYARD_DISPATCHER_* override it).
     #[arg(long, env = "SWITCHYARD_DISPATCHER_CONFIG")]
     config: Option<PathBuf>,
+    /// Print the admin API's OpenAPI document and exit.
+    #[arg(long)]
+    print_openapi: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.print_openapi {
+        print!("{}", consumers::admin_api::openapi::document());
+        return Ok(());
+    }
     telemetry::init_tracing("dispatcher");
     let config = DispatcherConfig::load(args.config.as_deref())?;
     let listener = tokio::net::TcpListener::bind(&config.listen)

@@ -22,7 +22,7 @@ use crate::retry::{RetryState, H_ATTEMPTS, H_ERROR, H_NOT_BEFORE, H_ORIGIN, H_SU
 const META_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to replay; `{"source": "dead-letters" | "topic", ...the selection's fields}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "source", rename_all = "kebab-case")]
 pub enum ReplaySource {
     DeadLetters(DeadLetterSelection),
@@ -31,7 +31,7 @@ pub enum ReplaySource {
 
 /// Dead letters: every one not replayed before (`from_beginning`: all of them), or the single
 /// record at `partition`/`offset`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterSelection {
     #[serde(default)]
@@ -44,7 +44,7 @@ pub struct DeadLetterSelection {
 
 /// A topic's records between two offsets (both inclusive) or two times (from inclusive, to
 /// exclusive), on every partition or one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopicSelection {
     pub topic: String,
