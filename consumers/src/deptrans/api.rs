@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -171,7 +172,23 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/ping", get(|| async { "pong" }))
         .route("/metrics", get(metrics_text))
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
+}
+
+/// Counts every request by matched route (`-` when none matched, so unknown paths cannot
+/// grow the label set) and status, and observes its duration.
+async fn count_request(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let resp = next.run(req).await;
+    let route = route.as_ref().map_or("-", MatchedPath::as_str);
+    state.metrics.request(
+        route,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
 }
 
 async fn metrics_text(State(state): State<ApiState>) -> Response {

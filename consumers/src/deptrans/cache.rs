@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::{CacheLabels, DeptransMetrics};
+use super::metrics::{
+    CacheLabels, CacheLookups, DeptransMetrics, CACHE_CATEGORIES, CACHE_PROFILES,
+};
 use super::upstream::{DriverRef, Upstream, UpstreamError};
 
 type Key = (String, String);
@@ -23,19 +25,26 @@ struct ProfilesIndex {
 pub struct ProfilesCache {
     index: RwLock<ProfilesIndex>,
     cursor: Mutex<Option<String>>,
+    /// Hits and misses of the lookups below, for the hit ratio.
+    lookups: CacheLookups,
 }
 
 impl ProfilesCache {
     pub fn licence_pd_id(&self, park_id: &str, driver_id: &str) -> Option<String> {
         let idx = self.index.read().unwrap_or_else(|e| e.into_inner());
-        idx.by_driver
+        let pd = idx
+            .by_driver
             .get(&(park_id.to_owned(), driver_id.to_owned()))
-            .cloned()
+            .cloned();
+        self.lookups.record(pd.is_some());
+        pd
     }
 
     pub fn drivers_of(&self, pd_id: &str) -> Vec<DriverRef> {
         let idx = self.index.read().unwrap_or_else(|e| e.into_inner());
-        idx.by_licence.get(pd_id).cloned().unwrap_or_default()
+        let drivers = idx.by_licence.get(pd_id).cloned();
+        self.lookups.record(drivers.is_some());
+        drivers.unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {
@@ -96,14 +105,17 @@ impl ProfilesCache {
 pub struct CategoriesCache {
     by_driver: RwLock<HashMap<Key, HashSet<String>>>,
     cursor: Mutex<Option<String>>,
+    /// A hit is a driver the cache knows, whatever its categories.
+    lookups: CacheLookups,
 }
 
 impl CategoriesCache {
     /// True when the driver works at least one of `wanted`.
     pub fn works_any(&self, park_id: &str, driver_id: &str, wanted: &[String]) -> bool {
         let map = self.by_driver.read().unwrap_or_else(|e| e.into_inner());
-        map.get(&(park_id.to_owned(), driver_id.to_owned()))
-            .is_some_and(|cats| wanted.iter().any(|w| cats.contains(w)))
+        let cats = map.get(&(park_id.to_owned(), driver_id.to_owned()));
+        self.lookups.record(cats.is_some());
+        cats.is_some_and(|cats| wanted.iter().any(|w| cats.contains(w)))
     }
 
     pub async fn refresh(&self, upstream: &Upstream) -> Result<usize, UpstreamError> {
@@ -143,16 +155,30 @@ pub struct Caches {
 }
 
 impl Caches {
+    /// Empty caches whose lookups count into `metrics`.
+    pub fn new(metrics: &DeptransMetrics) -> Self {
+        Self {
+            profiles: ProfilesCache {
+                lookups: metrics.cache_lookups(CACHE_PROFILES),
+                ..ProfilesCache::default()
+            },
+            categories: CategoriesCache {
+                lookups: metrics.cache_lookups(CACHE_CATEGORIES),
+                ..CategoriesCache::default()
+            },
+        }
+    }
+
     /// Fills both caches once; the caller refuses to start when this fails.
     pub async fn fill(&self, upstream: &Upstream) -> Result<(), (&'static str, UpstreamError)> {
         self.profiles
             .refresh(upstream)
             .await
-            .map_err(|e| ("driver-profiles", e))?;
+            .map_err(|e| (CACHE_PROFILES, e))?;
         self.categories
             .refresh(upstream)
             .await
-            .map_err(|e| ("driver-categories", e))?;
+            .map_err(|e| (CACHE_CATEGORIES, e))?;
         Ok(())
     }
 
@@ -172,20 +198,20 @@ impl Caches {
                 _ = tick.tick() => {}
             }
             if let Err(e) = self.profiles.refresh(&upstream).await {
-                tracing::warn!(error = %e, cache = "driver-profiles", "cache refresh failed, serving stale data");
+                tracing::warn!(error = %e, cache = CACHE_PROFILES, "cache refresh failed, serving stale data");
                 metrics
                     .cache_refresh_failures
                     .get_or_create(&CacheLabels {
-                        cache: "driver-profiles",
+                        cache: CACHE_PROFILES,
                     })
                     .inc();
             }
             if let Err(e) = self.categories.refresh(&upstream).await {
-                tracing::warn!(error = %e, cache = "driver-categories", "cache refresh failed, serving stale data");
+                tracing::warn!(error = %e, cache = CACHE_CATEGORIES, "cache refresh failed, serving stale data");
                 metrics
                     .cache_refresh_failures
                     .get_or_create(&CacheLabels {
-                        cache: "driver-categories",
+                        cache: CACHE_CATEGORIES,
                     })
                     .inc();
             }

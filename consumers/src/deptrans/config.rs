@@ -45,6 +45,8 @@ pub struct DeptransConfig {
     pub retention_interval_ms: u64,
     /// Rows the retention job deletes per statement.
     pub retention_batch: i64,
+    /// How often the queue gauges (rows, oldest age) are read from Postgres.
+    pub queue_metrics_interval_ms: u64,
     /// How long shutdown waits for in-flight work.
     pub drain_timeout_ms: u64,
 }
@@ -67,6 +69,7 @@ impl Default for DeptransConfig {
             retention_days: 7,
             retention_interval_ms: 600_000,
             retention_batch: 1_000,
+            queue_metrics_interval_ms: 5_000,
             drain_timeout_ms: 10_000,
         }
     }
@@ -339,6 +342,9 @@ impl DeptransConfig {
         }
         if self.retention_batch <= 0 {
             return Err(invalid("retention_batch", "must be positive"));
+        }
+        if self.queue_metrics_interval_ms == 0 {
+            return Err(invalid("queue_metrics_interval_ms", "must be positive"));
         }
         Ok(())
     }

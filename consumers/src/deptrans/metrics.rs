@@ -1,8 +1,12 @@
 //! Every metric deptrans exports, named in one place.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 pub const EVENTS: &str = "switchyard_deptrans_events";
@@ -14,6 +18,16 @@ pub const KRT_FAILURES: &str = "switchyard_deptrans_krt_failures";
 pub const TOKEN_REFRESHES: &str = "switchyard_deptrans_token_refreshes";
 pub const CACHE_REFRESH_FAILURES: &str = "switchyard_deptrans_cache_refresh_failures";
 pub const RETENTION_DELETED: &str = "switchyard_deptrans_retention_deleted";
+pub const QUEUE_ROWS: &str = "switchyard_deptrans_queue_rows";
+pub const QUEUE_OLDEST_SECONDS: &str = "switchyard_deptrans_queue_oldest_seconds";
+pub const CACHE_LOOKUPS: &str = "switchyard_deptrans_cache_lookups";
+pub const REQUESTS: &str = "switchyard_deptrans_requests";
+pub const REQUEST_DURATION_SECONDS: &str = "switchyard_deptrans_request_duration_seconds";
+
+/// `cache` label of the driver-profiles cache (lookups and refresh failures).
+pub const CACHE_PROFILES: &str = "driver-profiles";
+/// `cache` label of the driver-categories cache.
+pub const CACHE_CATEGORIES: &str = "driver-categories";
 
 /// What happened to a consumed event or a sent row.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,6 +40,51 @@ pub struct CacheLabels {
     pub cache: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLookupLabels {
+    pub cache: &'static str,
+    /// `hit` or `miss`.
+    pub result: &'static str,
+}
+
+/// HTTP requests by matched route (`-` when no route matched) and status code.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+/// Hit and miss counters of one cache, created once so a lookup only bumps an atomic.
+#[derive(Debug, Clone, Default)]
+pub struct CacheLookups {
+    pub hit: Counter,
+    pub miss: Counter,
+}
+
+impl CacheLookups {
+    /// Counts one lookup; returns `found` so it can wrap an expression.
+    pub fn record(&self, found: bool) -> bool {
+        if found {
+            self.hit.inc();
+        } else {
+            self.miss.inc();
+        }
+        found
+    }
+}
+
+fn request_histogram() -> Histogram {
+    // 1 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+type DurationFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
 pub struct DeptransMetrics {
     pub registry: Registry,
     pub events: Family<OutcomeLabels, Counter>,
@@ -37,6 +96,13 @@ pub struct DeptransMetrics {
     pub token_refreshes: Counter,
     pub cache_refresh_failures: Family<CacheLabels, Counter>,
     pub retention_deleted: Counter,
+    /// Rows in `deptrans.status_queue`, refreshed periodically.
+    pub queue_rows: Gauge,
+    /// Age of the oldest queued status (its `updated_at`), 0 when the queue is empty.
+    pub queue_oldest_seconds: Gauge<f64, AtomicU64>,
+    pub cache_lookups: Family<CacheLookupLabels, Counter>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: DurationFamily,
 }
 
 impl DeptransMetrics {
@@ -50,6 +116,34 @@ impl DeptransMetrics {
         self.sent
             .get_or_create(&OutcomeLabels { outcome })
             .inc_by(n);
+    }
+
+    /// The pre-created hit/miss counters of `cache`.
+    pub fn cache_lookups(&self, cache: &'static str) -> CacheLookups {
+        let get = |result| {
+            self.cache_lookups
+                .get_or_create(&CacheLookupLabels { cache, result })
+                .clone()
+        };
+        CacheLookups {
+            hit: get("hit"),
+            miss: get("miss"),
+        }
+    }
+
+    /// Counts one finished HTTP request.
+    pub fn request(&self, route: &str, status: u16, seconds: f64) {
+        self.request_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
     }
 }
 
@@ -66,7 +160,17 @@ impl Default for DeptransMetrics {
             token_refreshes: Counter::default(),
             cache_refresh_failures: Family::default(),
             retention_deleted: Counter::default(),
+            queue_rows: Gauge::default(),
+            queue_oldest_seconds: Gauge::default(),
+            cache_lookups: Family::default(),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(request_histogram),
         };
+        // Both results of both caches exist from the start, so a ratio never divides by a
+        // missing series.
+        for cache in [CACHE_PROFILES, CACHE_CATEGORIES] {
+            m.cache_lookups(cache);
+        }
         let mut registry = Registry::default();
         registry.register(
             EVENTS,
@@ -112,6 +216,31 @@ impl Default for DeptransMetrics {
             RETENTION_DELETED,
             "Session rows deleted by retention",
             m.retention_deleted.clone(),
+        );
+        registry.register(
+            QUEUE_ROWS,
+            "Rows in deptrans.status_queue (refreshed every few seconds)",
+            m.queue_rows.clone(),
+        );
+        registry.register(
+            QUEUE_OLDEST_SECONDS,
+            "Age of the oldest queued status by its updated_at, 0 when the queue is empty",
+            m.queue_oldest_seconds.clone(),
+        );
+        registry.register(
+            CACHE_LOOKUPS,
+            "In-memory cache lookups on the hot path, by cache and result (hit, miss)",
+            m.cache_lookups.clone(),
+        );
+        registry.register(
+            REQUESTS,
+            "HTTP requests by matched route (- when none matched) and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            REQUEST_DURATION_SECONDS,
+            "HTTP request duration by matched route",
+            m.request_duration.clone(),
         );
         Self { registry, ..m }
     }

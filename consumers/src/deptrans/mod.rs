@@ -11,6 +11,7 @@ pub mod feeds;
 pub mod geo;
 pub mod krt;
 pub mod metrics;
+pub mod queue_stats;
 pub mod retention;
 pub mod sender;
 pub mod upstream;
@@ -66,7 +67,7 @@ pub async fn run(
     tracing::info!(applied, "deptrans schema ready");
 
     let upstream = upstream::Upstream::new(&cfg.upstream)?;
-    let caches = Arc::new(cache::Caches::default());
+    let caches = Arc::new(cache::Caches::new(&metrics));
     let timeout_ms = cfg.upstream.cache_startup_timeout_ms;
     match tokio::time::timeout(Duration::from_millis(timeout_ms), caches.fill(&upstream)).await {
         Ok(Ok(())) => {}
@@ -152,6 +153,15 @@ pub async fn run(
         let (days, batch) = (cfg.retention_days, cfg.retention_batch);
         tasks.spawn(async move {
             retention::run(pool, days, batch, every, metrics, stop).await;
+            Ok(())
+        });
+    }
+
+    {
+        let (pool, metrics, stop) = (pool.clone(), metrics.clone(), shutdown.token());
+        let every = Duration::from_millis(cfg.queue_metrics_interval_ms);
+        tasks.spawn(async move {
+            queue_stats::run(pool, every, metrics, stop).await;
             Ok(())
         });
     }
