@@ -245,6 +245,68 @@ async fn krt_down_then_up_sends_exactly_the_latest_status_once() {
         "rows stay while KRT is down"
     );
     assert_eq!(env.count("session_statuses").await, 0);
+    // The queue gauges see the 20 waiting rows; their status time (at(1)) is long past.
+    eventually("queue gauges show the waiting rows", || async {
+        let m = svc.metrics().await;
+        metric_value(&m, "switchyard_deptrans_queue_rows") == Some(20.0)
+            && metric_value(&m, "switchyard_deptrans_queue_oldest_seconds").is_some_and(|s| s > 0.0)
+    })
+    .await;
+    // Every event was a known driver: the consumer's category checks and the sender's
+    // licence lookups hit, none missed.
+    let m = svc.metrics().await;
+    let lookups = |cache: &str, result: &str| {
+        metric_value(
+            &m,
+            &format!(
+                "switchyard_deptrans_cache_lookups_total{{cache=\"{cache}\",result=\"{result}\"}}"
+            ),
+        )
+    };
+    assert!(lookups("driver-categories", "hit") >= Some(20.0), "{m}");
+    assert_eq!(lookups("driver-categories", "miss"), Some(0.0), "{m}");
+    assert!(lookups("driver-profiles", "hit") >= Some(20.0), "{m}");
+    assert_eq!(lookups("driver-profiles", "miss"), Some(0.0), "{m}");
+    // Requests by matched route and status; an unknown path is route "-".
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        let r = http.get(svc.url("/ping")).send().await.expect("ping");
+        assert_eq!(r.status(), 200);
+    }
+    let r = http
+        .get(svc.url("/no/such/path"))
+        .send()
+        .await
+        .expect("404");
+    assert_eq!(r.status(), 404);
+    let r = http
+        .get(svc.url("/driver/v1/deptrans-status/v1/id"))
+        .send()
+        .await
+        .expect("id without headers");
+    assert_eq!(r.status(), 400);
+    let m = svc.metrics().await;
+    let requests = |route: &str, status: u16| {
+        metric_value(
+            &m,
+            &format!("switchyard_deptrans_requests_total{{route=\"{route}\",status=\"{status}\"}}"),
+        )
+    };
+    // start() polled /ping until it answered, so at least the two calls above.
+    assert!(requests("/ping", 200) >= Some(2.0), "{m}");
+    assert_eq!(requests("-", 404), Some(1.0), "{m}");
+    assert_eq!(
+        requests("/driver/v1/deptrans-status/v1/id", 400),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        metric_value(
+            &m,
+            "switchyard_deptrans_request_duration_seconds_count{route=\"/driver/v1/deptrans-status/v1/id\"}"
+        ) >= Some(1.0),
+        "{m}"
+    );
     for i in 0..20 {
         produce(
             &p,
@@ -268,6 +330,12 @@ async fn krt_down_then_up_sends_exactly_the_latest_status_once() {
     .await;
     eventually("sessions written", || async {
         env.count("session_statuses").await == 20
+    })
+    .await;
+    eventually("queue gauges back to empty", || async {
+        let m = svc.metrics().await;
+        metric_value(&m, "switchyard_deptrans_queue_rows") == Some(0.0)
+            && metric_value(&m, "switchyard_deptrans_queue_oldest_seconds") == Some(0.0)
     })
     .await;
     let pushed = f.pushed();

@@ -95,6 +95,7 @@ impl Env {
         c.sender.backoff_max_ms = 400;
         c.api.clients.insert("tests".into(), API_KEY.into());
         c.drain_timeout_ms = 3_000;
+        c.queue_metrics_interval_ms = 100;
         c
     }
 
@@ -166,6 +167,22 @@ impl Service {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// The value of `series` (name plus labels exactly as exported, e.g.
+    /// `x_total{cache="a",result="hit"}`) in the `/metrics` text, if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics().await, series)
+    }
+
     pub async fn stop(self) {
         self.shutdown.trigger();
         self.join
@@ -202,6 +219,13 @@ pub async fn start(cfg: DeptransConfig) -> Service {
         shutdown,
         join,
     }
+}
+
+/// The value of `series` in a Prometheus text exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Polls `check` until it holds; the bound only turns a hang into a failure.
