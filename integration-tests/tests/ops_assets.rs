@@ -492,11 +492,12 @@ fn observability_exprs() -> Vec<(String, String)> {
             assert!(alerts.insert(alert), "duplicate alert");
         }
     }
-    // The alerts: 5xx rate, dead-letter growth; lag and KRT queue age have stand-ins.
+    // The alerts: 5xx rate, dead-letter growth, KRT queue age; lag has a stand-in.
     for wanted in [
         "SwitchyardIngress5xxRate",
         "SwitchyardProxy5xxRate",
         "SwitchyardDeadLetterGrowth",
+        "DeptransQueueStale",
     ] {
         assert!(alerts.contains(wanted), "no alert {wanted}");
     }
