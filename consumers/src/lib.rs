@@ -209,7 +209,11 @@ pub async fn run(
         .route("/metrics", get(metrics_text))
         .with_state(metrics)
         .merge(admin_api::routes(admin))
-        .merge(admin_page::routes());
+        .merge(admin_page::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            control.metrics.clone(),
+            count_requests,
+        ));
     let stop = shutdown.token();
     tasks.spawn(async move {
         axum::serve(listener, app)
@@ -220,6 +224,24 @@ pub async fn run(
 
     let drain = Duration::from_millis(cfg.drain_timeout_ms + 2_000);
     supervise(tasks, &shutdown, drain).await
+}
+
+async fn count_requests(
+    State(metrics): State<Arc<DispatchMetrics>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    let labels = metrics::RouteLabels {
+        route,
+        status: resp.status().as_u16(),
+    };
+    metrics.http_requests.get_or_create(&labels).inc();
+    resp
 }
 
 async fn metrics_text(State(metrics): State<Arc<DispatchMetrics>>) -> impl IntoResponse {

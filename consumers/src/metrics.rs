@@ -15,6 +15,7 @@ pub const SKIPPED: &str = "switchyard_dispatch_skipped";
 pub const LATENCY: &str = "switchyard_dispatch_delivery_seconds";
 pub const IN_FLIGHT: &str = "switchyard_dispatch_in_flight";
 pub const CONSUMER_LAG: &str = "switchyard_dispatch_consumer_lag";
+pub const HTTP_REQUESTS: &str = "switchyard_dispatch_http_requests";
 pub const DEAD_LETTERS_WAITING: &str = "switchyard_dispatch_dead_letters_waiting";
 pub const PAUSED: &str = "switchyard_dispatch_subscriber_paused";
 pub const ATTEMPT_LOG_WRITTEN: &str = "switchyard_dispatch_attempt_log_written";
@@ -23,6 +24,13 @@ pub const ATTEMPT_LOG_DROPPED: &str = "switchyard_dispatch_attempt_log_dropped";
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SubscriberLabels {
     pub subscriber: String,
+}
+
+/// A request to the dispatcher's own HTTP endpoints (admin API, page, metrics).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,6 +56,7 @@ pub struct DispatchMetrics {
     pub latency: Family<SubscriberLabels, Histogram>,
     pub in_flight: Family<SubscriberLabels, Gauge>,
     pub consumer_lag: Family<LagLabels, Gauge>,
+    pub http_requests: Family<RouteLabels, Counter>,
     pub dead_letters_waiting: Family<SubscriberLabels, Gauge>,
     pub paused: Family<SubscriberLabels, Gauge>,
     pub attempt_log_written: Counter,
@@ -68,6 +77,7 @@ impl Default for DispatchMetrics {
             }),
             in_flight: Family::default(),
             consumer_lag: Family::default(),
+            http_requests: Family::default(),
             dead_letters_waiting: Family::default(),
             paused: Family::default(),
             attempt_log_written: Counter::default(),
@@ -101,6 +111,11 @@ impl Default for DispatchMetrics {
             CONSUMER_LAG,
             "Records behind the high watermark per subscriber and partition (stored offsets)",
             m.consumer_lag.clone(),
+        );
+        registry.register(
+            HTTP_REQUESTS,
+            "Requests to the dispatcher's admin API, page and metrics by route and status",
+            m.http_requests.clone(),
         );
         registry.register(
             DEAD_LETTERS_WAITING,

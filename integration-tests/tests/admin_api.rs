@@ -229,6 +229,40 @@ async fn dead_letters_are_browsed_logged_and_replayed_through_the_api() {
     assert_eq!(bad_topic.state, "failed");
     assert!(bad_topic.error.unwrap().contains("does not exist"));
 
+    // Requests by route and status, dead letters waiting and the attempt log's rows exported.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} missing in\n{metrics}"))
+    };
+    assert_eq!(
+        value(
+            r#"switchyard_dispatch_http_requests_total{route="/admin/api/subscribers",status="401"} "#
+        ),
+        2.0
+    );
+    assert!(
+        value(
+            r#"switchyard_dispatch_http_requests_total{route="/admin/api/subscribers",status="200"} "#
+        ) >= 1.0
+    );
+    assert_eq!(
+        value(&format!(
+            r#"switchyard_dispatch_dead_letters_waiting{{subscriber="{name}"}} "#
+        )),
+        0.0
+    );
+    assert!(value("switchyard_dispatch_attempt_log_written_total ") >= 4.0);
+    assert_eq!(value("switchyard_dispatch_attempt_log_dropped_total "), 0.0);
+
     dispatcher.stop().await.unwrap();
     ingress.stop().await.unwrap();
 }
