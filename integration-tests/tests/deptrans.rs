@@ -338,6 +338,19 @@ async fn krt_down_then_up_sends_exactly_the_latest_status_once() {
             && metric_value(&m, "switchyard_deptrans_queue_oldest_seconds") == Some(0.0)
     })
     .await;
+    // All 40 records consumed and their offsets stored: lag 0 on both partitions of the status
+    // topic (from librdkafka's statistics, every 5 s).
+    let lag = |partition: i32| {
+        format!(
+            "switchyard_deptrans_consumer_lag{{topic=\"{}\",partition=\"{partition}\"}}",
+            env.topic
+        )
+    };
+    eventually("consumer lag exported and caught up", || async {
+        let m = svc.metrics().await;
+        (0..2).all(|p| metric_value(&m, &lag(p)) == Some(0.0))
+    })
+    .await;
     let pushed = f.pushed();
     assert_eq!(pushed.len(), 20, "{pushed:?}");
     let drivers: HashSet<&str> = pushed.iter().map(|p| p.driver.as_str()).collect();

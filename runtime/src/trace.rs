@@ -65,6 +65,19 @@ pub fn set_parent(
     true
 }
 
+/// Links `span` to the span named by `traceparent`: for a span that handles work from many
+/// traces at once (a batch), where no single one is its parent. Returns `false`, adding
+/// nothing, when the value is not a valid W3C trace context. Call it before `span` closes.
+pub fn add_link(span: &tracing::Span, traceparent: &str) -> bool {
+    match parse(traceparent) {
+        Some(sc) => {
+            span.add_link(sc);
+            true
+        }
+        None => false,
+    }
+}
+
 /// Parses a `traceparent` value; `None` when it is not a valid W3C trace context.
 pub fn parse(traceparent: &str) -> Option<SpanContext> {
     let carrier = Carrier {
@@ -144,6 +157,17 @@ mod tests {
             let child_tp = headers(&child).unwrap().traceparent;
             assert!(child_tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
             assert_ne!(child_tp, out.traceparent);
+        });
+    }
+
+    #[test]
+    fn a_link_names_another_trace_without_joining_it() {
+        with_otel(|| {
+            let span = tracing::info_span!("batch");
+            assert!(add_link(&span, INCOMING));
+            assert!(!add_link(&span, "00-garbage"));
+            let tp = headers(&span).unwrap().traceparent;
+            assert!(!tp.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "{tp}");
         });
     }
 

@@ -10,14 +10,18 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use events::v1::{envelope::Payload, DriverStatusKind};
 use events::Envelope;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
+use switchyard_runtime::trace;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::cache::Caches;
 use super::geo::Polygon;
 use super::krt::KrtStatus;
-use super::metrics::DeptransMetrics;
+use super::metrics::{DeptransMetrics, PartitionLabels};
 use super::upstream::{DriverRef, Upstream, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,12 +43,16 @@ pub struct StatusEvent {
     pub driver_id: String,
     pub status: KrtStatus,
     pub updated_at: DateTime<Utc>,
+    /// The `traceparent` the ingress stored in the envelope; kept with the queued row so the
+    /// sender's span links back to the trace that produced it.
+    pub traceparent: Option<String>,
 }
 
 /// Decodes a record value; `None` for anything that is not a usable driver status.
 pub fn decode(payload: &[u8]) -> Option<StatusEvent> {
     let env = Envelope::from_bytes(payload).ok()?;
     let occurred_at = env.occurred_at();
+    let traceparent = env.trace.map(|t| t.traceparent).filter(|t| !t.is_empty());
     let Some(Payload::DriverStatus(s)) = env.payload else {
         return None;
     };
@@ -63,6 +71,7 @@ pub fn decode(payload: &[u8]) -> Option<StatusEvent> {
         driver_id: s.driver_profile_id,
         status,
         updated_at,
+        traceparent,
     })
 }
 
@@ -83,14 +92,15 @@ pub fn newest_per_driver(events: Vec<StatusEvent>) -> Vec<StatusEvent> {
 
 /// One statement: newer wins, and nothing older than what was already sent is queued again.
 pub const UPSERT: &str = "
-INSERT INTO deptrans.status_queue AS q (park_id, driver_id, status, updated_at)
-SELECT u.park_id, u.driver_id, u.status, u.updated_at
-FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u(park_id, driver_id, status, updated_at)
+INSERT INTO deptrans.status_queue AS q (park_id, driver_id, status, updated_at, traceparent)
+SELECT u.park_id, u.driver_id, u.status, u.updated_at, u.traceparent
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])
+    AS u(park_id, driver_id, status, updated_at, traceparent)
 WHERE NOT EXISTS (
     SELECT 1 FROM deptrans.sent_marks m
     WHERE m.park_id = u.park_id AND m.driver_id = u.driver_id AND m.updated_at >= u.updated_at)
 ON CONFLICT (park_id, driver_id) DO UPDATE
-SET status = excluded.status, updated_at = excluded.updated_at
+SET status = excluded.status, updated_at = excluded.updated_at, traceparent = excluded.traceparent
 WHERE q.updated_at < excluded.updated_at";
 
 /// Upserts `events` (already one per driver) in one statement; returns rows written.
@@ -102,11 +112,20 @@ pub async fn upsert(pool: &Pool, events: &[StatusEvent]) -> Result<u64, ConsumeE
     let drivers: Vec<&str> = events.iter().map(|e| e.driver_id.as_str()).collect();
     let statuses: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
     let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.updated_at).collect();
+    let traces: Vec<Option<&str>> = events.iter().map(|e| e.traceparent.as_deref()).collect();
     let client = pool.get().await?;
     let stmt = client.prepare_cached(UPSERT).await?;
     Ok(client
-        .execute(&stmt, &[&parks, &drivers, &statuses, &times])
+        .execute(&stmt, &[&parks, &drivers, &statuses, &times, &traces])
         .await?)
+}
+
+/// Links `span` to each valid `traceparent` (a batch span has many origins, so links, not a
+/// parent: the OpenTelemetry convention for batch processing).
+pub fn link_traces<'a>(span: &tracing::Span, traceparents: impl Iterator<Item = Option<&'a str>>) {
+    for traceparent in traceparents.flatten() {
+        trace::add_link(span, traceparent);
+    }
 }
 
 /// Decides which drivers deptrans reports.
@@ -169,8 +188,48 @@ impl Filter {
     }
 }
 
+/// Turns librdkafka's statistics into the consumer lag gauge of the `deptrans-status` group.
+pub struct LagContext {
+    pub metrics: Arc<DeptransMetrics>,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (&partition, p) in &t.partitions {
+                // -1 is librdkafka's "unknown" (not assigned here, or not fetched yet).
+                if partition < 0 || p.consumer_lag_stored < 0 {
+                    continue;
+                }
+                let labels = PartitionLabels {
+                    topic: topic.clone(),
+                    partition,
+                };
+                self.metrics
+                    .consumer_lag
+                    .get_or_create(&labels)
+                    .set(p.consumer_lag_stored);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // A partition taken away is another instance's to report.
+        if let Rebalance::Revoke(tpl) = rebalance {
+            for e in tpl.elements() {
+                self.metrics.consumer_lag.remove(&PartitionLabels {
+                    topic: e.topic().to_owned(),
+                    partition: e.partition(),
+                });
+            }
+        }
+    }
+}
+
 pub struct StatusConsumer {
-    pub consumer: StreamConsumer,
+    pub consumer: StreamConsumer<LagContext>,
     pub topic: String,
     pub pool: Pool,
     pub filter: Filter,
@@ -225,9 +284,19 @@ impl StatusConsumer {
             self.metrics.event("invalid", invalid);
             let read = events.len() as u64 + invalid;
             let events = newest_per_driver(events);
+            // One consumer span per batch, linked to the trace of every status it keeps.
+            let span = tracing::info_span!(
+                "deptrans.store",
+                otel.name = %format_args!("store statuses {}", self.topic),
+                otel.kind = "consumer",
+                messaging.system = "kafka",
+                messaging.destination.name = %self.topic,
+                messaging.batch.message_count = read,
+            );
+            link_traces(&span, events.iter().map(|e| e.traceparent.as_deref()));
             // Retry the batch until it is committed; its offsets are not stored before that.
             loop {
-                match self.store(events.clone()).await {
+                match self.store(events.clone()).instrument(span.clone()).await {
                     Ok(()) => break,
                     Err(e) => {
                         self.metrics.upsert_failures.inc();
@@ -271,6 +340,7 @@ mod tests {
             driver_id: driver.into(),
             status,
             updated_at: DateTime::from_timestamp(secs, 0).unwrap(),
+            traceparent: None,
         }
     }
 

@@ -11,11 +11,18 @@ pub mod lock {
 }
 
 /// Migrations in order; each runs once, recorded in `deptrans.schema_migrations`.
-pub const MIGRATIONS: &[crate::pg::Migration] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/deptrans/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[crate::pg::Migration] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/deptrans/0001_init.sql"),
+    ),
+    (
+        2,
+        "status_trace",
+        include_str!("../../migrations/deptrans/0002_status_trace.sql"),
+    ),
+];
 
 pub use crate::pg::{pool, DbError};
 

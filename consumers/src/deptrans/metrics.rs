@@ -23,6 +23,7 @@ pub const QUEUE_OLDEST_SECONDS: &str = "switchyard_deptrans_queue_oldest_seconds
 pub const CACHE_LOOKUPS: &str = "switchyard_deptrans_cache_lookups";
 pub const REQUESTS: &str = "switchyard_deptrans_requests";
 pub const REQUEST_DURATION_SECONDS: &str = "switchyard_deptrans_request_duration_seconds";
+pub const CONSUMER_LAG: &str = "switchyard_deptrans_consumer_lag";
 
 /// `cache` label of the driver-profiles cache (lookups and refresh failures).
 pub const CACHE_PROFILES: &str = "driver-profiles";
@@ -52,6 +53,13 @@ pub struct CacheLookupLabels {
 pub struct RequestLabels {
     pub route: String,
     pub status: u16,
+}
+
+/// A partition of the status topic read by this instance's consumer.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i32,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +111,7 @@ pub struct DeptransMetrics {
     pub cache_lookups: Family<CacheLookupLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: DurationFamily,
+    pub consumer_lag: Family<PartitionLabels, Gauge>,
 }
 
 impl DeptransMetrics {
@@ -165,6 +174,7 @@ impl Default for DeptransMetrics {
             cache_lookups: Family::default(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(request_histogram),
+            consumer_lag: Family::default(),
         };
         // Both results of both caches exist from the start, so a ratio never divides by a
         // missing series.
@@ -241,6 +251,11 @@ impl Default for DeptransMetrics {
             REQUEST_DURATION_SECONDS,
             "HTTP request duration by matched route",
             m.request_duration.clone(),
+        );
+        registry.register(
+            CONSUMER_LAG,
+            "Records behind the high watermark per partition of the status topic (stored offsets)",
+            m.consumer_lag.clone(),
         );
         Self { registry, ..m }
     }

@@ -112,7 +112,13 @@ pub async fn run(
     }
 
     if cfg.consumer.enabled {
-        let consumer = cfg.kafka.consumer_config(&cfg.group_id).create()?;
+        let consumer = cfg
+            .kafka
+            .consumer_config(&cfg.group_id)
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(consumer::LagContext {
+                metrics: metrics.clone(),
+            })?;
         let filter = consumer::Filter {
             regions: cfg.regions.iter().map(config::Region::polygon).collect(),
             categories: cfg.categories.clone(),

@@ -39,7 +39,7 @@ FROM (SELECT park_id, driver_id FROM deptrans.status_queue
       ORDER BY updated_at LIMIT $1
       FOR UPDATE SKIP LOCKED) c
 WHERE q.park_id = c.park_id AND q.driver_id = c.driver_id
-RETURNING q.park_id, q.driver_id, q.status, q.updated_at";
+RETURNING q.park_id, q.driver_id, q.status, q.updated_at, q.traceparent";
 
 /// Rows whose version is unchanged are deleted; whatever is left of the batch (updated
 /// meanwhile, failed, deferred) gets its claim set to `$5` (NULL = claimable now).
@@ -82,6 +82,7 @@ struct Claimed {
     driver_id: String,
     status: KrtStatus,
     updated_at: DateTime<Utc>,
+    traceparent: Option<String>,
 }
 
 /// What one run did.
@@ -155,6 +156,7 @@ impl Sender {
                     driver_id: r.get(1),
                     status: KrtStatus::parse(r.get(2))?,
                     updated_at: r.get(3),
+                    traceparent: r.get(4),
                 })
             })
             .collect();
@@ -165,7 +167,8 @@ impl Sender {
         if claimed.is_empty() {
             return Ok(report);
         }
-        // One trace per non-empty batch; the KRT requests are its client spans.
+        // One trace per non-empty batch, linked to the trace of each status it sends (the
+        // ingress request that produced it); the KRT requests are its client spans.
         let span = tracing::info_span!(
             "krt.send",
             otel.name = "send statuses to krt",
@@ -173,6 +176,7 @@ impl Sender {
             sent = tracing::field::Empty,
             failed = tracing::field::Empty,
         );
+        super::consumer::link_traces(&span, claimed.iter().map(|c| c.traceparent.as_deref()));
 
         // Licence pd ids from the profiles cache; unknown drivers wait for the cache.
         let mut known = Vec::new();

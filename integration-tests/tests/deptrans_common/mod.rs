@@ -282,5 +282,6 @@ pub fn ev(park: &str, driver: &str, status: KrtStatus, when: DateTime<Utc>) -> S
         driver_id: driver.into(),
         status,
         updated_at: when,
+        traceparent: None,
     }
 }
