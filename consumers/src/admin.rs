@@ -12,6 +12,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 use switchyard_runtime::KafkaSettings;
+use tracing::Instrument;
 
 use crate::retry::H_EVENT_TYPE;
 
@@ -123,7 +124,17 @@ pub async fn produce_json(
     json: &str,
 ) -> Result<String, AdminError> {
     let value: Value = serde_json::from_str(json)?;
-    let env = Envelope::new(
+    // A producer span, as at ingress: the event's trace starts here and its consumers continue it.
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("publish {topic}"),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = topic,
+    );
+    let trace = switchyard_runtime::trace::headers(&span);
+    let mut env = Envelope::new(
         event_type,
         version,
         Utc::now(),
@@ -131,11 +142,21 @@ pub async fn produce_json(
         format!("cli:{}", uuid_like()),
         Payload::Json(serde_json::to_vec(&value)?),
     );
+    env.trace = trace.as_ref().map(|h| events::v1::TraceContext {
+        traceparent: h.traceparent.clone(),
+        tracestate: h.tracestate.clone().unwrap_or_default(),
+    });
     let producer: FutureProducer = kafka.producer_config("cli").create()?;
-    let headers = OwnedHeaders::new().insert(Header {
+    let mut headers = OwnedHeaders::new().insert(Header {
         key: H_EVENT_TYPE,
         value: Some(event_type),
     });
+    if let Some(h) = &trace {
+        headers = headers.insert(Header {
+            key: switchyard_runtime::trace::HEADER,
+            value: Some(&h.traceparent),
+        });
+    }
     let bytes = env.to_bytes();
     producer
         .send(
@@ -145,6 +166,7 @@ pub async fn produce_json(
                 .headers(headers),
             Duration::from_secs(30),
         )
+        .instrument(span)
         .await
         .map_err(|(e, _)| e)?;
     Ok(env.event_id)

@@ -158,6 +158,13 @@ enum DlqCommand {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     switchyard_runtime::telemetry::init_tracing("cli");
+    let result = run(cli).await;
+    // Whatever spans the command made are exported before the process ends.
+    tokio::task::spawn_blocking(switchyard_runtime::telemetry::shutdown_tracing).await?;
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let kafka = KafkaSettings {
         bootstrap_servers: cli.bootstrap_servers,
         ..Default::default()
