@@ -492,10 +492,13 @@ fn observability_exprs() -> Vec<(String, String)> {
             assert!(alerts.insert(alert), "duplicate alert");
         }
     }
-    // The alerts: 5xx rate, dead-letter growth, KRT queue age; lag has a stand-in.
+    // The alerts: 5xx rate, lag (dispatcher and deptrans consumers), dead-letter
+    // growth, KRT queue age.
     for wanted in [
         "SwitchyardIngress5xxRate",
         "SwitchyardProxy5xxRate",
+        "SwitchyardConsumerLagHigh",
+        "DeptransConsumerLagHigh",
         "SwitchyardDeadLetterGrowth",
         "DeptransQueueStale",
     ] {
