@@ -41,6 +41,60 @@ async fn wait_subscriber(client: &AdminClient, name: &str, pred: impl Fn(&Value)
     }
 }
 
+/// `schemas/openapi/admin.json`, the admin API's published contract.
+struct OpenApi(Value);
+
+impl OpenApi {
+    fn load() -> Self {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/openapi/admin.json");
+        Self(serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap())
+    }
+
+    /// Asserts that `body` is valid against the JSON schema the document gives for `status` of
+    /// `method path` (OpenAPI 3.1 schemas are JSON Schema 2020-12; `$ref`s resolve against the
+    /// document's components).
+    fn check(&self, method: &str, path: &str, status: u16, body: &Value) {
+        let response = &self.0["paths"][path][method]["responses"][status.to_string()];
+        let schema = &response["content"]["application/json"]["schema"];
+        assert!(
+            schema.is_object(),
+            "the OpenAPI document has no JSON answer for {method} {path} {status}"
+        );
+        let mut root = schema.clone();
+        root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+        root["components"] = self.0["components"].clone();
+        let validator = jsonschema::validator_for(&root).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(body)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path} {status} does not match the OpenAPI document: {errors:#?}\n{body:#}"
+        );
+    }
+}
+
+#[test]
+fn the_openapi_check_refuses_answers_that_break_the_document() {
+    let spec = OpenApi::load();
+    let view = json!({"subscribers": [{"name": "a", "topics": ["t"], "target": "http://x", "state": "running",
+        "lag": 0, "delivered": 1, "failed_attempts": 0, "parked": 0, "dead_lettered": 0,
+        "delivered_per_sec": 0.0, "failed_per_sec": 0.0}]});
+    spec.check("get", "/admin/api/subscribers", 200, &view);
+    for wrong in [
+        json!({"subscribers": [{"name": "a"}]}),
+        json!({"subscribers": [{"name": 1, "topics": ["t"], "target": "http://x", "state": "running",
+            "lag": 0, "delivered": -1, "failed_attempts": 0, "parked": 0, "dead_lettered": 0,
+            "delivered_per_sec": 0.0, "failed_per_sec": 0.0}]}),
+        json!({"code": "unauthorized"}),
+    ] {
+        let refused =
+            std::panic::catch_unwind(|| spec.check("get", "/admin/api/subscribers", 200, &wrong));
+        assert!(refused.is_err(), "accepted {wrong}");
+    }
+}
+
 fn tokens(sub: &FakeSubscriber) -> Vec<String> {
     let mut t: Vec<String> = sub
         .delivered()
@@ -228,6 +282,102 @@ async fn dead_letters_are_browsed_logged_and_replayed_through_the_api() {
         .unwrap();
     assert_eq!(bad_topic.state, "failed");
     assert!(bad_topic.error.unwrap().contains("does not exist"));
+
+    // Every answer, success or error, is what the published OpenAPI document says it is.
+    let spec = OpenApi::load();
+    let api = |method: reqwest::Method, path: String| {
+        http.request(method, format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+    };
+    let subs = format!("/admin/api/subscribers/{name}");
+    let checks = [
+        (
+            "get",
+            "/admin/api/subscribers",
+            api(reqwest::Method::GET, "/admin/api/subscribers".into()),
+        ),
+        (
+            "get",
+            "/admin/api/subscribers/{name}/dead-letters",
+            api(reqwest::Method::GET, format!("{subs}/dead-letters?limit=5")),
+        ),
+        (
+            "get",
+            "/admin/api/attempts",
+            api(
+                reqwest::Method::GET,
+                format!("/admin/api/attempts?subscriber={name}&limit=5"),
+            ),
+        ),
+        (
+            "get",
+            "/admin/api/attempts",
+            http.get(format!("{base}/admin/api/attempts")),
+        ),
+        (
+            "post",
+            "/admin/api/subscribers/{name}/pause",
+            api(reqwest::Method::POST, format!("{subs}/pause")),
+        ),
+        (
+            "post",
+            "/admin/api/subscribers/{name}/resume",
+            api(reqwest::Method::POST, format!("{subs}/resume")),
+        ),
+        (
+            "post",
+            "/admin/api/subscribers/{name}/pause",
+            api(
+                reqwest::Method::POST,
+                "/admin/api/subscribers/nobody/pause".into(),
+            ),
+        ),
+        (
+            "post",
+            "/admin/api/subscribers/{name}/replay",
+            api(reqwest::Method::POST, format!("{subs}/replay"))
+                .json(&json!({"source": "everything"})),
+        ),
+        (
+            "get",
+            "/admin/api/jobs/{id}",
+            api(reqwest::Method::GET, "/admin/api/jobs/no-such-job".into()),
+        ),
+    ];
+    let mut statuses = Vec::new();
+    for (method, template, req) in checks {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        spec.check(method, template, status, &body);
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 401, 200, 200, 404, 400, 404]);
+    let accepted = api(reqwest::Method::POST, format!("{subs}/replay"))
+        .json(&json!({"source": "topic", "topic": unique("no-such-topic"), "from_offset": 0, "to_offset": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status().as_u16(), 202);
+    let accepted: Value = accepted.json().await.unwrap();
+    spec.check(
+        "post",
+        "/admin/api/subscribers/{name}/replay",
+        202,
+        &accepted,
+    );
+    let job_id = accepted["job_id"].as_str().expect("job_id");
+    let job = api(reqwest::Method::GET, format!("/admin/api/jobs/{job_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(job.status().as_u16(), 200);
+    spec.check(
+        "get",
+        "/admin/api/jobs/{id}",
+        200,
+        &job.json().await.unwrap(),
+    );
 
     // Requests by route and status, dead letters waiting and the attempt log's rows exported.
     let metrics = reqwest::get(format!("{base}/metrics"))
