@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use rdkafka::statistics::Statistics;
 
 pub const DELIVERIES: &str = "switchyard_dispatch_deliveries";
 pub const ATTEMPT_FAILURES: &str = "switchyard_dispatch_failed_attempts";
@@ -139,4 +140,15 @@ impl Default for DispatchMetrics {
         );
         Self { registry, ..m }
     }
+}
+
+/// `(topic, partition, lag)` of every partition this consumer knows a stored-offset lag for,
+/// from librdkafka's statistics; -1 ("unknown": not assigned here, or not fetched yet) is left out.
+pub fn stored_lags(stats: &Statistics) -> impl Iterator<Item = (&str, i32, i64)> {
+    stats.topics.iter().flat_map(|(topic, t)| {
+        t.partitions
+            .iter()
+            .filter(|(&partition, p)| partition >= 0 && p.consumer_lag_stored >= 0)
+            .map(move |(&partition, p)| (topic.as_str(), partition, p.consumer_lag_stored))
+    })
 }

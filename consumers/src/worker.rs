@@ -47,21 +47,14 @@ impl GroupContext {
 
 impl ClientContext for GroupContext {
     fn stats(&self, stats: Statistics) {
-        for (topic, t) in &stats.topics {
-            for (partition, p) in &t.partitions {
-                // -1 is librdkafka's "unknown" (the partition is not ours, or not fetched yet).
-                if *partition < 0 || p.consumer_lag_stored < 0 {
-                    continue;
-                }
-                let labels = LagLabels {
-                    subscriber: self.subscriber.clone(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                };
-                self.lag.get_or_create(&labels).set(p.consumer_lag_stored);
-                self.handle
-                    .set_lag(topic, *partition, p.consumer_lag_stored);
-            }
+        for (topic, partition, lag) in crate::metrics::stored_lags(&stats) {
+            let labels = LagLabels {
+                subscriber: self.subscriber.clone(),
+                topic: topic.to_owned(),
+                partition,
+            };
+            self.lag.get_or_create(&labels).set(lag);
+            self.handle.set_lag(topic, partition, lag);
         }
     }
 }

@@ -195,21 +195,12 @@ pub struct LagContext {
 
 impl ClientContext for LagContext {
     fn stats(&self, stats: Statistics) {
-        for (topic, t) in &stats.topics {
-            for (&partition, p) in &t.partitions {
-                // -1 is librdkafka's "unknown" (not assigned here, or not fetched yet).
-                if partition < 0 || p.consumer_lag_stored < 0 {
-                    continue;
-                }
-                let labels = PartitionLabels {
-                    topic: topic.clone(),
-                    partition,
-                };
-                self.metrics
-                    .consumer_lag
-                    .get_or_create(&labels)
-                    .set(p.consumer_lag_stored);
-            }
+        for (topic, partition, lag) in crate::metrics::stored_lags(&stats) {
+            let labels = PartitionLabels {
+                topic: topic.to_owned(),
+                partition,
+            };
+            self.metrics.consumer_lag.get_or_create(&labels).set(lag);
         }
     }
 }
