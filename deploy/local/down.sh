@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# Stops the local broker started by broker.sh. Its data stays in PostgreSQL.
+# Stops the local Kafka broker (and the fault-test cluster, if one runs) started by the scripts.
+# Their data stays in .local/kafka; PostgreSQL is left running.
 source "$(dirname "$0")/lib.sh"
-if [ -f "$STATE/nisshi.pid" ]; then
-  kill "$(cat "$STATE/nisshi.pid")" 2>/dev/null || true
-  rm -f "$STATE/nisshi.pid"
-  log "broker stopped"
-fi
+"$ROOT/deploy/local/kafka.sh" stop
+if [ -d "$STATE/kafka/cluster" ]; then "$ROOT/deploy/local/kafka-cluster.sh" down; fi

@@ -3,19 +3,23 @@
 # one with apt on a fresh Debian machine. Idempotent.
 source "$(dirname "$0")/lib.sh"
 
-if ! command -v pg_isready >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
-  log "installing PostgreSQL with apt"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql postgresql-client >/dev/null
-fi
-
 if ! port_open "$PG_HOST" "$PG_PORT"; then
-  log "starting PostgreSQL"
-  if command -v pg_ctlcluster >/dev/null 2>&1; then
-    for v in $(ls /etc/postgresql 2>/dev/null); do
-      as_root pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
-    done
+  # The server itself, not only the client tools (pg_isready and psql come without it).
+  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    log "installing PostgreSQL with apt"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-client >/dev/null
   fi
+  # A server without a cluster (installed with policy-rc.d or the cluster dropped): make one.
+  if [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
+    v="$(ls /usr/lib/postgresql | sort -n | tail -1)"
+    log "creating PostgreSQL cluster $v/main"
+    as_root pg_createcluster "$v" main >/dev/null
+  fi
+  log "starting PostgreSQL"
+  pg_lsclusters -h | while read -r v name port status _; do
+    [ "$status" = online ] || as_root pg_ctlcluster --skip-systemctl-redirect "$v" "$name" start || true
+  done
   wait_port "$PG_HOST" "$PG_PORT" PostgreSQL 60
 fi
 
