@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use switchyard_runtime::topics::Replication;
 use switchyard_runtime::{load_config, ConfigError, KafkaSettings};
 
 /// Env var prefix: `SWITCHYARD_DISPATCHER_KAFKA__BOOTSTRAP_SERVERS=...`.
@@ -23,6 +24,10 @@ pub struct DispatcherConfig {
     pub topic_prefix: String,
     /// Partitions of derived retry and dead-letter topics.
     pub retry_partitions: i32,
+    /// Replication of derived retry, dead-letter and replay topics (`[derived_topics]`):
+    /// `replication = -1` (default) takes the broker's default, as does an absent
+    /// `min_insync_replicas`.
+    pub derived_topics: Replication,
     /// How long shutdown waits for in-flight deliveries.
     pub drain_timeout_ms: u64,
     /// Retry policy of subscribers that set none.
@@ -108,6 +113,7 @@ impl Default for DispatcherConfig {
             group_prefix: "switchyard.".into(),
             topic_prefix: "switchyard.".into(),
             retry_partitions: 6,
+            derived_topics: Replication::default(),
             drain_timeout_ms: 10_000,
             retry: RetryPolicy::default(),
             builtin_sink_listen: None,

@@ -72,12 +72,13 @@ pub fn derived_topics(cfg: &DispatcherConfig) -> Vec<TopicSpec> {
     let mut out = Vec::new();
     for s in &cfg.subscribers {
         for tier in 0..cfg.policy(s).tiers_ms.len() {
-            out.push(TopicSpec::new(
-                cfg.retry_topic(&s.name, tier),
-                cfg.retry_partitions,
-            ));
+            out.push(
+                TopicSpec::new(cfg.retry_topic(&s.name, tier), cfg.retry_partitions)
+                    .replicated(&cfg.derived_topics),
+            );
         }
-        let mut dlq = TopicSpec::new(cfg.dead_letter_topic(&s.name), cfg.retry_partitions);
+        let mut dlq = TopicSpec::new(cfg.dead_letter_topic(&s.name), cfg.retry_partitions)
+            .replicated(&cfg.derived_topics);
         dlq.retention_ms = 30 * 24 * 3_600_000;
         out.push(dlq);
     }

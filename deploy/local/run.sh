@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Quick start: the whole system on this machine. Starts PostgreSQL and the broker, builds, then
+# Quick start: the whole system on this machine. Starts PostgreSQL and Apache Kafka (or uses
+# yours: SWITCHYARD_BOOTSTRAP_SERVERS), builds, then
 # runs the ingress, the dispatcher (whose subscriber is a built-in sink that logs every webhook
 # it receives) and deptrans (against local fakes of KRT and its upstream services, on ports
 # 9301-9305) in the foreground. Ctrl-C stops them all.
@@ -9,6 +10,11 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 log "building switchyard (release)"
 cargo build --release -q --bins
+
+# Every service talks to the same Kafka: the local one, or SWITCHYARD_BOOTSTRAP_SERVERS.
+export SWITCHYARD_INGRESS_KAFKA__BOOTSTRAP_SERVERS="$BOOTSTRAP"
+export SWITCHYARD_DISPATCHER_KAFKA__BOOTSTRAP_SERVERS="$BOOTSTRAP"
+export SWITCHYARD_DEPTRANS_KAFKA__BOOTSTRAP_SERVERS="$BOOTSTRAP"
 
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
@@ -46,7 +52,7 @@ cat <<TXT
     $BIN/switchyard subscribers
     $BIN/switchyard attempts local-sink
 
-  Ctrl-C stops everything but the broker and PostgreSQL (deploy/local/down.sh stops the broker).
+  Ctrl-C stops everything but Kafka and PostgreSQL (deploy/local/down.sh stops Kafka).
 
 TXT
 wait -n "${pids[@]}"

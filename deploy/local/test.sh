@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Every check and test of switchyard, as CI runs it: starts PostgreSQL and the broker, checks
+# Every check and test of switchyard, as CI runs it: starts PostgreSQL and Apache Kafka, checks
 # formatting and lints, builds once (release), then runs all tests in parallel against the real
-# broker and PostgreSQL.
+# Kafka and PostgreSQL (the fault tests start a 3-node cluster of their own).
 source "$(dirname "$0")/lib.sh"
 
 "$ROOT/deploy/local/up.sh"

@@ -25,9 +25,12 @@ pub struct TopicSpec {
     /// `delete` or `compact`.
     #[serde(default = "default_cleanup")]
     pub cleanup_policy: String,
-    /// Replication factor; 1 for a single local broker, 3 on a real cluster.
+    /// Replication factor; `-1` (the default) takes the broker's `default.replication.factor`.
     #[serde(default = "default_replication")]
     pub replication: i32,
+    /// `min.insync.replicas` of the topic; absent takes the broker's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_insync_replicas: Option<i32>,
 }
 
 fn default_partitions() -> i32 {
@@ -40,7 +43,7 @@ fn default_cleanup() -> String {
     "delete".into()
 }
 fn default_replication() -> i32 {
-    1
+    -1
 }
 
 impl TopicSpec {
@@ -51,6 +54,34 @@ impl TopicSpec {
             retention_ms: default_retention_ms(),
             cleanup_policy: default_cleanup(),
             replication: default_replication(),
+            min_insync_replicas: None,
+        }
+    }
+
+    /// The same topic with the replication settings of `r`.
+    pub fn replicated(mut self, r: &Replication) -> Self {
+        self.replication = r.replication;
+        self.min_insync_replicas = r.min_insync_replicas;
+        self
+    }
+}
+
+/// Replication of topics a service creates itself (retry tiers, dead letters, replays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Replication {
+    /// Replication factor; `-1` takes the broker's `default.replication.factor`.
+    pub replication: i32,
+    /// `min.insync.replicas`; absent takes the broker's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_insync_replicas: Option<i32>,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Self {
+            replication: default_replication(),
+            min_insync_replicas: None,
         }
     }
 }
@@ -107,17 +138,26 @@ pub async fn ensure_topics(kafka: &KafkaSettings, specs: &[TopicSpec]) -> Result
     }
     let admin: AdminClient<DefaultClientContext> = kafka.admin_config().create()?;
     let retention: Vec<String> = specs.iter().map(|s| s.retention_ms.to_string()).collect();
+    let min_isr: Vec<Option<String>> = specs
+        .iter()
+        .map(|s| s.min_insync_replicas.map(|m| m.to_string()))
+        .collect();
     let new: Vec<NewTopic<'_>> = specs
         .iter()
         .zip(&retention)
-        .map(|(s, r)| {
-            NewTopic::new(
+        .zip(&min_isr)
+        .map(|((s, r), m)| {
+            let t = NewTopic::new(
                 &s.name,
                 s.partitions,
                 TopicReplication::Fixed(s.replication),
             )
             .set("retention.ms", r)
-            .set("cleanup.policy", &s.cleanup_policy)
+            .set("cleanup.policy", &s.cleanup_policy);
+            match m {
+                Some(m) => t.set("min.insync.replicas", m),
+                None => t,
+            }
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

@@ -26,9 +26,10 @@ fn compose_runs_kafka_kraft_postgres_and_the_services() {
         assert!(services.contains_key(s), "compose has no service {s}");
     }
     let kafka = &services["kafka"];
-    assert!(
-        str_at(kafka, "/image", "kafka").starts_with("apache/kafka"),
-        "Apache Kafka image"
+    assert_eq!(
+        str_at(kafka, "/image", "kafka"),
+        format!("apache/kafka:{}", pinned_kafka_version()),
+        "compose runs the Apache Kafka version of deploy/kafka/pom.xml"
     );
     assert_eq!(
         str_at(kafka, "/environment/KAFKA_PROCESS_ROLES", "kafka"),
@@ -117,4 +118,26 @@ fn compose_runs_kafka_kraft_postgres_and_the_services() {
     let proxy = config_of("proxy").expect("proxy config");
     toml::from_str::<toml::Value>(&fs::read_to_string(proxy).unwrap())
         .expect("proxy config is TOML");
+}
+
+/// The Kafka version every test runs against (`deploy/kafka/pom.xml`).
+pub(crate) fn pinned_kafka_version() -> String {
+    let pom = fs::read_to_string(deploy("kafka/pom.xml")).unwrap();
+    let start = pom.find("<kafka.version>").expect("kafka.version in the pom") + 15;
+    let end = start + pom[start..].find('<').unwrap();
+    pom[start..end].trim().to_owned()
+}
+
+#[test]
+fn k8s_names_the_pinned_kafka_version() {
+    let docs = yaml_docs(&deploy("k8s"));
+    let ns = docs
+        .iter()
+        .map(|(_, d)| d)
+        .find(|d| d["kind"] == "Namespace")
+        .expect("a Namespace");
+    assert_eq!(
+        str_at(ns, "/metadata/annotations/switchyard.dev~1kafka-version", "namespace"),
+        pinned_kafka_version()
+    );
 }
