@@ -1,26 +1,59 @@
 #!/usr/bin/env bash
-# Benchmarks of the foundation and mark-notify (prints figures; nothing passes or fails on
-# speed). Results are appended to bench-results/foundation.md. The main figures use the local
-# broker as it runs for users (nisshi, PostgreSQL storage); the ingress is also measured against
-# a second nisshi with in-memory storage on port 9093, to keep the broker's storage out of that
-# figure (labelled as such).
+# Benchmarks: each figure is printed next to a baseline measured in the same run; nothing passes
+# or fails on speed. Measured against the one broker the local setup runs (Apache Kafka, single
+# node, deploy/local/kafka.sh; or yours with SWITCHYARD_BOOTSTRAP_SERVERS) and the local
+# PostgreSQL. Results are appended, under a dated "## Run of ..." header, to
+# bench-results/foundation.md (ingress, dispatcher, mark-notify, end to end),
+# bench-results/operations.md (attempt log) and bench-results/deptrans.md (topic -> queue).
+#
+# SWITCHYARD_BENCH_QUICK=1 runs every bench for a few seconds and writes to .local/bench-quick/
+# instead: a check that the benches work, not figures to keep.
 source "$(dirname "$0")/lib.sh"
 "$ROOT/deploy/local/up.sh"
 cd "$ROOT"
-cargo build --release -q -p integration-tests --bin bench
-OUT="$ROOT/bench-results/foundation.md"
-echo "## Run of $(date -u +%FT%TZ)" >>"$OUT"
+cargo build --release -q -p integration-tests --bin bench --bin deptrans_bench
 
-if ! port_open 127.0.0.1 9093; then
-  nohup nisshi broker --listener-url tcp://127.0.0.1:9093 --advertised-listener-url tcp://127.0.0.1:9093 \
-    --storage-engine memory://nisshi/ --group-initial-rebalance-delay 0s >"$STATE/nisshi-mem.log" 2>&1 &
-  wait_port 127.0.0.1 9093 "nisshi (memory)" 30
+if [ -n "${SWITCHYARD_BOOTSTRAP_SERVERS:-}" ]; then
+  BROKER="${SWITCHYARD_BENCH_BROKER:-your Kafka from SWITCHYARD_BOOTSTRAP_SERVERS}"
+else
+  BROKER="${SWITCHYARD_BENCH_BROKER:-Apache Kafka $(kafka_version), single node, as deploy/local/kafka.sh starts it}"
 fi
-export RUST_LOG=warn
-"$BIN"/bench ingress --out "$OUT"
-SWITCHYARD_TEST_BOOTSTRAP=127.0.0.1:9093 SWITCHYARD_BENCH_BROKER="nisshi with in-memory storage: the broker's storage kept out of the figure" \
-  "$BIN"/bench ingress --out "$OUT"
-"$BIN"/bench dispatch --out "$OUT"
-"$BIN"/bench seen --out "$OUT"
-echo "## Run of $(date -u +%FT%TZ)" >>"$ROOT/bench-results/operations.md"
-"$BIN"/bench attempt-log --out "$ROOT/bench-results/operations.md"
+export SWITCHYARD_BENCH_BROKER="$BROKER" RUST_LOG="${RUST_LOG:-warn}"
+
+if [ "${SWITCHYARD_BENCH_QUICK:-0}" = 1 ]; then
+  RESULTS="$STATE/bench-quick"
+  INGRESS=(--seconds 3) DISPATCH=(--records 20000) SEEN=(--seconds 5) E2E=(--seconds 5)
+  ATTEMPT_LOG=(--records 20000 --rounds 1) DEPTRANS=(--drivers 2000 --rounds 5)
+else
+  RESULTS="$ROOT/bench-results"
+  INGRESS=(--seconds 10) DISPATCH=(--records 200000) SEEN=(--seconds 60) E2E=(--seconds 60)
+  ATTEMPT_LOG=(--records 100000 --rounds 2) DEPTRANS=()
+fi
+mkdir -p "$RESULTS"
+RUN="## Run of $(date -u +%FT%TZ) ($BROKER)"
+log "benchmarks against $BOOTSTRAP ($BROKER); results in $RESULTS"
+
+OUT="$RESULTS/foundation.md"
+printf '%s\n\n' "$RUN" >>"$OUT"
+"$BIN"/bench ingress --concurrency 64 "${INGRESS[@]}" --out "$OUT"
+"$BIN"/bench dispatch --concurrency 256 "${DISPATCH[@]}" --out "$OUT"
+"$BIN"/bench seen --rate 10000 "${SEEN[@]}" --out "$OUT"
+"$BIN"/bench e2e --rate 1000 "${E2E[@]}" --out "$OUT"
+"$BIN"/bench e2e --rate 10000 "${E2E[@]}" --out "$OUT"
+
+OUT="$RESULTS/operations.md"
+printf '%s\n\n' "$RUN" >>"$OUT"
+"$BIN"/bench attempt-log "${ATTEMPT_LOG[@]}" --out "$OUT"
+
+# deptrans_bench prints plain lines: kept verbatim under the run header.
+OUT="$RESULTS/deptrans.md"
+{
+  echo "$RUN"
+  echo
+  echo "\`deptrans_bench ${DEPTRANS[*]}\`; broker: $BOOTSTRAP; PostgreSQL $PG_HOST:$PG_PORT; machine: $(nproc) cores"
+  echo
+  echo '```'
+  "$BIN"/deptrans_bench "${DEPTRANS[@]}"
+  echo '```'
+  echo
+} | tee -a "$OUT"

@@ -1,10 +1,8 @@
 //! A small closed-loop (fixed concurrency) and open-loop (fixed rate) HTTP load generator for
 //! the benchmarks; latencies are recorded per request and summarised as percentiles.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::sync::Mutex;
 
 /// Summary of one load run.
 #[derive(Debug, Clone)]
@@ -12,33 +10,73 @@ pub struct LoadReport {
     pub requests: usize,
     pub ok: usize,
     pub failed: usize,
+    /// From the start of the run to the last answer.
     pub elapsed: Duration,
     pub p50: Duration,
     pub p99: Duration,
+    pub max: Duration,
+    /// Open loop only: the offered rate, requests/s.
+    pub offered: Option<u64>,
+    /// Open loop only: the largest delay from a request's scheduled time to its hand-off to the
+    /// client (the generator falling behind, or `max_in_flight` reached). Latencies include it;
+    /// a large value says the generator, not only the server, could not keep the rate.
+    pub send_lag_max: Duration,
+    /// Open loop: request `i` was due at `scheduled(started, i, rate)`.
+    pub started: Instant,
+}
+
+/// p50, p99 and max of `lat` (sorted in place); zero when empty.
+pub fn percentiles(lat: &mut [Duration]) -> (Duration, Duration, Duration) {
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    (
+        pct(0.50),
+        pct(0.99),
+        lat.last().copied().unwrap_or_default(),
+    )
+}
+
+/// When the open loop's request `i` is due.
+pub fn scheduled(started: Instant, i: u64, rate: u64) -> Instant {
+    started + Duration::from_nanos(i * 1_000_000_000 / rate.max(1))
 }
 
 impl LoadReport {
+    /// Answered 2xx per second over the whole run, the tail of answers included.
     pub fn rate(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn from(mut lat: Vec<Duration>, failed: usize, elapsed: Duration) -> Self {
-        lat.sort_unstable();
-        let pct = |p: f64| {
-            if lat.is_empty() {
-                Duration::ZERO
-            } else {
-                lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)]
-            }
-        };
+    fn from(mut lat: Vec<Duration>, failed: usize, started: Instant) -> Self {
+        let (p50, p99, max) = percentiles(&mut lat);
         Self {
             requests: lat.len() + failed,
             ok: lat.len(),
             failed,
-            elapsed,
-            p50: pct(0.50),
-            p99: pct(0.99),
+            elapsed: started.elapsed(),
+            p50,
+            p99,
+            max,
+            offered: None,
+            send_lag_max: Duration::ZERO,
+            started,
         }
+    }
+}
+
+/// Sends `req`; true on a 2xx. The answer is read to the end so the connection goes back to
+/// the pool (an unread body would make the next request open a new connection).
+async fn post_ok(req: reqwest::RequestBuilder) -> bool {
+    match req.send().await {
+        Ok(r) => {
+            let ok = r.status().is_success();
+            r.bytes().await.is_ok() && ok
+        }
+        Err(_) => false,
     }
 }
 
@@ -68,13 +106,13 @@ pub async fn closed_loop(
             let mut i = w as u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let ok = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body(i))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
+                let ok = post_ok(
+                    client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body(i)),
+                )
+                .await;
                 if ok {
                     lat.push(t.elapsed());
                 } else {
@@ -91,17 +129,22 @@ pub async fn closed_loop(
         all.extend(lat);
         failed += f;
     }
-    LoadReport::from(all, failed, started.elapsed())
+    LoadReport::from(all, failed, started)
 }
 
+/// Extra headers of request `i`.
+pub type HeadersFn = Arc<dyn Fn(u64) -> Vec<(&'static str, String)> + Send + Sync>;
+
 /// Sends `rate` requests per second for `duration` regardless of answers (up to `max_in_flight`
-/// outstanding); latency is measured from each request's scheduled time, so queueing counts.
+/// outstanding). Latency is measured from each request's SCHEDULED time, not from when it was
+/// actually sent, so time spent waiting behind a slow server counts (no coordinated omission).
+/// The timer has millisecond resolution: requests due within one millisecond leave together.
 pub async fn open_loop(
     url: &str,
     rate: u64,
     duration: Duration,
     max_in_flight: usize,
-    headers: Arc<dyn Fn(u64) -> Vec<(&'static str, String)> + Send + Sync>,
+    headers: HeadersFn,
     body: BodyFn,
 ) -> LoadReport {
     let client = reqwest::Client::builder()
@@ -110,14 +153,16 @@ pub async fn open_loop(
         .build()
         .unwrap();
     let sem = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
-    let results = Arc::new(Mutex::new((Vec::new(), 0usize)));
-    let started = Instant::now();
     let total = rate * duration.as_secs();
+    let results = Arc::new(Mutex::new((Vec::with_capacity(total as usize), 0usize)));
+    let mut send_lag_max = Duration::ZERO;
+    let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..total {
-        let scheduled = started + Duration::from_nanos(i * 1_000_000_000 / rate);
-        tokio::time::sleep_until(scheduled.into()).await;
+        let due = scheduled(started, i, rate);
+        tokio::time::sleep_until(due.into()).await;
         let permit = sem.clone().acquire_owned().await.unwrap();
+        send_lag_max = send_lag_max.max(due.elapsed());
         let (client, url, results, body, headers) = (
             client.clone(),
             url.to_owned(),
@@ -133,19 +178,23 @@ pub async fn open_loop(
             for (k, v) in headers(i) {
                 req = req.header(k, v);
             }
-            let ok = req.send().await.is_ok_and(|r| r.status().is_success());
-            let mut r = results.lock().await;
+            let ok = post_ok(req).await;
+            let latency = due.elapsed();
+            drop(permit);
+            let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
             if ok {
-                r.0.push(scheduled.elapsed());
+                r.0.push(latency);
             } else {
                 r.1 += 1;
             }
-            drop(permit);
         });
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
-    let elapsed = started.elapsed();
-    let (lat, failed) = std::mem::take(&mut *results.lock().await);
-    LoadReport::from(lat, failed, elapsed)
+    let (lat, failed) = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
+    LoadReport {
+        offered: Some(rate),
+        send_lag_max,
+        ..LoadReport::from(lat, failed, started)
+    }
 }
