@@ -1,6 +1,7 @@
 //! Test harness: starts switchyard services in-process on port 0 against the real broker and
 //! PostgreSQL, plays subscribers with real HTTP servers, and reads topics back.
 
+pub mod cluster;
 pub mod deptrans_fakes;
 pub mod fake_http;
 pub mod kafka;
@@ -14,7 +15,8 @@ use switchyard_runtime::{KafkaSettings, Shutdown};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// Bootstrap servers of the test broker (`deploy/local/broker.sh` starts it).
+/// Bootstrap servers of the test Kafka (`deploy/local/kafka.sh` starts it; `deploy/local/lib.sh`
+/// sets `SWITCHYARD_TEST_BOOTSTRAP` from `SWITCHYARD_BOOTSTRAP_SERVERS`).
 pub fn bootstrap() -> String {
     std::env::var("SWITCHYARD_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
