@@ -123,7 +123,10 @@ fn compose_runs_kafka_kraft_postgres_and_the_services() {
 /// The Kafka version every test runs against (`deploy/kafka/pom.xml`).
 pub(crate) fn pinned_kafka_version() -> String {
     let pom = fs::read_to_string(deploy("kafka/pom.xml")).unwrap();
-    let start = pom.find("<kafka.version>").expect("kafka.version in the pom") + 15;
+    let start = pom
+        .find("<kafka.version>")
+        .expect("kafka.version in the pom")
+        + 15;
     let end = start + pom[start..].find('<').unwrap();
     pom[start..end].trim().to_owned()
 }
@@ -137,7 +140,11 @@ fn k8s_names_the_pinned_kafka_version() {
         .find(|d| d["kind"] == "Namespace")
         .expect("a Namespace");
     assert_eq!(
-        str_at(ns, "/metadata/annotations/switchyard.dev~1kafka-version", "namespace"),
+        str_at(
+            ns,
+            "/metadata/annotations/switchyard.dev~1kafka-version",
+            "namespace"
+        ),
         pinned_kafka_version()
     );
 }
