@@ -75,13 +75,19 @@ ensure_kafka_jars() {
   local stamp="$KAFKA_LIB/.pom.sha256" want
   want="$(sha256sum "$KAFKA_DIR/pom.xml" | cut -d' ' -f1)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  # One fetch at a time (parallel tests may call ktool at once): wait for the other one.
+  mkdir -p "$STATE/kafka"
+  exec 9>"$STATE/kafka/.fetch.lock"
+  flock 9
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then flock -u 9; return 0; fi
   log "fetching Apache Kafka $(kafka_version) jars from Maven Central into .local/kafka/lib"
   rm -rf "$KAFKA_LIB"
   mkdir -p "$KAFKA_LIB"
   mvn -B -q -f "$KAFKA_DIR/pom.xml" \
     org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIB" >&2
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIB" -Dstyle.color=never >&2
   echo "$want" >"$stamp"
+  flock -u 9
 }
 
 # Runs one of Kafka's tools: ktool <main class> [args...]

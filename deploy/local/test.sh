@@ -5,6 +5,9 @@
 source "$(dirname "$0")/lib.sh"
 
 "$ROOT/deploy/local/up.sh"
+# Kafka's own tools (the Kafka-tools test) and the 3-node cluster of the fault tests run from
+# these jars, also when SWITCHYARD_BOOTSTRAP_SERVERS names your Kafka.
+ensure_kafka_jars
 cd "$ROOT"
 ensure_cargo
 if ! cargo nextest --version >/dev/null 2>&1; then
