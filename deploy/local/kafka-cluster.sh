@@ -37,6 +37,11 @@ prepare() {
 start_node() {
   local n=$1
   if running "$n"; then return 0; fi
+  if port_open 127.0.0.1 "${n}9092" || port_open 127.0.0.1 "${n}9093"; then
+    log "port ${n}9092 or ${n}9093 is taken by a process this checkout did not start (another" \
+      "checkout's cluster? stop it with its deploy/local/kafka-cluster.sh down)"
+    return 1
+  fi
   kafka_start "$(node_dir "$n")" "$HEAP"
 }
 
