@@ -76,7 +76,10 @@ async fn console_consumer_reads_what_the_ingress_published() {
     .unwrap();
     // The envelope is protobuf; its string fields (the event id) are readable in the dump.
     assert!(out.contains(&event_id), "event id not in: {out}");
-    assert!(out.contains("sy-event-type:uid.bind"), "headers not in: {out}");
+    assert!(
+        out.contains("sy-event-type:uid.bind"),
+        "headers not in: {out}"
+    );
     ingress.stop().await.unwrap();
 }
 
@@ -84,7 +87,13 @@ async fn console_consumer_reads_what_the_ingress_published() {
 fn group_offsets(group: &str, topic: &str) -> BTreeMap<i32, (i64, i64)> {
     let out = ktool(
         "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
-        &["--bootstrap-server", &bootstrap(), "--describe", "--group", group],
+        &[
+            "--bootstrap-server",
+            &bootstrap(),
+            "--describe",
+            "--group",
+            group,
+        ],
     );
     // GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG CONSUMER-ID HOST CLIENT-ID
     out.lines()
@@ -132,10 +141,16 @@ async fn consumer_group_command_shows_the_dispatcher_group_drained() {
     };
     assert_eq!(offsets.len(), 3, "one row per partition: {offsets:?}");
     for (p, (current, end)) in &offsets {
-        assert_eq!(current, end, "partition {p}: committed offset below the high watermark");
+        assert_eq!(
+            current, end,
+            "partition {p}: committed offset below the high watermark"
+        );
     }
     let total: i64 = offsets.values().map(|(_, end)| end).sum();
-    assert_eq!(total, N as i64, "every published record counted: {offsets:?}");
+    assert_eq!(
+        total, N as i64,
+        "every published record counted: {offsets:?}"
+    );
     dispatcher.stop().await.unwrap();
     ingress.stop().await.unwrap();
 }

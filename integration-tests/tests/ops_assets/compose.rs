@@ -105,14 +105,15 @@ fn compose_runs_kafka_kraft_postgres_and_the_services() {
     {
         std::env::set_var(k, v);
     }
-    let ingress =
-        producers::IngressConfig::load(config_of("ingress").as_deref()).expect("ingress config");
+    let ingress = switchyard_ingress::IngressConfig::load(config_of("ingress").as_deref())
+        .expect("ingress config");
     assert_eq!(ingress.kafka.bootstrap_servers, "kafka:29092");
     assert_eq!(ingress.listen, "0.0.0.0:8080");
-    let dispatcher = consumers::DispatcherConfig::load(config_of("dispatcher").as_deref())
-        .expect("dispatcher config");
+    let dispatcher =
+        switchyard_dispatcher::DispatcherConfig::load(config_of("dispatcher").as_deref())
+            .expect("dispatcher config");
     assert_eq!(dispatcher.kafka.bootstrap_servers, "kafka:29092");
-    let deptrans = consumers::deptrans::DeptransConfig::load(config_of("deptrans").as_deref())
+    let deptrans = switchyard_deptrans::DeptransConfig::load(config_of("deptrans").as_deref())
         .expect("deptrans config");
     assert!(deptrans.postgres.url.contains("@postgres:5432/"));
     let proxy = config_of("proxy").expect("proxy config");
@@ -123,7 +124,10 @@ fn compose_runs_kafka_kraft_postgres_and_the_services() {
 /// The Kafka version every test runs against (`deploy/kafka/pom.xml`).
 pub(crate) fn pinned_kafka_version() -> String {
     let pom = fs::read_to_string(deploy("kafka/pom.xml")).unwrap();
-    let start = pom.find("<kafka.version>").expect("kafka.version in the pom") + 15;
+    let start = pom
+        .find("<kafka.version>")
+        .expect("kafka.version in the pom")
+        + 15;
     let end = start + pom[start..].find('<').unwrap();
     pom[start..end].trim().to_owned()
 }
@@ -137,7 +141,11 @@ fn k8s_names_the_pinned_kafka_version() {
         .find(|d| d["kind"] == "Namespace")
         .expect("a Namespace");
     assert_eq!(
-        str_at(ns, "/metadata/annotations/switchyard.dev~1kafka-version", "namespace"),
+        str_at(
+            ns,
+            "/metadata/annotations/switchyard.dev~1kafka-version",
+            "namespace"
+        ),
         pinned_kafka_version()
     );
 }
