@@ -171,8 +171,9 @@ fn code_lines(dir: &Path, top: bool) -> usize {
         let name = e.file_name().to_string_lossy().into_owned();
         if path.is_dir() {
             let nested_package = path.join("Cargo.toml").exists();
-            let skipped = matches!(name.as_str(), "tests" | "benches" | "target" | ".git");
-            if !(skipped && top) && !nested_package && !name.starts_with('.') {
+            let skipped = top && matches!(name.as_str(), "tests" | "benches" | "target");
+            let hidden = name.starts_with('.');
+            if !(skipped || nested_package || hidden) {
                 n += code_lines(&path, false);
             }
         } else if name.ends_with(".rs") {
@@ -193,7 +194,7 @@ fn sizes(pkgs: &[Package]) -> Vec<(String, usize)> {
         .filter(|p| p.name != EVERYTHING)
         .map(|p| (p.name.clone(), code_lines(&p.dir, true)))
         .collect();
-    out.sort_by(|a, b| b.1.cmp(&a.1));
+    out.sort_by_key(|s| std::cmp::Reverse(s.1));
     out
 }
 
