@@ -17,7 +17,7 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release -p proxy --bins
+cargo build --release -p switchyard-proxy --bins
 PROXY_BIN=$TARGET_DIR/release/switchyard-proxy
 BENCH_BIN=$TARGET_DIR/release/proxy-bench
 

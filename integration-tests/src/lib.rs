@@ -60,18 +60,18 @@ impl Running {
 }
 
 pub async fn start_ingress(
-    config: producers::IngressConfig,
+    config: switchyard_ingress::IngressConfig,
     config_file: Option<PathBuf>,
 ) -> anyhow::Result<Running> {
     switchyard_runtime::telemetry::init_tracing("test");
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let publisher = producers::Publisher::kafka(&config.kafka, "test-ingress")?;
-    let state = producers::AppState::new(config, publisher)?;
+    let publisher = switchyard_ingress::Publisher::kafka(&config.kafka, "test-ingress")?;
+    let state = switchyard_ingress::AppState::new(config, publisher)?;
     let shutdown = Shutdown::new();
     let s = shutdown.clone();
     let join = tokio::spawn(async move {
-        producers::run(state, config_file, listener, s).await?;
+        switchyard_ingress::run(state, config_file, listener, s).await?;
         Ok(())
     });
     Ok(Running {
@@ -81,7 +81,9 @@ pub async fn start_ingress(
     })
 }
 
-pub async fn start_dispatcher(config: consumers::DispatcherConfig) -> anyhow::Result<Running> {
+pub async fn start_dispatcher(
+    config: switchyard_dispatcher::DispatcherConfig,
+) -> anyhow::Result<Running> {
     switchyard_runtime::telemetry::init_tracing("test");
     config.validate()?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -89,7 +91,7 @@ pub async fn start_dispatcher(config: consumers::DispatcherConfig) -> anyhow::Re
     let shutdown = Shutdown::new();
     let s = shutdown.clone();
     let join = tokio::spawn(async move {
-        consumers::run(config, listener, s).await?;
+        switchyard_dispatcher::run(config, listener, s).await?;
         Ok(())
     });
     Ok(Running {
@@ -100,8 +102,8 @@ pub async fn start_dispatcher(config: consumers::DispatcherConfig) -> anyhow::Re
 }
 
 /// Ingress config pointing at the test broker and `topic`.
-pub fn ingress_config(topic: &str) -> producers::IngressConfig {
-    let mut cfg = producers::IngressConfig {
+pub fn ingress_config(topic: &str) -> switchyard_ingress::IngressConfig {
+    let mut cfg = switchyard_ingress::IngressConfig {
         kafka: kafka_settings(),
         ..Default::default()
     };
@@ -111,16 +113,16 @@ pub fn ingress_config(topic: &str) -> producers::IngressConfig {
 
 /// Dispatcher config with unique group/topic prefixes and short retry tiers for tests.
 pub fn dispatcher_config(
-    subscribers: Vec<consumers::config::SubscriberConfig>,
-) -> consumers::DispatcherConfig {
+    subscribers: Vec<switchyard_dispatcher::config::SubscriberConfig>,
+) -> switchyard_dispatcher::DispatcherConfig {
     let prefix = unique("sy");
-    consumers::DispatcherConfig {
+    switchyard_dispatcher::DispatcherConfig {
         kafka: kafka_settings(),
         group_prefix: format!("{prefix}.g."),
         topic_prefix: format!("{prefix}."),
         retry_partitions: 2,
         drain_timeout_ms: 5_000,
-        retry: consumers::config::RetryPolicy {
+        retry: switchyard_dispatcher::config::RetryPolicy {
             in_process_attempts: 2,
             initial_backoff_ms: 20,
             max_backoff_ms: 100,
@@ -133,18 +135,24 @@ pub fn dispatcher_config(
 }
 
 /// An HTTP subscriber of `topic` posting to `url`.
-pub fn http_subscriber(name: &str, topic: &str, url: &str) -> consumers::config::SubscriberConfig {
-    consumers::config::SubscriberConfig {
+pub fn http_subscriber(
+    name: &str,
+    topic: &str,
+    url: &str,
+) -> switchyard_dispatcher::config::SubscriberConfig {
+    switchyard_dispatcher::config::SubscriberConfig {
         name: name.to_owned(),
         topics: vec![topic.to_owned()],
         event_types: Vec::new(),
         tags: Vec::new(),
-        target: consumers::config::Target::Http(consumers::config::HttpTarget {
-            url: url.to_owned(),
-            timeout_ms: 2_000,
-            headers: Default::default(),
-            secret: None,
-        }),
+        target: switchyard_dispatcher::config::Target::Http(
+            switchyard_dispatcher::config::HttpTarget {
+                url: url.to_owned(),
+                timeout_ms: 2_000,
+                headers: Default::default(),
+                secret: None,
+            },
+        ),
         max_attempts: None,
         concurrency: 8,
         retry: None,
@@ -166,8 +174,9 @@ pub async fn fresh_database(prefix: &str) -> anyhow::Result<String> {
 }
 
 /// Attempt log settings for tests: a fresh database, flushed every 50 ms.
-pub async fn attempt_log_config() -> anyhow::Result<consumers::config::AttemptLogConfig> {
-    Ok(consumers::config::AttemptLogConfig {
+pub async fn attempt_log_config() -> anyhow::Result<switchyard_dispatcher::config::AttemptLogConfig>
+{
+    Ok(switchyard_dispatcher::config::AttemptLogConfig {
         database_url: fresh_database("switchyard_admin_test").await?,
         keep_per_subscriber: 1_000,
         retention_hours: 72,

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use consumers::admin_client::{AdminClient, ClientError};
-use consumers::replay::{DeadLetterSelection, ReplaySource, TopicSelection};
 use integration_tests::fake_http::{FakeSubscriber, Script};
 use integration_tests::kafka::create_topic;
 use integration_tests::*;
 use serde_json::{json, Value};
+use switchyard_cli::client::{AdminClient, ClientError};
+use switchyard_dispatcher::replay::{DeadLetterSelection, ReplaySource, TopicSelection};
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "test-admin-token-0123456789";

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use consumers::attempt_log::{self, AttemptRow};
 use prometheus_client::metrics::counter::Counter;
+use switchyard_dispatcher::attempt_log::{self, AttemptRow};
 use tokio_util::sync::CancellationToken;
 
 fn row(subscriber: &str, n: i32, age_hours: i64) -> AttemptRow {
@@ -25,7 +25,7 @@ fn row(subscriber: &str, n: i32, age_hours: i64) -> AttemptRow {
 #[tokio::test]
 async fn attempts_are_written_in_batches_and_trimmed() {
     let cfg = integration_tests::attempt_log_config().await.unwrap();
-    let pool = consumers::pg::pool(&cfg.database_url, 2).unwrap();
+    let pool = switchyard_runtime::pg::pool(&cfg.database_url, 2).unwrap();
     let (dropped, written) = (Counter::default(), Counter::default());
     let stop = CancellationToken::new();
     let (log, task) = attempt_log::start(

@@ -9,13 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use consumers::deptrans::cache::Caches;
-use consumers::deptrans::consumer::{self, StatusEvent};
-use consumers::deptrans::krt::{KrtClient, KrtStatus, StatusItem, TokenStore};
-use consumers::deptrans::metrics::DeptransMetrics;
-use consumers::deptrans::sender::Sender;
-use consumers::deptrans::upstream::Upstream;
-use consumers::deptrans::{db, DeptransConfig};
 use events::v1::{envelope::Payload, DriverStatus, DriverStatusKind};
 use events::{event_type, Envelope};
 use integration_tests::deptrans_fakes::Fakes;
@@ -24,6 +17,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
+use switchyard_deptrans::cache::Caches;
+use switchyard_deptrans::consumer::{self, StatusEvent};
+use switchyard_deptrans::krt::{KrtClient, KrtStatus, StatusItem, TokenStore};
+use switchyard_deptrans::metrics::DeptransMetrics;
+use switchyard_deptrans::sender::Sender;
+use switchyard_deptrans::upstream::Upstream;
+use switchyard_deptrans::{db, DeptransConfig};
 use switchyard_runtime::Shutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -241,7 +241,7 @@ async fn refuses_to_start_without_caches_and_serves_stale_data_later() {
     cfg.consumer.enabled = false;
     cfg.upstream.cache_startup_timeout_ms = 1_000;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let err = consumers::deptrans::run(cfg.clone(), listener, Shutdown::new())
+    let err = switchyard_deptrans::run(cfg.clone(), listener, Shutdown::new())
         .await
         .expect_err("must refuse");
     let msg = err.to_string();
@@ -402,7 +402,7 @@ async fn retention_deletes_only_old_session_history_in_batches() {
     )
     .await
     .expect("seed");
-    let deleted = consumers::deptrans::retention::purge(&sender.pool, 7, 4)
+    let deleted = switchyard_deptrans::retention::purge(&sender.pool, 7, 4)
         .await
         .expect("purge");
     assert_eq!(deleted, 25 + 5 + 1);

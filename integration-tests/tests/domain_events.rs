@@ -6,9 +6,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use consumers::idempotent::{self, Event, IdempotentConsumer};
-use consumers::outbox::{self, Relay};
-use consumers::task_tracker::{self as tt, Topics};
 use events::v1::envelope::Payload;
 use events::Envelope;
 use integration_tests::fake_http::{FakeSubscriber, Script};
@@ -17,12 +14,15 @@ use integration_tests::*;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::Message as _;
 use serde_json::{json, Value};
+use switchyard_idempotent::{self as idempotent, Event, IdempotentConsumer};
+use switchyard_outbox::{self as outbox, Relay};
+use switchyard_task_tracker::{self as tt, Topics};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 #[allow(dead_code)]
-#[path = "../../consumers/examples/produce_envelope.rs"]
+#[path = "../../producers/outbox/examples/produce_envelope.rs"]
 mod produce_example;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -263,6 +263,7 @@ async fn v1_subscribers_receive_v2_events_in_a_compatible_form() {
 async fn service_db(schema: &str, sql: &str) -> Client {
     let mut c = idempotent::connect(&pg_url(), schema).await.unwrap();
     idempotent::migrate(&mut c, schema).await.unwrap();
+    outbox::migrate(&mut c, schema).await.unwrap();
     c.batch_execute(sql).await.unwrap();
     c
 }

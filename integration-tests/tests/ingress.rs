@@ -139,7 +139,7 @@ async fn kill_switch_reloads_without_restart() {
         .unwrap();
     };
     write(false);
-    let cfg = producers::IngressConfig::load(Some(&file)).unwrap();
+    let cfg = switchyard_ingress::IngressConfig::load(Some(&file)).unwrap();
     let ingress = start_ingress(cfg, Some(file.clone())).await.unwrap();
     let url = ingress.url("/v1/uid-notify");
     let body = r#"{"portal_uid":1,"phonish_uid":2,"event_type":"bind"}"#;

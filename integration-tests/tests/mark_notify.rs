@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use consumers::config::MarkNotifySection;
 use events::v1::{AnonymousSeenRecord, ClientSeenRecord, DriverSeenRecord};
 use integration_tests::fake_http::{FakeSubscriber, Script};
 use integration_tests::kafka::{create_topic, header, read};
@@ -12,6 +11,7 @@ use integration_tests::*;
 use prost::Message as _;
 use rdkafka::Message as _;
 use serde_json::{json, Value};
+use switchyard_dispatcher::config::MarkNotifySection;
 
 const WAIT: Duration = Duration::from_secs(30);
 const SEEN: &str = "/4.0/mark-notify/v1/seen";

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use consumers::admin;
-use consumers::replay::{replay, DeadLetterSelection, ReplaySource};
 use integration_tests::fake_http::{FakeSubscriber, Script};
 use integration_tests::kafka::{create_topic, read};
 use integration_tests::*;
 use serde_json::json;
+use switchyard_cli::records;
+use switchyard_dispatcher::admin;
+use switchyard_dispatcher::replay::{replay, DeadLetterSelection, ReplaySource};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -84,7 +85,7 @@ fn all_dead_letters() -> ReplaySource {
 async fn produced_json_events_decode_for_tail() {
     let topic = unique("ops-tail");
     create_topic(&topic, 1).await.unwrap();
-    let id = admin::produce_json(
+    let id = records::produce_json(
         &kafka_settings(),
         &topic,
         "user-1",
@@ -95,7 +96,7 @@ async fn produced_json_events_decode_for_tail() {
     .await
     .unwrap();
     let records = read(&topic, 1, WAIT).await.unwrap();
-    let line = admin::record_json(&records[0]);
+    let line = records::record_json(&records[0]);
     assert_eq!(line["key"], "user-1");
     assert_eq!(line["headers"]["sy-event-type"], "users.user_created");
     assert_eq!(line["value"]["event_id"], id.as_str());
@@ -104,6 +105,6 @@ async fn produced_json_events_decode_for_tail() {
         line["value"]["payload"]["json"],
         json!({"user_id": "u-1", "role": "worker"})
     );
-    let bad = admin::produce_json(&kafka_settings(), &topic, "k", "t", 1, "{not json").await;
+    let bad = records::produce_json(&kafka_settings(), &topic, "k", "t", 1, "{not json").await;
     assert!(matches!(bad, Err(admin::AdminError::Json(_))));
 }

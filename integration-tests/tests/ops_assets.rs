@@ -302,15 +302,15 @@ fn k8s_manifests_are_complete_and_consistent() {
         fs::write(&file, local).unwrap();
         match name.as_str() {
             "switchyard-ingress" => {
-                producers::IngressConfig::load(Some(&file))
+                switchyard_ingress::IngressConfig::load(Some(&file))
                     .unwrap_or_else(|e| panic!("{key}: {e}"));
             }
             "switchyard-dispatcher" => {
-                consumers::DispatcherConfig::load(Some(&file))
+                switchyard_dispatcher::DispatcherConfig::load(Some(&file))
                     .unwrap_or_else(|e| panic!("{key}: {e}"));
             }
             "switchyard-deptrans" => {
-                consumers::deptrans::DeptransConfig::load(Some(&file))
+                switchyard_deptrans::DeptransConfig::load(Some(&file))
                     .unwrap_or_else(|e| panic!("{key}: {e}"));
             }
             // Parsed as TOML above; ProxyConfig lives in a crate this one does not depend on.
@@ -541,7 +541,7 @@ async fn dashboard_and_alerts_reference_only_exported_metrics() {
     ingress.stop().await.expect("ingress stops");
     dispatcher.stop().await.expect("dispatcher stops");
 
-    let deptrans = consumers::deptrans::metrics::DeptransMetrics::default();
+    let deptrans = switchyard_deptrans::metrics::DeptransMetrics::default();
     exported.extend(exported_from_text(&switchyard_runtime::metrics::render(
         &deptrans.registry,
     )));

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use producers::domain_events::Registry;
 use serde_json::Value;
+use switchyard_ingress::domain_events::Registry;
 
 /// Why `new` cannot replace `old`: removed or retyped fields, new required fields. Only the
 /// top-level object is compared (every shipped schema is flat); nested schemas must be equal.

@@ -4,11 +4,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use consumers::sign::SigningKey;
 use integration_tests::fake_http::{FakeSubscriber, Script};
 use integration_tests::kafka::{create_topic, header, read};
 use integration_tests::*;
 use serde_json::{json, Value};
+use switchyard_dispatcher::sign::SigningKey;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -36,7 +36,7 @@ async fn bind_is_delivered_with_body_token_and_valid_signature() {
     let sub = FakeSubscriber::start(Script::Ok).await.unwrap();
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let mut s = http_subscriber("signed", &topic, &sub.url("/hook"));
-    if let consumers::config::Target::Http(h) = &mut s.target {
+    if let switchyard_dispatcher::config::Target::Http(h) = &mut s.target {
         h.secret = Some(secret.into());
         h.headers.insert("x-team".into(), "ids".into());
     }

@@ -2,17 +2,31 @@
 //! exchanges our phone id for the partner's user id, adds the partner's API key and a signed
 //! JWT, checks the partner's callback tokens, and refuses anything that could make it talk
 //! to a host that is not a configured backend.
+//!
+//! # Layout
+//!
+//! - [`config`]: `ProxyConfig` (backends, identity, API keys, secrets).
+//! - `guard`: what a request must satisfy before routing; `framing`: request-smuggling
+//!   detection below hyper.
+//! - `identity`: our phone id to the partner's user id; `jwt`: partner tokens, signed and
+//!   checked.
+//! - `forward`: header hygiene and the forwarding of one request; `client`: the one HTTP
+//!   client to backends; `body`: the one streamed body type.
+//! - `error`: the one mapping from errors to HTTP; `metrics`: every metric the proxy exports.
+//! - [`run`] / [`serve`]: routing by `x-api-tag` under graceful shutdown.
+//!
+//! No Kafka here: the proxy takes `switchyard-runtime` without its `kafka` feature.
 
-pub mod body;
-pub mod client;
+mod body;
+mod client;
 pub mod config;
-pub mod error;
-pub mod forward;
-pub mod framing;
-pub mod guard;
-pub mod identity;
-pub mod jwt;
-pub mod metrics;
+mod error;
+mod forward;
+mod framing;
+mod guard;
+mod identity;
+mod jwt;
+mod metrics;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

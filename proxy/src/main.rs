@@ -1,10 +1,10 @@
-//! `switchyard-proxy`: parses flags and config, then hands over to `proxy::run`.
+//! `switchyard-proxy`: parses flags and config, then hands over to `switchyard_proxy::run`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use proxy::ProxyConfig;
+use switchyard_proxy::ProxyConfig;
 use switchyard_runtime::{telemetry, Shutdown};
 
 #[derive(Parser)]
@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
     telemetry::init_tracing("proxy");
     let config = ProxyConfig::load(args.config.as_deref())?;
     if args.check {
-        proxy::ProxyState::new(&config)?;
+        switchyard_proxy::ProxyState::new(&config)?;
         println!("config ok: {} backend(s)", config.backends.len());
         return Ok(());
     }
@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        proxy::run(config, listener, Shutdown::on_signals()).await?;
+        switchyard_proxy::run(config, listener, Shutdown::on_signals()).await?;
         anyhow::Ok(())
     });
     telemetry::shutdown_tracing();

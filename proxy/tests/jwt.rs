@@ -10,10 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use common::*;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use proxy::config::{
+use serde_json::json;
+use switchyard_proxy::config::{
     CallbackConfig, IdentityConfig, JwtAlg, JwtSignConfig, Secret, VerifyKeyConfig,
 };
-use serde_json::json;
 
 const HS_SECRET: &str = "hs256-shared-secret-for-tests-0123456789";
 const PARTNER_HS_SECRET: &str = "partner-callback-secret-0123456789abcd";

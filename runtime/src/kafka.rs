@@ -90,3 +90,16 @@ impl KafkaSettings {
         self.with_extra(self.base("admin"))
     }
 }
+
+/// `(topic, partition, lag)` of every partition this consumer knows a stored-offset lag for,
+/// from librdkafka's statistics; -1 ("unknown": not assigned here, or not fetched yet) is left out.
+pub fn stored_lags(
+    stats: &rdkafka::statistics::Statistics,
+) -> impl Iterator<Item = (&str, i32, i64)> {
+    stats.topics.iter().flat_map(|(topic, t)| {
+        t.partitions
+            .iter()
+            .filter(|(&partition, p)| partition >= 0 && p.consumer_lag_stored >= 0)
+            .map(move |(&partition, p)| (topic.as_str(), partition, p.consumer_lag_stored))
+    })
+}

@@ -193,9 +193,11 @@ async fn ingress(out: &mut String, concurrency: usize, seconds: u64) -> anyhow::
     let bare = {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let state =
-            producers::AppState::new(ingress_config(&topic), producers::Publisher::Discard)?;
-        tokio::spawn(producers::run(
+        let state = switchyard_ingress::AppState::new(
+            ingress_config(&topic),
+            switchyard_ingress::Publisher::Discard,
+        )?;
+        tokio::spawn(switchyard_ingress::run(
             state,
             None,
             listener,
@@ -360,7 +362,7 @@ async fn deliver_backlog(
     topic: &str,
     n: u64,
     concurrency: usize,
-    attempt_log: Option<consumers::config::AttemptLogConfig>,
+    attempt_log: Option<switchyard_dispatcher::config::AttemptLogConfig>,
 ) -> anyhow::Result<(u64, Duration, u64)> {
     sink.reset();
     let mut sub = http_subscriber("bench", topic, &sink.url);
@@ -389,16 +391,19 @@ async fn bare_client(
     concurrency: usize,
 ) -> anyhow::Result<(u64, Duration)> {
     sink.reset();
-    let consumers::config::Target::Http(target) =
+    let switchyard_dispatcher::config::Target::Http(target) =
         http_subscriber("bench", "unused", &sink.url).target
     else {
         anyhow::bail!("http_subscriber made a non-HTTP target");
     };
-    let client = consumers::http_target::HttpSink::new(&target, concurrency)?;
+    let client = switchyard_dispatcher::http_target::HttpSink::new(&target, concurrency)?;
     let mut bodies = Vec::with_capacity(n as usize);
     for i in 0..n {
         let env = backlog_envelope(i);
-        bodies.push((env.event_id.clone(), consumers::render::render_http(&env)?));
+        bodies.push((
+            env.event_id.clone(),
+            switchyard_dispatcher::render::render_http(&env)?,
+        ));
     }
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicU64::new(0));
@@ -431,7 +436,7 @@ async fn attempt_log(
     create_topic(&topic, 6).await?;
     produce_backlog(&topic, n).await?;
     // The shipped defaults (buffer, batch size, flush interval), in a database of its own.
-    let log_cfg = consumers::config::AttemptLogConfig {
+    let log_cfg = switchyard_dispatcher::config::AttemptLogConfig {
         database_url: fresh_database("switchyard_bench").await?,
         ..toml::from_str("database_url = ''")?
     };
@@ -574,7 +579,7 @@ async fn seen(out: &mut String, rate: u64, seconds: u64) -> anyhow::Result<()> {
     icfg.mark_notify.integrations_file = Some(file.clone());
     let ingress = start_ingress(icfg, None).await?;
     let mut dcfg = dispatcher_config(Vec::new());
-    dcfg.mark_notify = Some(consumers::config::MarkNotifySection {
+    dcfg.mark_notify = Some(switchyard_dispatcher::config::MarkNotifySection {
         topic: marks,
         integrations_file: file,
     });

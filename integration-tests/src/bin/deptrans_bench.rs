@@ -9,17 +9,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use consumers::deptrans::cache::Caches;
-use consumers::deptrans::krt::{KrtClient, TokenStore};
-use consumers::deptrans::metrics::DeptransMetrics;
-use consumers::deptrans::sender::Sender;
-use consumers::deptrans::upstream::Upstream;
-use consumers::deptrans::{db, DeptransConfig};
 use events::v1::{envelope::Payload, DriverStatus, DriverStatusKind};
 use events::{event_type, Envelope};
 use integration_tests::deptrans_fakes::Fakes;
 use integration_tests::{kafka, kafka_settings, unique};
 use rdkafka::producer::FutureRecord;
+use switchyard_deptrans::cache::Caches;
+use switchyard_deptrans::krt::{KrtClient, TokenStore};
+use switchyard_deptrans::metrics::DeptransMetrics;
+use switchyard_deptrans::sender::Sender;
+use switchyard_deptrans::upstream::Upstream;
+use switchyard_deptrans::{db, DeptransConfig};
 use switchyard_runtime::Shutdown;
 
 #[derive(Parser)]
@@ -139,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let shutdown = Shutdown::new();
     let started = Instant::now();
-    let svc = tokio::spawn(consumers::deptrans::run(
+    let svc = tokio::spawn(switchyard_deptrans::run(
         cfg.clone(),
         listener,
         shutdown.clone(),

@@ -9,13 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use consumers::deptrans::cache::Caches;
-use consumers::deptrans::consumer::{self, StatusEvent};
-use consumers::deptrans::krt::{KrtClient, KrtStatus, StatusItem, TokenStore};
-use consumers::deptrans::metrics::DeptransMetrics;
-use consumers::deptrans::sender::Sender;
-use consumers::deptrans::upstream::Upstream;
-use consumers::deptrans::{db, DeptransConfig};
 use events::v1::{envelope::Payload, DriverStatus, DriverStatusKind};
 use events::{event_type, Envelope};
 use integration_tests::deptrans_fakes::Fakes;
@@ -24,6 +17,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
+use switchyard_deptrans::cache::Caches;
+use switchyard_deptrans::consumer::{self, StatusEvent};
+use switchyard_deptrans::krt::{KrtClient, KrtStatus, StatusItem, TokenStore};
+use switchyard_deptrans::metrics::DeptransMetrics;
+use switchyard_deptrans::sender::Sender;
+use switchyard_deptrans::upstream::Upstream;
+use switchyard_deptrans::{db, DeptransConfig};
 use switchyard_runtime::Shutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -198,7 +198,7 @@ pub async fn start(cfg: DeptransConfig) -> Service {
     let shutdown = Shutdown::new();
     let s = shutdown.clone();
     let join = tokio::spawn(async move {
-        consumers::deptrans::run(cfg, listener, s)
+        switchyard_deptrans::run(cfg, listener, s)
             .await
             .map_err(|e| e.to_string())
     });

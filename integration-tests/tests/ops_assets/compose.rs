@@ -105,14 +105,15 @@ fn compose_runs_kafka_kraft_postgres_and_the_services() {
     {
         std::env::set_var(k, v);
     }
-    let ingress =
-        producers::IngressConfig::load(config_of("ingress").as_deref()).expect("ingress config");
+    let ingress = switchyard_ingress::IngressConfig::load(config_of("ingress").as_deref())
+        .expect("ingress config");
     assert_eq!(ingress.kafka.bootstrap_servers, "kafka:29092");
     assert_eq!(ingress.listen, "0.0.0.0:8080");
-    let dispatcher = consumers::DispatcherConfig::load(config_of("dispatcher").as_deref())
-        .expect("dispatcher config");
+    let dispatcher =
+        switchyard_dispatcher::DispatcherConfig::load(config_of("dispatcher").as_deref())
+            .expect("dispatcher config");
     assert_eq!(dispatcher.kafka.bootstrap_servers, "kafka:29092");
-    let deptrans = consumers::deptrans::DeptransConfig::load(config_of("deptrans").as_deref())
+    let deptrans = switchyard_deptrans::DeptransConfig::load(config_of("deptrans").as_deref())
         .expect("deptrans config");
     assert!(deptrans.postgres.url.contains("@postgres:5432/"));
     let proxy = config_of("proxy").expect("proxy config");

@@ -1,5 +1,5 @@
 //! Test harness: the partner backend, `personal` and the partner's user lookup as real HTTP
-//! servers on 127.0.0.1:0, the proxy started through `proxy::run`, and small clients.
+//! servers on 127.0.0.1:0, the proxy started through `switchyard_proxy::run`, and small clients.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use proxy::config::{ApiKeyConfig, BackendConfig, IdentityConfig, ProxyConfig, Secret};
+use switchyard_proxy::config::{ApiKeyConfig, BackendConfig, IdentityConfig, ProxyConfig, Secret};
 use switchyard_runtime::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -278,9 +278,9 @@ pub async fn start_proxy(config: ProxyConfig) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
-    let state = proxy::ProxyState::new(&config).expect("valid config");
+    let state = switchyard_proxy::ProxyState::new(&config).expect("valid config");
     let s = shutdown.clone();
-    tokio::spawn(async move { proxy::serve(state, &config, listener, s).await });
+    tokio::spawn(async move { switchyard_proxy::serve(state, &config, listener, s).await });
     Proxy { addr, shutdown }
 }
 

@@ -1,0 +1,380 @@
+//! Consumer group `deptrans-status`: decodes status events, keeps drivers inside the regions
+//! who work a wanted category, upserts the newest status per driver into
+//! `deptrans.status_queue` in one statement per batch, and stores offsets only after that commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use events::v1::{envelope::Payload, DriverStatusKind};
+use events::Envelope;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
+use switchyard_runtime::trace;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::cache::Caches;
+use super::geo::Polygon;
+use super::krt::KrtStatus;
+use super::metrics::{DeptransMetrics, PartitionLabels};
+use super::upstream::{DriverRef, Upstream, UpstreamError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("subscribing to {0}")]
+    Subscribe(String, #[source] rdkafka::error::KafkaError),
+    #[error("postgres")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres pool")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// One decoded status event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusEvent {
+    pub park_id: String,
+    pub driver_id: String,
+    pub status: KrtStatus,
+    pub updated_at: DateTime<Utc>,
+    /// The `traceparent` the ingress stored in the envelope; kept with the queued row so the
+    /// sender's span links back to the trace that produced it.
+    pub traceparent: Option<String>,
+}
+
+/// Decodes a record value; `None` for anything that is not a usable driver status.
+pub fn decode(payload: &[u8]) -> Option<StatusEvent> {
+    let env = Envelope::from_bytes(payload).ok()?;
+    let occurred_at = env.occurred_at();
+    let traceparent = env.trace.map(|t| t.traceparent).filter(|t| !t.is_empty());
+    let Some(Payload::DriverStatus(s)) = env.payload else {
+        return None;
+    };
+    let status = match s.status() {
+        DriverStatusKind::Online => KrtStatus::Online,
+        DriverStatusKind::Busy => KrtStatus::Busy,
+        DriverStatusKind::Offline => KrtStatus::Offline,
+        DriverStatusKind::Unspecified => return None,
+    };
+    if s.park_id.is_empty() || s.driver_profile_id.is_empty() {
+        return None;
+    }
+    let updated_at = events::to_datetime(s.updated_at.as_ref()).or(occurred_at)?;
+    Some(StatusEvent {
+        park_id: s.park_id,
+        driver_id: s.driver_profile_id,
+        status,
+        updated_at,
+        traceparent,
+    })
+}
+
+/// Keeps the newest event per driver (the later one on a tie).
+pub fn newest_per_driver(events: Vec<StatusEvent>) -> Vec<StatusEvent> {
+    let mut by: HashMap<(String, String), StatusEvent> = HashMap::with_capacity(events.len());
+    for e in events {
+        let key = (e.park_id.clone(), e.driver_id.clone());
+        match by.get(&key) {
+            Some(old) if old.updated_at > e.updated_at => {}
+            _ => {
+                by.insert(key, e);
+            }
+        }
+    }
+    by.into_values().collect()
+}
+
+/// One statement: newer wins, and nothing older than what was already sent is queued again.
+pub const UPSERT: &str = "
+INSERT INTO deptrans.status_queue AS q (park_id, driver_id, status, updated_at, traceparent)
+SELECT u.park_id, u.driver_id, u.status, u.updated_at, u.traceparent
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])
+    AS u(park_id, driver_id, status, updated_at, traceparent)
+WHERE NOT EXISTS (
+    SELECT 1 FROM deptrans.sent_marks m
+    WHERE m.park_id = u.park_id AND m.driver_id = u.driver_id AND m.updated_at >= u.updated_at)
+ON CONFLICT (park_id, driver_id) DO UPDATE
+SET status = excluded.status, updated_at = excluded.updated_at, traceparent = excluded.traceparent
+WHERE q.updated_at < excluded.updated_at";
+
+/// Upserts `events` (already one per driver) in one statement; returns rows written.
+pub async fn upsert(pool: &Pool, events: &[StatusEvent]) -> Result<u64, ConsumeError> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let parks: Vec<&str> = events.iter().map(|e| e.park_id.as_str()).collect();
+    let drivers: Vec<&str> = events.iter().map(|e| e.driver_id.as_str()).collect();
+    let statuses: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
+    let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.updated_at).collect();
+    let traces: Vec<Option<&str>> = events.iter().map(|e| e.traceparent.as_deref()).collect();
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached(UPSERT).await?;
+    Ok(client
+        .execute(&stmt, &[&parks, &drivers, &statuses, &times, &traces])
+        .await?)
+}
+
+/// Links `span` to each valid `traceparent` (a batch span has many origins, so links, not a
+/// parent: the OpenTelemetry convention for batch processing).
+pub fn link_traces<'a>(span: &tracing::Span, traceparents: impl Iterator<Item = Option<&'a str>>) {
+    for traceparent in traceparents.flatten() {
+        trace::add_link(span, traceparent);
+    }
+}
+
+/// Decides which drivers deptrans reports.
+pub struct Filter {
+    pub regions: Vec<Polygon>,
+    pub categories: Vec<String>,
+    pub caches: Arc<Caches>,
+    pub upstream: Upstream,
+    pub metrics: Arc<DeptransMetrics>,
+}
+
+impl Filter {
+    /// Keeps drivers with a wanted category and a last position inside a region.
+    pub async fn apply(&self, events: Vec<StatusEvent>) -> Result<Vec<StatusEvent>, UpstreamError> {
+        let total = events.len();
+        let wanted: Vec<StatusEvent> = events
+            .into_iter()
+            .filter(|e| {
+                self.caches
+                    .categories
+                    .works_any(&e.park_id, &e.driver_id, &self.categories)
+            })
+            .collect();
+        self.metrics
+            .event("wrong_category", (total - wanted.len()) as u64);
+        let refs = wanted
+            .iter()
+            .map(|e| DriverRef {
+                park_id: e.park_id.clone(),
+                driver_profile_id: e.driver_id.clone(),
+            })
+            .collect();
+        let positions: HashMap<(String, String), (f64, f64)> = self
+            .upstream
+            .positions(refs)
+            .await?
+            .into_iter()
+            .map(|p| ((p.park_id, p.driver_profile_id), (p.lon, p.lat)))
+            .collect();
+        let (mut no_position, mut outside) = (0, 0);
+        let kept: Vec<StatusEvent> = wanted
+            .into_iter()
+            .filter(
+                |e| match positions.get(&(e.park_id.clone(), e.driver_id.clone())) {
+                    None => {
+                        no_position += 1;
+                        false
+                    }
+                    Some(&(lon, lat)) => {
+                        let inside = self.regions.iter().any(|r| r.contains(lon, lat));
+                        outside += u64::from(!inside);
+                        inside
+                    }
+                },
+            )
+            .collect();
+        self.metrics.event("no_position", no_position);
+        self.metrics.event("outside_region", outside);
+        Ok(kept)
+    }
+}
+
+/// Turns librdkafka's statistics into the consumer lag gauge of the `deptrans-status` group.
+pub struct LagContext {
+    pub metrics: Arc<DeptransMetrics>,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, partition, lag) in switchyard_runtime::kafka::stored_lags(&stats) {
+            let labels = PartitionLabels {
+                topic: topic.to_owned(),
+                partition,
+            };
+            self.metrics.consumer_lag.get_or_create(&labels).set(lag);
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // A partition taken away is another instance's to report.
+        if let Rebalance::Revoke(tpl) = rebalance {
+            for e in tpl.elements() {
+                self.metrics.consumer_lag.remove(&PartitionLabels {
+                    topic: e.topic().to_owned(),
+                    partition: e.partition(),
+                });
+            }
+        }
+    }
+}
+
+pub struct StatusConsumer {
+    pub consumer: StreamConsumer<LagContext>,
+    pub topic: String,
+    pub pool: Pool,
+    pub filter: Filter,
+    pub batch_max: usize,
+    pub linger: Duration,
+    pub retry_backoff: Duration,
+    pub metrics: Arc<DeptransMetrics>,
+}
+
+impl StatusConsumer {
+    pub async fn run(self, stop: CancellationToken) -> Result<(), ConsumeError> {
+        self.consumer
+            .subscribe(&[&self.topic])
+            .map_err(|e| ConsumeError::Subscribe(self.topic.clone(), e))?;
+        tracing::info!(topic = %self.topic, "deptrans status consumer started");
+        loop {
+            let mut events = Vec::new();
+            let mut last: HashMap<i32, i64> = HashMap::new();
+            let mut invalid = 0u64;
+            let deadline = tokio::time::sleep(Duration::from_secs(3600));
+            tokio::pin!(deadline);
+            let mut started = false;
+            while events.len() + (invalid as usize) < self.batch_max {
+                let msg = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = &mut deadline, if started => break,
+                    msg = self.consumer.recv() => msg,
+                };
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(topic = %self.topic, error = %e, "consumer error");
+                        continue;
+                    }
+                };
+                if !started {
+                    started = true;
+                    deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + self.linger);
+                }
+                last.insert(msg.partition(), msg.offset());
+                match msg.payload().and_then(decode) {
+                    Some(e) => events.push(e),
+                    None => {
+                        tracing::warn!(topic = %self.topic, partition = msg.partition(), offset = msg.offset(), "skipping a record that is not a driver status");
+                        invalid += 1;
+                    }
+                }
+            }
+            self.metrics.event("invalid", invalid);
+            let read = events.len() as u64 + invalid;
+            let events = newest_per_driver(events);
+            // One consumer span per batch, linked to the trace of every status it keeps.
+            let span = tracing::info_span!(
+                "deptrans.store",
+                otel.name = %format_args!("store statuses {}", self.topic),
+                otel.kind = "consumer",
+                messaging.system = "kafka",
+                messaging.destination.name = %self.topic,
+                messaging.batch.message_count = read,
+            );
+            link_traces(&span, events.iter().map(|e| e.traceparent.as_deref()));
+            // Retry the batch until it is committed; its offsets are not stored before that.
+            loop {
+                match self.store(events.clone()).instrument(span.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        self.metrics.upsert_failures.inc();
+                        tracing::warn!(error = %e, "status batch not stored, retrying");
+                        tokio::select! {
+                            _ = stop.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(self.retry_backoff) => {}
+                        }
+                    }
+                }
+            }
+            self.metrics.consumed.inc_by(read);
+            for (partition, offset) in last {
+                if let Err(e) = self.consumer.store_offset(&self.topic, partition, offset) {
+                    tracing::debug!(partition, offset, error = %e, "offset not stored (partition revoked?)");
+                }
+            }
+        }
+    }
+
+    async fn store(&self, events: Vec<StatusEvent>) -> Result<(), ConsumeError> {
+        let kept = self.filter.apply(events).await?;
+        if kept.is_empty() {
+            return Ok(());
+        }
+        upsert(&self.pool, &kept).await?;
+        self.metrics.upsert_statements.inc();
+        self.metrics.event("stored", kept.len() as u64);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use events::v1::DriverStatus;
+
+    fn ev(driver: &str, secs: i64, status: KrtStatus) -> StatusEvent {
+        StatusEvent {
+            park_id: "p".into(),
+            driver_id: driver.into(),
+            status,
+            updated_at: DateTime::from_timestamp(secs, 0).unwrap(),
+            traceparent: None,
+        }
+    }
+
+    #[test]
+    fn newest_event_per_driver_wins_within_a_batch() {
+        let out = newest_per_driver(vec![
+            ev("a", 10, KrtStatus::Online),
+            ev("a", 5, KrtStatus::Offline),
+            ev("b", 1, KrtStatus::Busy),
+            ev("a", 10, KrtStatus::Busy),
+        ]);
+        let mut out: Vec<_> = out.into_iter().map(|e| (e.driver_id, e.status)).collect();
+        out.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            out,
+            vec![("a".into(), KrtStatus::Busy), ("b".into(), KrtStatus::Busy)]
+        );
+    }
+
+    #[test]
+    fn decodes_driver_status_and_rejects_others() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let s = DriverStatus {
+            park_id: "p1".into(),
+            driver_profile_id: "d1".into(),
+            status: DriverStatusKind::Busy.into(),
+            updated_at: Some(events::timestamp(at)),
+        };
+        let env = Envelope::new(
+            events::event_type::DRIVER_STATUS,
+            1,
+            at,
+            "t",
+            "k".into(),
+            Payload::DriverStatus(s),
+        );
+        assert_eq!(
+            decode(&env.to_bytes()),
+            Some(ev("d1", 1_700_000_000, KrtStatus::Busy)).map(|mut e| {
+                e.park_id = "p1".into();
+                e
+            })
+        );
+        assert_eq!(decode(b"garbage"), None);
+    }
+}

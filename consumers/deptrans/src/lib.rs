@@ -1,0 +1,208 @@
+//! deptrans: driver statuses to Moscow's regulator system KRT, the driver's KRT id API and
+//! the internal cache feeds. `run` wires the consumer, the sender, the caches, retention and
+//! the HTTP API together under one supervisor.
+//!
+//! # Layout
+//!
+//! - [`config`]: `DeptransConfig` (regions, categories, KRT, upstreams, sender, API keys);
+//!   `geo`: region polygons.
+//! - [`consumer`]: the status topic into the send queue (filter by region and category).
+//! - [`sender`]: the queue to KRT in batches; [`krt`]: the KRT client and its token store.
+//! - [`upstream`]: driver profiles, categories, personal data and trackstory;
+//!   [`cache`]: their in-memory caches, refreshed in the background.
+//! - `api`: the driver KRT id API; `feeds`: the internal cache feeds it also serves.
+//! - [`retention`]: trims old queue rows; `queue_stats`: queue gauges.
+//! - [`db`]: the pool, the migrations in `migrations/` (schema `deptrans`), advisory locks.
+//! - [`metrics`]: every metric deptrans exports.
+
+mod api;
+pub mod cache;
+pub mod config;
+pub mod consumer;
+pub mod db;
+mod feeds;
+mod geo;
+pub mod krt;
+pub mod metrics;
+mod queue_stats;
+pub mod retention;
+pub mod sender;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_runtime::shutdown::supervise;
+use switchyard_runtime::Shutdown;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use config::DeptransConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeptransError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Krt(#[from] krt::KrtError),
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
+    #[error(
+        "refusing to start: the {cache} cache could not be filled within {timeout_ms} ms ({reason}); \
+         check that {cache} answers and that upstream.* URLs are right"
+    )]
+    CacheStartup {
+        cache: &'static str,
+        timeout_ms: u64,
+        reason: String,
+    },
+    #[error("kafka client")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Consume(#[from] consumer::ConsumeError),
+    #[error(transparent)]
+    Send(#[from] sender::SendError),
+    #[error("serving http")]
+    Io(#[from] std::io::Error),
+    #[error("task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Runs deptrans until `shutdown`; `listener` serves the HTTP API.
+pub async fn run(
+    cfg: DeptransConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), DeptransError> {
+    let metrics = Arc::new(metrics::DeptransMetrics::default());
+    let pool = db::pool(&cfg.postgres.url, cfg.postgres.pool_size)?;
+    let applied = db::migrate(&pool).await?;
+    tracing::info!(applied, "deptrans schema ready");
+
+    let upstream = upstream::Upstream::new(&cfg.upstream)?;
+    let caches = Arc::new(cache::Caches::new(&metrics));
+    let timeout_ms = cfg.upstream.cache_startup_timeout_ms;
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), caches.fill(&upstream)).await {
+        Ok(Ok(())) => {}
+        Ok(Err((cache, e))) => {
+            return Err(DeptransError::CacheStartup {
+                cache,
+                timeout_ms,
+                reason: e.to_string(),
+            });
+        }
+        Err(_) => {
+            return Err(DeptransError::CacheStartup {
+                cache: "driver-profiles/driver-categories",
+                timeout_ms,
+                reason: "timed out".into(),
+            });
+        }
+    }
+    tracing::info!(profiles = caches.profiles.len(), "deptrans caches filled");
+
+    let krt_client = krt::KrtClient::new(&cfg.krt)?;
+    let tokens = Arc::new(krt::TokenStore::new(
+        pool.clone(),
+        krt_client,
+        &cfg.krt,
+        metrics.clone(),
+    ));
+    let mut tasks: JoinSet<Result<(), DeptransError>> = JoinSet::new();
+
+    {
+        let (caches, upstream, metrics, stop) = (
+            caches.clone(),
+            upstream.clone(),
+            metrics.clone(),
+            shutdown.token(),
+        );
+        let every = Duration::from_millis(cfg.upstream.cache_refresh_ms);
+        tasks.spawn(async move {
+            caches.refresh_loop(upstream, every, metrics, stop).await;
+            Ok(())
+        });
+    }
+
+    if cfg.consumer.enabled {
+        let consumer = cfg
+            .kafka
+            .consumer_config(&cfg.group_id)
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(consumer::LagContext {
+                metrics: metrics.clone(),
+            })?;
+        let filter = consumer::Filter {
+            regions: cfg.regions.iter().map(config::Region::polygon).collect(),
+            categories: cfg.categories.clone(),
+            caches: caches.clone(),
+            upstream: upstream.clone(),
+            metrics: metrics.clone(),
+        };
+        let worker = consumer::StatusConsumer {
+            consumer,
+            topic: cfg.topic.clone(),
+            pool: pool.clone(),
+            filter,
+            batch_max: cfg.consumer.batch_max,
+            linger: Duration::from_millis(cfg.consumer.batch_linger_ms),
+            retry_backoff: Duration::from_millis(cfg.consumer.retry_backoff_ms),
+            metrics: metrics.clone(),
+        };
+        let stop = shutdown.token();
+        tasks.spawn(async move { Ok(worker.run(stop).await?) });
+    }
+
+    if cfg.sender.enabled {
+        let sender = sender::Sender {
+            pool: pool.clone(),
+            caches: caches.clone(),
+            upstream: upstream.clone(),
+            tokens: tokens.clone(),
+            cfg: cfg.sender.clone(),
+            metrics: metrics.clone(),
+        };
+        let stop = shutdown.token();
+        tasks.spawn(async move { Ok(sender.run(stop).await?) });
+    }
+
+    {
+        let (pool, metrics, stop) = (pool.clone(), metrics.clone(), shutdown.token());
+        let every = Duration::from_millis(cfg.retention_interval_ms);
+        let (days, batch) = (cfg.retention_days, cfg.retention_batch);
+        tasks.spawn(async move {
+            retention::run(pool, days, batch, every, metrics, stop).await;
+            Ok(())
+        });
+    }
+
+    {
+        let (pool, metrics, stop) = (pool.clone(), metrics.clone(), shutdown.token());
+        let every = Duration::from_millis(cfg.queue_metrics_interval_ms);
+        tasks.spawn(async move {
+            queue_stats::run(pool, every, metrics, stop).await;
+            Ok(())
+        });
+    }
+
+    let state = api::ApiState {
+        pool,
+        caches,
+        upstream,
+        tokens,
+        metrics,
+        api_keys: Arc::new(cfg.api.clients.values().cloned().collect()),
+        max_page: cfg.api.max_page,
+    };
+    let app = api::router(state);
+    let stop = shutdown.token();
+    tracing::info!(addr = ?listener.local_addr().ok(), "deptrans listening");
+    tasks.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await?;
+        Ok(())
+    });
+
+    supervise(tasks, &shutdown, cfg.drain()).await
+}

@@ -1,0 +1,255 @@
+//! What the admin API sees of and does to each running subscriber: its pause switch, its
+//! consumer lag per partition and its delivery rates. One `SubscriberHandle` per subscriber,
+//! shared by its worker, its consumer context and the admin API.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use rdkafka::consumer::BaseConsumer;
+use switchyard_runtime::KafkaSettings;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DispatcherConfig, SubscriberConfig, Target};
+use crate::metrics::{DispatchMetrics, SubscriberLabels};
+use switchyard_runtime::pg::DbError;
+
+/// One subscriber as the admin API sees it.
+pub struct SubscriberHandle {
+    pub name: String,
+    pub topics: Vec<String>,
+    /// `http://...` or `topic:<name>`.
+    pub target: String,
+    pub dead_letter_topic: String,
+    pub replay_group: String,
+    /// Retry tiers of its policy.
+    pub tiers: usize,
+    paused: watch::Sender<bool>,
+    /// Dead letters not replayed yet; -1 until first counted.
+    dead_letters: AtomicI64,
+    lag: Mutex<HashMap<(String, i32), i64>>,
+    rates: Mutex<Rates>,
+}
+
+/// Counter samples from which per-second rates are derived.
+#[derive(Default)]
+struct Rates {
+    last: Option<(Instant, u64, u64)>,
+    delivered_per_sec: f64,
+    failed_per_sec: f64,
+}
+
+impl SubscriberHandle {
+    pub fn new(cfg: &DispatcherConfig, s: &SubscriberConfig) -> Self {
+        let target = match &s.target {
+            Target::Http(h) => h.url.clone(),
+            Target::Topic(t) => format!("topic:{}", t.topic),
+        };
+        Self {
+            name: s.name.clone(),
+            topics: s.topics.clone(),
+            target,
+            dead_letter_topic: cfg.dead_letter_topic(&s.name),
+            replay_group: crate::replay::replay_group(cfg, &s.name),
+            tiers: cfg.policy(s).tiers_ms.len(),
+            paused: watch::Sender::new(false),
+            dead_letters: AtomicI64::new(-1),
+            lag: Mutex::default(),
+            rates: Mutex::default(),
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused
+            .send_if_modified(|p| std::mem::replace(p, paused) != paused);
+    }
+
+    /// The worker's view of the switch.
+    pub fn paused_rx(&self) -> watch::Receiver<bool> {
+        self.paused.subscribe()
+    }
+
+    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+        let mut l = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        l.insert((topic.to_owned(), partition), lag);
+    }
+
+    /// Forgets partitions this instance no longer owns.
+    pub fn forget_lag(&self, topic: &str, partition: i32) {
+        let mut l = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        l.remove(&(topic.to_owned(), partition));
+    }
+
+    /// Records behind the high watermark over the partitions this instance owns.
+    pub fn lag(&self) -> i64 {
+        let l = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        l.values().sum()
+    }
+
+    /// Dead letters waiting for a replay (-1: not counted yet).
+    pub fn dead_letters(&self) -> i64 {
+        self.dead_letters.load(Ordering::Relaxed)
+    }
+
+    /// (delivered/s, failed attempts/s) over the last sampling interval.
+    pub fn rates(&self) -> (f64, f64) {
+        let r = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        (r.delivered_per_sec, r.failed_per_sec)
+    }
+
+    fn sample(&self, delivered: u64, failed: u64) {
+        let now = Instant::now();
+        let mut r = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((t, d, f)) = r.last {
+            let secs = now.duration_since(t).as_secs_f64().max(1e-3);
+            r.delivered_per_sec = delivered.saturating_sub(d) as f64 / secs;
+            r.failed_per_sec = failed.saturating_sub(f) as f64 / secs;
+        }
+        r.last = Some((now, delivered, failed));
+    }
+}
+
+/// Every subscriber of this dispatcher, by name, plus where pauses are kept.
+pub struct Control {
+    pub subscribers: BTreeMap<String, Arc<SubscriberHandle>>,
+    pub pool: Option<Pool>,
+    pub metrics: Arc<DispatchMetrics>,
+}
+
+impl Control {
+    pub fn get(&self, name: &str) -> Option<&Arc<SubscriberHandle>> {
+        self.subscribers.get(name)
+    }
+
+    /// Pauses or resumes `name` here and, with a database, for every replica.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<bool, DbError> {
+        let Some(handle) = self.get(name) else {
+            return Ok(false);
+        };
+        if let Some(pool) = &self.pool {
+            let client = pool.get().await?;
+            if paused {
+                client
+                    .execute(
+                        "INSERT INTO switchyard_admin.paused_subscribers (subscriber) VALUES ($1)
+                         ON CONFLICT (subscriber) DO NOTHING",
+                        &[&name],
+                    )
+                    .await?;
+            } else {
+                client
+                    .execute(
+                        "DELETE FROM switchyard_admin.paused_subscribers WHERE subscriber = $1",
+                        &[&name],
+                    )
+                    .await?;
+            }
+        }
+        handle.set_paused(paused);
+        tracing::info!(subscriber = name, paused, "subscriber pause switched");
+        Ok(true)
+    }
+
+    /// Reads the stored pauses once (at start-up and on every poll).
+    pub async fn load_pauses(&self) -> Result<(), DbError> {
+        let Some(pool) = &self.pool else {
+            return Ok(());
+        };
+        let client = pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT subscriber FROM switchyard_admin.paused_subscribers",
+                &[],
+            )
+            .await?;
+        let paused: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        for (name, h) in &self.subscribers {
+            h.set_paused(paused.contains(name));
+        }
+        Ok(())
+    }
+
+    /// Until `stop`: samples delivery rates every 2 s and follows pauses set by other replicas.
+    pub async fn maintain(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for (name, h) in &self.subscribers {
+                let labels = SubscriberLabels {
+                    subscriber: name.clone(),
+                };
+                let delivered = self.metrics.deliveries.get_or_create(&labels).get();
+                let failed = self.metrics.failed_attempts.get_or_create(&labels).get();
+                h.sample(delivered, failed);
+                self.metrics
+                    .paused
+                    .get_or_create(&labels)
+                    .set(i64::from(h.is_paused()));
+            }
+            if let Err(e) = self.load_pauses().await {
+                tracing::warn!(error = %e, "reading stored pauses failed");
+            }
+        }
+    }
+
+    /// Counts every subscriber's waiting dead letters every 5 s on a thread of its own (the
+    /// broker calls block), with one consumer of the replay group per subscriber, created once.
+    pub fn count_dead_letters(
+        self: Arc<Self>,
+        kafka: KafkaSettings,
+        stop: CancellationToken,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            let mut consumers: HashMap<String, BaseConsumer> = HashMap::new();
+            while !stop.is_cancelled() {
+                for (name, h) in &self.subscribers {
+                    if !consumers.contains_key(name) {
+                        match kafka.consumer_config(&h.replay_group).create() {
+                            Ok(c) => {
+                                consumers.insert(name.clone(), c);
+                            }
+                            Err(e) => {
+                                tracing::warn!(subscriber = %name, error = %e, "dead-letter counter");
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(c) = consumers.get(name) else {
+                        continue;
+                    };
+                    match crate::replay::dead_letters_waiting(c, &h.dead_letter_topic) {
+                        Ok(n) => {
+                            h.dead_letters.store(n, Ordering::Relaxed);
+                            let labels = SubscriberLabels {
+                                subscriber: name.clone(),
+                            };
+                            self.metrics
+                                .dead_letters_waiting
+                                .get_or_create(&labels)
+                                .set(n);
+                        }
+                        Err(e) => {
+                            tracing::debug!(subscriber = %name, error = %e, "counting dead letters")
+                        }
+                    }
+                }
+                for _ in 0..50 {
+                    if stop.is_cancelled() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,269 @@
+//! switchyard dispatcher: one consumer group per subscriber delivers events to webhooks,
+//! with quick in-process retries, delayed retry topics and a dead-letter topic.
+//!
+//! # Layout
+//!
+//! - [`config`]: `DispatcherConfig`, subscribers, retry policies, topic and group names.
+//! - `integrations`: the mark-notify integrations file, expanded into subscribers.
+//! - `worker`: the consumer loop of one subscriber; `offsets`: which offset may be stored.
+//! - `delivery`: the deliverer (filter, render, send, park or dead-letter) and its sinks;
+//!   [`http_target`]: the HTTP sink; [`sign`]: webhook signatures; [`render`]: request
+//!   bodies per format, and the trace a delivery continues; `retry`: retry-tier headers and
+//!   backoff.
+//! - `control`: the subscriber registry (pause switches, lag, dead letters waiting).
+//! - [`attempt_log`]: delivery attempts written to Postgres (schema `switchyard_admin`,
+//!   `migrations/`).
+//! - [`admin_api`]: the admin API and its OpenAPI document; `admin_page`: the operator page;
+//!   [`replay`]: replays and dead-letter listings; [`admin`]: their error and the JSON view of
+//!   an envelope.
+//! - `metrics`: every metric the dispatcher exports; `sink`: the built-in dev echo sink.
+//! - [`run`]: wires it all up and serves `/ping`, `/metrics`, the admin API and page.
+
+pub mod admin;
+pub mod admin_api;
+mod admin_page;
+pub mod attempt_log;
+pub mod config;
+mod control;
+mod delivery;
+pub mod http_target;
+mod integrations;
+mod metrics;
+mod offsets;
+pub mod render;
+pub mod replay;
+mod retry;
+pub mod sign;
+mod sink;
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use futures::FutureExt;
+use rdkafka::producer::FutureProducer;
+use switchyard_runtime::shutdown::supervise;
+use switchyard_runtime::topics::{ensure_topics, TopicError, TopicSpec};
+use switchyard_runtime::Shutdown;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use config::DispatcherConfig;
+use config::Target;
+use delivery::{Deliverer, Sink};
+use metrics::{DispatchMetrics, SubscriberLabels};
+use worker::{GroupContext, Worker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("kafka client")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigCheckError),
+    #[error("creating retry topics")]
+    Topics(#[from] TopicError),
+    #[error("subscriber {0}")]
+    Target(String, #[source] http_target::HttpTargetError),
+    #[error(transparent)]
+    Worker(#[from] worker::WorkerError),
+    #[error("serving http")]
+    Io(#[from] std::io::Error),
+    #[error("task failed")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("attempt log database")]
+    Db(#[from] switchyard_runtime::pg::DbError),
+}
+
+/// Retry and dead-letter topics of every subscriber, as the dispatcher creates them.
+pub fn derived_topics(cfg: &DispatcherConfig) -> Vec<TopicSpec> {
+    let mut out = Vec::new();
+    for s in &cfg.subscribers {
+        for tier in 0..cfg.policy(s).tiers_ms.len() {
+            out.push(
+                TopicSpec::new(cfg.retry_topic(&s.name, tier), cfg.retry_partitions)
+                    .replicated(&cfg.derived_topics),
+            );
+        }
+        let mut dlq = TopicSpec::new(cfg.dead_letter_topic(&s.name), cfg.retry_partitions)
+            .replicated(&cfg.derived_topics);
+        dlq.retention_ms = 30 * 24 * 3_600_000;
+        out.push(dlq);
+    }
+    out
+}
+
+/// Runs every subscriber until `shutdown`; `listener` serves `/ping` and `/metrics`.
+pub async fn run(
+    mut cfg: DispatcherConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), DispatchError> {
+    cfg.expand_integrations()?;
+    cfg.validate()?;
+    ensure_topics(&cfg.kafka, &derived_topics(&cfg)).await?;
+    let metrics = Arc::new(DispatchMetrics::default());
+    let producer: FutureProducer = cfg.kafka.producer_config("dispatcher-parking").create()?;
+    let mut tasks: JoinSet<Result<(), DispatchError>> = JoinSet::new();
+
+    let (pool, attempt_log) = match &cfg.attempt_log {
+        Some(log_cfg) => {
+            let pool = switchyard_runtime::pg::pool(&log_cfg.database_url, 4)?;
+            let (log, writer) = attempt_log::start(
+                log_cfg,
+                pool.clone(),
+                metrics.attempt_log_dropped.clone(),
+                metrics.attempt_log_written.clone(),
+                shutdown.token(),
+            )
+            .await?;
+            tasks.spawn(async move {
+                writer.await;
+                Ok(())
+            });
+            (Some(pool), Some(log))
+        }
+        None => (None, None),
+    };
+    let control = Arc::new(control::Control {
+        subscribers: cfg
+            .subscribers
+            .iter()
+            .map(|s| {
+                let h = Arc::new(control::SubscriberHandle::new(&cfg, s));
+                (s.name.clone(), h)
+            })
+            .collect(),
+        pool,
+        metrics: metrics.clone(),
+    });
+    control.load_pauses().await?;
+
+    for s in &cfg.subscribers {
+        let handle = control.subscribers[&s.name].clone();
+        let sink = match &s.target {
+            Target::Http(h) => Sink::Http(
+                http_target::HttpSink::new(h, s.concurrency)
+                    .map_err(|e| DispatchError::Target(s.name.clone(), e))?,
+            ),
+            Target::Topic(t) => Sink::Topic(delivery::TopicSink {
+                producer: producer.clone(),
+                topic: t.topic.clone(),
+            }),
+        };
+        let policy = cfg.policy(s).clone();
+        let deliverer = Deliverer {
+            subscriber: s.name.clone(),
+            source_topics: s.topics.clone(),
+            event_types: s.event_types.clone(),
+            tags: s.tags.clone(),
+            sink,
+            retry_topics: (0..policy.tiers_ms.len())
+                .map(|t| cfg.retry_topic(&s.name, t))
+                .collect(),
+            policy,
+            max_attempts: s.max_attempts,
+            dead_letter_topic: cfg.dead_letter_topic(&s.name),
+            producer: producer.clone(),
+            metrics: metrics.clone(),
+            labels: SubscriberLabels {
+                subscriber: s.name.clone(),
+            },
+            subscriber_name: Arc::from(s.name.as_str()),
+            attempt_log: attempt_log.clone(),
+        };
+        let consumer = cfg
+            .kafka
+            .consumer_config(&cfg.group_id(&s.name))
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(GroupContext::new(handle.clone(), &metrics))?;
+        let worker = Worker {
+            consumer,
+            deliverer: Arc::new(deliverer),
+            lanes: s.concurrency,
+            drain: Duration::from_millis(cfg.drain_timeout_ms),
+            handle,
+        };
+        let stop = shutdown.token();
+        tasks.spawn(async move { Ok(worker.run(stop).await?) });
+    }
+
+    if let Some(addr) = &cfg.builtin_sink_listen {
+        let sink_listener = TcpListener::bind(addr).await?;
+        let stop = shutdown.token();
+        tasks.spawn(async move { Ok(sink::serve(sink_listener, stop).await?) });
+    }
+
+    let stop = shutdown.token();
+    tasks.spawn(control.clone().maintain(stop).map(Ok));
+    let counter = control
+        .clone()
+        .count_dead_letters(cfg.kafka.clone(), shutdown.token());
+    let stop = shutdown.token();
+    tasks.spawn(async move {
+        stop.cancelled().await;
+        let _ = tokio::task::spawn_blocking(move || counter.join()).await;
+        Ok(())
+    });
+    let admin = cfg.admin.token.clone().map(|token| {
+        Arc::new(admin_api::AdminState::new(
+            control.clone(),
+            cfg.clone(),
+            token,
+        ))
+    });
+
+    let app = Router::new()
+        .route("/ping", get(|| async { "pong" }))
+        .route("/metrics", get(metrics_text))
+        .with_state(metrics)
+        .merge(admin_api::routes(admin))
+        .merge(admin_page::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            control.metrics.clone(),
+            count_requests,
+        ));
+    let stop = shutdown.token();
+    tasks.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await?;
+        Ok(())
+    });
+
+    let drain = Duration::from_millis(cfg.drain_timeout_ms + 2_000);
+    supervise(tasks, &shutdown, drain).await
+}
+
+async fn count_requests(
+    State(metrics): State<Arc<DispatchMetrics>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    let labels = metrics::RouteLabels {
+        route,
+        status: resp.status().as_u16(),
+    };
+    metrics.http_requests.get_or_create(&labels).inc();
+    resp
+}
+
+async fn metrics_text(State(metrics): State<Arc<DispatchMetrics>>) -> impl IntoResponse {
+    let body = switchyard_runtime::metrics::render(&metrics.registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            switchyard_runtime::metrics::CONTENT_TYPE,
+        )],
+        body,
+    )
+}

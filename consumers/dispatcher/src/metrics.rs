@@ -1,0 +1,142 @@
+//! Every metric the dispatcher exports, named in one place.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub const DELIVERIES: &str = "switchyard_dispatch_deliveries";
+pub const ATTEMPT_FAILURES: &str = "switchyard_dispatch_failed_attempts";
+pub const PARKED: &str = "switchyard_dispatch_parked";
+pub const DEAD_LETTERED: &str = "switchyard_dispatch_dead_lettered";
+pub const SKIPPED: &str = "switchyard_dispatch_skipped";
+pub const LATENCY: &str = "switchyard_dispatch_delivery_seconds";
+pub const IN_FLIGHT: &str = "switchyard_dispatch_in_flight";
+pub const CONSUMER_LAG: &str = "switchyard_dispatch_consumer_lag";
+pub const HTTP_REQUESTS: &str = "switchyard_dispatch_http_requests";
+pub const DEAD_LETTERS_WAITING: &str = "switchyard_dispatch_dead_letters_waiting";
+pub const PAUSED: &str = "switchyard_dispatch_subscriber_paused";
+pub const ATTEMPT_LOG_WRITTEN: &str = "switchyard_dispatch_attempt_log_written";
+pub const ATTEMPT_LOG_DROPPED: &str = "switchyard_dispatch_attempt_log_dropped";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriberLabels {
+    pub subscriber: String,
+}
+
+/// A request to the dispatcher's own HTTP endpoints (admin API, page, metrics).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LagLabels {
+    pub subscriber: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    pub subscriber: String,
+    pub tier: u32,
+}
+
+pub struct DispatchMetrics {
+    pub registry: Registry,
+    pub deliveries: Family<SubscriberLabels, Counter>,
+    pub failed_attempts: Family<SubscriberLabels, Counter>,
+    pub parked: Family<TierLabels, Counter>,
+    pub dead_lettered: Family<SubscriberLabels, Counter>,
+    pub skipped: Family<SubscriberLabels, Counter>,
+    pub latency: Family<SubscriberLabels, Histogram>,
+    pub in_flight: Family<SubscriberLabels, Gauge>,
+    pub consumer_lag: Family<LagLabels, Gauge>,
+    pub http_requests: Family<RouteLabels, Counter>,
+    pub dead_letters_waiting: Family<SubscriberLabels, Gauge>,
+    pub paused: Family<SubscriberLabels, Gauge>,
+    pub attempt_log_written: Counter,
+    pub attempt_log_dropped: Counter,
+}
+
+impl Default for DispatchMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            deliveries: Family::default(),
+            failed_attempts: Family::default(),
+            parked: Family::default(),
+            dead_lettered: Family::default(),
+            skipped: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 20))
+            }),
+            in_flight: Family::default(),
+            consumer_lag: Family::default(),
+            http_requests: Family::default(),
+            dead_letters_waiting: Family::default(),
+            paused: Family::default(),
+            attempt_log_written: Counter::default(),
+            attempt_log_dropped: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(DELIVERIES, "Records delivered (2xx)", m.deliveries.clone());
+        registry.register(
+            ATTEMPT_FAILURES,
+            "Failed delivery attempts",
+            m.failed_attempts.clone(),
+        );
+        registry.register(PARKED, "Records parked in a retry tier", m.parked.clone());
+        registry.register(
+            DEAD_LETTERED,
+            "Records sent to the dead-letter topic",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            SKIPPED,
+            "Records not for this subscriber",
+            m.skipped.clone(),
+        );
+        registry.register(
+            LATENCY,
+            "Time from the event's production to its delivery",
+            m.latency.clone(),
+        );
+        registry.register(IN_FLIGHT, "Records being delivered", m.in_flight.clone());
+        registry.register(
+            CONSUMER_LAG,
+            "Records behind the high watermark per subscriber and partition (stored offsets)",
+            m.consumer_lag.clone(),
+        );
+        registry.register(
+            HTTP_REQUESTS,
+            "Requests to the dispatcher's admin API, page and metrics by route and status",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            DEAD_LETTERS_WAITING,
+            "Dead letters not replayed yet per subscriber",
+            m.dead_letters_waiting.clone(),
+        );
+        registry.register(
+            PAUSED,
+            "1 while an operator has paused the subscriber",
+            m.paused.clone(),
+        );
+        registry.register(
+            ATTEMPT_LOG_WRITTEN,
+            "Delivery attempts written to the attempt log",
+            m.attempt_log_written.clone(),
+        );
+        registry.register(
+            ATTEMPT_LOG_DROPPED,
+            "Delivery attempts not logged because the log's buffer was full",
+            m.attempt_log_dropped.clone(),
+        );
+        Self { registry, ..m }
+    }
+}

@@ -1,0 +1,365 @@
+//! The consumer loop of one subscriber: one consumer group reading the source topics and the
+//! subscriber's retry tiers, fanning records out to lanes (one key always maps to one lane, so
+//! per-key order holds) and storing an offset only when everything before it is settled.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::SubscriberHandle;
+use crate::delivery::{Deliverer, Job};
+use crate::metrics::{DispatchMetrics, LagLabels};
+use crate::offsets::OffsetTracker;
+use crate::retry::RetryState;
+
+/// Remembers partitions taken away by a rebalance so their bookkeeping is dropped, and turns
+/// librdkafka's statistics into the consumer lag gauge.
+pub struct GroupContext {
+    revoked: Mutex<Vec<(String, i32)>>,
+    subscriber: String,
+    lag: Family<LagLabels, Gauge>,
+    handle: Arc<SubscriberHandle>,
+}
+
+impl GroupContext {
+    pub fn new(handle: Arc<SubscriberHandle>, metrics: &DispatchMetrics) -> Self {
+        Self {
+            revoked: Mutex::default(),
+            subscriber: handle.name.clone(),
+            lag: metrics.consumer_lag.clone(),
+            handle,
+        }
+    }
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, partition, lag) in switchyard_runtime::kafka::stored_lags(&stats) {
+            let labels = LagLabels {
+                subscriber: self.subscriber.clone(),
+                topic: topic.to_owned(),
+                partition,
+            };
+            self.lag.get_or_create(&labels).set(lag);
+            self.handle.set_lag(topic, partition, lag);
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+            for e in tpl.elements() {
+                self.handle.forget_lag(e.topic(), e.partition());
+                revoked.push((e.topic().to_owned(), e.partition()));
+            }
+        }
+    }
+}
+
+pub type GroupConsumer = StreamConsumer<GroupContext>;
+
+struct Done {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+/// A retry-tier partition paused until its head record is due.
+struct Resume {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("subscribing to {0:?}")]
+    Subscribe(Vec<String>, #[source] rdkafka::error::KafkaError),
+}
+
+pub struct Worker {
+    pub consumer: GroupConsumer,
+    pub deliverer: Arc<Deliverer>,
+    pub lanes: usize,
+    pub drain: Duration,
+    /// The admin API's pause switch of this subscriber.
+    pub handle: Arc<SubscriberHandle>,
+}
+
+impl Worker {
+    pub async fn run(self, stop: CancellationToken) -> Result<(), WorkerError> {
+        let d = &self.deliverer;
+        let retry_topics: HashSet<&str> = d.retry_topics.iter().map(String::as_str).collect();
+        let mut topics: Vec<String> = d.source_topics.clone();
+        topics.extend(d.retry_topics.iter().cloned());
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        self.consumer
+            .subscribe(&refs)
+            .map_err(|e| WorkerError::Subscribe(topics.clone(), e))?;
+
+        // Lanes stop on `lane_stop` only after the loop has stopped reading.
+        let lane_stop = stop.child_token();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut lane_txs = Vec::with_capacity(self.lanes);
+        let mut lane_tasks = tokio::task::JoinSet::new();
+        for _ in 0..self.lanes {
+            let (tx, mut rx) = mpsc::channel::<Job>(64);
+            lane_txs.push(tx);
+            let (deliverer, done_tx, lane_stop) = (d.clone(), done_tx.clone(), lane_stop.clone());
+            lane_tasks.spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    let gauge = deliverer
+                        .metrics
+                        .in_flight
+                        .get_or_create(&deliverer.labels)
+                        .clone();
+                    gauge.inc();
+                    let settled = deliverer.handle(&job, &lane_stop).await;
+                    gauge.dec();
+                    if settled.is_none() {
+                        return; // shutting down; unsettled records are redelivered later
+                    }
+                    let _ = done_tx.send(Done {
+                        topic: job.topic,
+                        partition: job.partition,
+                        offset: job.offset,
+                    });
+                }
+            });
+        }
+        drop(done_tx);
+
+        let (resume_tx, mut resume_rx) = mpsc::unbounded_channel::<Resume>();
+        let mut paused: HashSet<(String, i32)> = HashSet::new();
+        let mut tracker = OffsetTracker::default();
+        let mut switch = self.handle.paused_rx();
+        let mut hold = Hold::default();
+        if *switch.borrow_and_update() {
+            hold.pause(&self.consumer);
+        }
+        tracing::info!(subscriber = %d.subscriber, ?topics, "subscriber started");
+
+        loop {
+            self.forget_revoked(&mut tracker, &mut paused, &mut hold);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some(done) = done_rx.recv() => self.settle(&mut tracker, done),
+                Ok(()) = switch.changed() => {
+                    if *switch.borrow_and_update() {
+                        hold.pause(&self.consumer);
+                    } else {
+                        hold.resume(&self.consumer, &paused);
+                    }
+                }
+                Some(r) = resume_rx.recv() => {
+                    let tpl = single(&r.topic, r.partition, Some(r.offset));
+                    if let Err(e) = self.consumer.seek_partitions(tpl.clone(), Duration::from_secs(5)) {
+                        tracing::warn!(error = %e, topic = %r.topic, "seek failed");
+                    }
+                    let _ = self.consumer.resume(&tpl);
+                    paused.remove(&(r.topic, r.partition));
+                }
+                msg = self.consumer.recv() => {
+                    let msg = match msg {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(subscriber = %d.subscriber, error = %e, "consumer error");
+                            continue;
+                        }
+                    };
+                    let (topic, partition, offset) = (msg.topic().to_owned(), msg.partition(), msg.offset());
+                    if paused.contains(&(topic.clone(), partition)) {
+                        continue; // re-read after the pause
+                    }
+                    if hold.active {
+                        // Fetched before the pause took hold: read again after resume.
+                        hold.hold(&self.consumer, topic, partition, offset);
+                        continue;
+                    }
+                    let state = RetryState::from_headers(msg.headers());
+                    if retry_topics.contains(topic.as_str()) {
+                        let now = chrono::Utc::now().timestamp_millis();
+                        if let Some(wait) = state.not_before_ms.filter(|nb| *nb > now).map(|nb| nb - now) {
+                            let _ = self.consumer.pause(&single(&topic, partition, None));
+                            paused.insert((topic.clone(), partition));
+                            let tx = resume_tx.clone();
+                            let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
+                            let stop = stop.clone();
+                            tokio::spawn(async move {
+                                tokio::select! {
+                                    _ = stop.cancelled() => {}
+                                    _ = tokio::time::sleep(wait) => { let _ = tx.send(Resume { topic, partition, offset }); }
+                                }
+                            });
+                            continue;
+                        }
+                    }
+                    let key = msg.key().map(<[u8]>::to_vec);
+                    let lane = lane_of(key.as_deref(), partition, self.lanes);
+                    let job = Job { topic, partition, offset, key, payload: msg.payload().map(<[u8]>::to_vec), state };
+                    drop(msg);
+                    tracker.begin(&job.topic, job.partition, job.offset);
+                    if lane_txs[lane].send(job).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+
+        // Drain: let queued and in-flight deliveries finish within the deadline.
+        drop(lane_txs);
+        let deadline = tokio::time::sleep(self.drain);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => {
+                    tracing::warn!(subscriber = %d.subscriber, left = tracker.in_flight(), "drain deadline passed");
+                    lane_stop.cancel();
+                    break;
+                }
+                done = done_rx.recv() => match done {
+                    Some(done) => self.settle(&mut tracker, done),
+                    None => break,
+                },
+            }
+        }
+        lane_stop.cancel();
+        while lane_tasks.join_next().await.is_some() {}
+        while let Ok(done) = done_rx.try_recv() {
+            self.settle(&mut tracker, done);
+        }
+        self.commit_final(&tracker);
+        tracing::info!(subscriber = %d.subscriber, "subscriber stopped");
+        Ok(())
+    }
+
+    fn settle(&self, tracker: &mut OffsetTracker, done: Done) {
+        if let Some(next) = tracker.finish(&done.topic, done.partition, done.offset) {
+            // rd_kafka_offset_store commits `offset + 1`.
+            if let Err(e) = self
+                .consumer
+                .store_offset(&done.topic, done.partition, next - 1)
+            {
+                tracing::debug!(topic = %done.topic, partition = done.partition, error = %e, "offset not stored (partition revoked?)");
+            }
+        }
+    }
+
+    fn forget_revoked(
+        &self,
+        tracker: &mut OffsetTracker,
+        paused: &mut HashSet<(String, i32)>,
+        hold: &mut Hold,
+    ) {
+        let revoked: Vec<(String, i32)> = {
+            let mut r = self
+                .consumer
+                .context()
+                .revoked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *r)
+        };
+        for (t, p) in revoked {
+            tracker.forget(&t, p);
+            hold.held.remove(&(t.clone(), p));
+            paused.remove(&(t, p));
+        }
+    }
+
+    fn commit_final(&self, tracker: &OffsetTracker) {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, next) in tracker.positions() {
+            let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(next));
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(subscriber = %self.deliverer.subscriber, error = %e, "final commit failed");
+            }
+        }
+    }
+}
+
+/// An operator's pause: every assigned partition stops fetching; a record that arrives anyway
+/// (fetched before the pause, or from a partition assigned since) pauses its partition and is
+/// read again, from its offset, on resume. In-flight deliveries finish either way.
+#[derive(Default)]
+struct Hold {
+    active: bool,
+    held: HashMap<(String, i32), i64>,
+}
+
+impl Hold {
+    fn pause(&mut self, consumer: &GroupConsumer) {
+        self.active = true;
+        if let Ok(assigned) = consumer.assignment() {
+            let _ = consumer.pause(&assigned);
+        }
+        tracing::info!("subscriber paused");
+    }
+
+    fn hold(&mut self, consumer: &GroupConsumer, topic: String, partition: i32, offset: i64) {
+        let _ = consumer.pause(&single(&topic, partition, None));
+        self.held.entry((topic, partition)).or_insert(offset);
+    }
+
+    /// Resumes every assigned partition except those waiting for a retry tier's due time.
+    fn resume(&mut self, consumer: &GroupConsumer, waiting: &HashSet<(String, i32)>) {
+        self.active = false;
+        for ((topic, partition), offset) in self.held.drain() {
+            let tpl = single(&topic, partition, Some(offset));
+            if let Err(e) = consumer.seek_partitions(tpl, Duration::from_secs(5)) {
+                tracing::warn!(error = %e, topic = %topic, "seek after pause failed");
+            }
+        }
+        if let Ok(assigned) = consumer.assignment() {
+            let mut tpl = TopicPartitionList::new();
+            for e in assigned.elements() {
+                if !waiting.contains(&(e.topic().to_owned(), e.partition())) {
+                    tpl.add_partition(e.topic(), e.partition());
+                }
+            }
+            let _ = consumer.resume(&tpl);
+        }
+        tracing::info!("subscriber resumed");
+    }
+}
+
+fn single(topic: &str, partition: i32, offset: Option<i64>) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    match offset {
+        Some(o) => {
+            let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(o));
+        }
+        None => {
+            tpl.add_partition(topic, partition);
+        }
+    }
+    tpl
+}
+
+/// Same key, same lane: per-key order. Keyless records spread by partition.
+fn lane_of(key: Option<&[u8]>, partition: i32, lanes: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    match key {
+        Some(k) => k.hash(&mut h),
+        None => partition.hash(&mut h),
+    }
+    usize::try_from(h.finish() % lanes as u64).unwrap_or(0)
+}

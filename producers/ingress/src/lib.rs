@@ -1,0 +1,248 @@
+//! switchyard ingress: HTTP endpoints that validate events, wrap them in the envelope and
+//! answer only after the broker acknowledged them.
+//!
+//! # Layout
+//!
+//! - [`config`]: `IngressConfig` and the switches reloaded from its file while running.
+//! - One module per flow: `uid_notify`, `mark_notify`, `driver_status`, and
+//!   [`domain_events`] (the generic `POST /v1/events/{type}` over the registry in
+//!   `deploy/events.toml` and the JSON Schemas in `schemas/events/`).
+//! - [`publish`]: the `Publisher` (Kafka with `acks=all`, or discard for benchmarks).
+//! - `json`: strict JSON parsing that names the bad field; `error`: the HTTP error body.
+//! - `metrics`: every metric the ingress exports; [`openapi`]: the generated document.
+//! - [`run`]: the router (`/ping`, `/metrics`, the flows) served until shutdown.
+
+pub mod config;
+pub mod domain_events;
+mod driver_status;
+mod error;
+mod json;
+mod mark_notify;
+mod metrics;
+pub mod openapi;
+pub mod publish;
+mod uid_notify;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use events::Envelope;
+use switchyard_runtime::{trace, Shutdown};
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+pub use config::IngressConfig;
+use config::{LiveSwitches, Switches};
+use error::ApiError;
+use metrics::{IngressMetrics, RouteLabels, TopicLabels};
+pub use publish::Publisher;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<IngressConfig>,
+    pub switches: LiveSwitches,
+    pub publisher: Publisher,
+    pub metrics: Arc<IngressMetrics>,
+    /// mark-notify tags that have at least one integration.
+    pub routed_tags: Arc<HashSet<String>>,
+    /// Registered domain event types and versions with their compiled schemas.
+    pub events: Arc<domain_events::Registry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Integrations(#[from] mark_notify::IntegrationsError),
+    #[error(transparent)]
+    Registry(#[from] domain_events::RegistryError),
+}
+
+impl AppState {
+    /// Builds the state, reading the mark-notify integrations file and the domain event
+    /// registry named in `config`.
+    pub fn new(config: IngressConfig, publisher: Publisher) -> Result<Self, StateError> {
+        let routed = mark_notify::routed_tags(config.mark_notify.integrations_file.as_deref())?;
+        let events = match &config.domain_events.registry_file {
+            Some(file) => domain_events::Registry::load(file)?,
+            None => domain_events::Registry::default(),
+        };
+        let switches = Arc::new(ArcSwap::from_pointee(Switches::from(&config)));
+        Ok(Self {
+            config: Arc::new(config),
+            switches,
+            publisher,
+            metrics: Arc::default(),
+            routed_tags: Arc::new(routed),
+            events: Arc::new(events),
+        })
+    }
+
+    /// Publishes and records latency; any failure becomes a 503 for the caller. The publish is a
+    /// producer span of the request's trace, and its context goes into the envelope (and so the
+    /// record headers): the consumer's span is its child.
+    pub async fn publish(&self, topic: &str, key: &str, env: &Envelope) -> Result<(), ApiError> {
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format_args!("publish {topic}"),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.destination.name = topic,
+            event_id = %env.event_id,
+        );
+        let mut env = env.clone();
+        env.trace = trace::headers(&span).map(|h| events::v1::TraceContext {
+            traceparent: h.traceparent,
+            tracestate: h.tracestate.unwrap_or_default(),
+        });
+        let env = &env;
+        let started = Instant::now();
+        let labels = TopicLabels {
+            topic: topic.to_owned(),
+        };
+        match self
+            .publisher
+            .publish(topic, key, env)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(()) => {
+                let secs = started.elapsed().as_secs_f64();
+                self.metrics
+                    .publish_seconds
+                    .get_or_create(&labels)
+                    .observe(secs);
+                Ok(())
+            }
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                tracing::warn!(parent: &span, error = %e, topic, event_id = %env.event_id, "publish failed");
+                self.metrics.publish_failures.get_or_create(&labels).inc();
+                Err(ApiError::Unavailable)
+            }
+        }
+    }
+}
+
+/// Every ingress route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/uid-notify", post(uid_notify::handle))
+        .route("/v1/driver-status", post(driver_status::handle))
+        .route("/4.0/mark-notify/v1/seen", post(mark_notify::handle))
+        .route("/v1/events/{event_type}", post(domain_events::handle))
+        .route("/ping", get(|| async { "pong" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn ready(State(state): State<AppState>) -> StatusCode {
+    if state
+        .publisher
+        .broker_reachable(Duration::from_secs(2))
+        .await
+    {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let body = switchyard_runtime::metrics::render(&state.metrics.registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            switchyard_runtime::metrics::CONTENT_TYPE,
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let span = request_span(&req, &route);
+    let resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    let labels = RouteLabels { route, status };
+    state.metrics.requests.get_or_create(&labels).inc();
+    resp
+}
+
+/// The server span of a request, continuing the caller's trace when it sent a `traceparent`
+/// (otherwise the root of a new trace). Probes and scrapes get none.
+fn request_span(req: &Request, route: &str) -> tracing::Span {
+    if matches!(route, "/ping" | "/ready" | "/metrics") {
+        return tracing::Span::none();
+    }
+    let method = req.method();
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    trace::set_parent(&span, header(trace::HEADER), header(trace::STATE_HEADER));
+    span
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("serving http")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Serves the ingress on `listener` until `shutdown`, then flushes the producer.
+/// When `config_file` is given it is watched and its kill switches applied without restart.
+pub async fn run(
+    state: AppState,
+    config_file: Option<PathBuf>,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), RunError> {
+    if let Some(file) = config_file {
+        let every = Duration::from_millis(state.config.reload_interval_ms);
+        tokio::spawn(config::watch(
+            file,
+            state.switches.clone(),
+            every,
+            shutdown.clone(),
+        ));
+    }
+    let publisher = state.publisher.clone();
+    let app = router(state);
+    tracing::info!(addr = ?listener.local_addr().ok(), "ingress listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.triggered())
+        .await
+        .map_err(RunError::Serve)?;
+    publisher.flush(Duration::from_secs(5));
+    Ok(())
+}

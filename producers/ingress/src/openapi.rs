@@ -1,0 +1,45 @@
+//! The ingress OpenAPI document, generated from the handlers and committed under `schemas/`.
+
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "switchyard ingress",
+        description = "Publish events to switchyard; 200 means the broker has the record."
+    ),
+    paths(
+        crate::uid_notify::handle,
+        crate::driver_status::handle,
+        crate::mark_notify::handle,
+        crate::domain_events::handle
+    ),
+    components(schemas(crate::error::ErrorBody, crate::error::Violation))
+)]
+pub struct IngressApi;
+
+/// The document as committed in `schemas/openapi/ingress.json`.
+pub fn document() -> String {
+    let mut json = IngressApi::openapi().to_pretty_json().unwrap_or_default();
+    json.push('\n');
+    json
+}
+
+#[cfg(test)]
+mod tests {
+    /// Fails when the committed document drifts from the code; regenerate with
+    /// `cargo run -p switchyard-ingress -- --print-openapi > schemas/openapi/ingress.json`.
+    #[test]
+    fn committed_openapi_matches_code() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/openapi/ingress.json"
+        );
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == super::document(),
+            "schemas/openapi/ingress.json is stale: run \
+             `cargo run -p switchyard-ingress -- --print-openapi > schemas/openapi/ingress.json`"
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! Transactional outbox: a service writes its state change and the event announcing it in one
+//! transaction; the relay publishes unsent rows to Kafka in id order and marks them sent.
+//!
+//! # Layout
+//!
+//! One module: [`migrate`] (the `outbox` table of `migrations/`, in the service's own
+//! schema), [`envelope`] (a domain event envelope), [`enqueue`] (inside the state change's
+//! transaction) and [`Relay`] (unsent rows to the broker). `examples/produce_envelope.rs`
+//! produces an envelope straight to a topic, without outbox or ingress.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use events::v1::envelope::Payload;
+use events::{Envelope, HEADER_EVENT_TYPE};
+use futures::future::join_all;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use switchyard_runtime::pg::lock;
+use switchyard_runtime::KafkaSettings;
+use tokio_postgres::{Client, GenericClient};
+use tokio_util::sync::CancellationToken;
+
+/// The outbox table; see `migrations/`.
+pub const MIGRATION: &str = include_str!("../migrations/0001_outbox.sql");
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("postgres")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("kafka")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// Creates `schema` and the `outbox` table in it (idempotent), under the same advisory lock
+/// as the idempotent consumer's migration of that schema.
+pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), OutboxError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock::EVENTS_MIGRATE])
+        .await?;
+    let quoted = schema.replace('"', "\"\"");
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{quoted}\"; SET LOCAL search_path TO \"{quoted}\";"
+    ))
+    .await?;
+    tx.batch_execute(MIGRATION).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A domain event envelope (`Payload::Json`) as services and the ingress build it.
+pub fn envelope(
+    event_type: &str,
+    version: u32,
+    producer: &str,
+    idempotency_key: String,
+    payload: &serde_json::Value,
+) -> Envelope {
+    let bytes = serde_json::to_vec(payload).unwrap_or_default();
+    Envelope::new(
+        event_type,
+        version,
+        Utc::now(),
+        producer,
+        idempotency_key,
+        Payload::Json(bytes),
+    )
+}
+
+/// Writes `envelope` into the outbox; call it inside the transaction of the state change.
+pub async fn enqueue<C: GenericClient>(
+    tx: &C,
+    topic: &str,
+    key: &str,
+    envelope: &Envelope,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO outbox (topic, record_key, event_type, envelope) VALUES ($1, $2, $3, $4)",
+        &[&topic, &key, &envelope.event_type, &envelope.to_bytes()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Publishes outbox rows of one schema (the client's search_path).
+pub struct Relay {
+    producer: FutureProducer,
+    timeout: Duration,
+    /// Rows per batch.
+    pub batch: i64,
+    /// Pause when the outbox is empty.
+    pub idle: Duration,
+}
+
+impl Relay {
+    pub fn new(kafka: &KafkaSettings, role: &str) -> Result<Self, OutboxError> {
+        Ok(Self {
+            producer: kafka.producer_config(role).create()?,
+            timeout: kafka.produce_timeout(),
+            batch: 500,
+            idle: Duration::from_millis(50),
+        })
+    }
+
+    /// Publishes one batch of unsent rows and marks them sent; returns how many.
+    ///
+    /// Rows are sent in id order by one idempotent producer, so per key (per partition) the
+    /// broker keeps that order. They are marked only once every record of the batch was
+    /// acknowledged: a crash or failure before the commit leaves them unsent, and the next
+    /// run publishes them again (at-least-once; consumers deduplicate).
+    pub async fn relay_once(&self, client: &mut Client) -> Result<usize, OutboxError> {
+        let tx = client.transaction().await?;
+        let locked: bool = tx
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock($1)",
+                &[&lock::OUTBOX_RELAY],
+            )
+            .await?
+            .get(0);
+        if !locked {
+            return Ok(0);
+        }
+        let rows = tx
+            .query(
+                "SELECT id, topic, record_key, event_type, envelope FROM outbox \
+                 WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+                &[&self.batch],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut sends = Vec::with_capacity(rows.len());
+        for row in &rows {
+            ids.push(row.get::<_, i64>(0));
+            let topic: &str = row.get(1);
+            let key: &str = row.get(2);
+            let event_type: &str = row.get(3);
+            let payload: &[u8] = row.get(4);
+            let headers = OwnedHeaders::new().insert(Header {
+                key: HEADER_EVENT_TYPE,
+                value: Some(event_type),
+            });
+            let record = FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers);
+            sends.push(self.producer.send(record, Timeout::After(self.timeout)));
+        }
+        for result in join_all(sends).await {
+            if let Err((e, _)) = result {
+                return Err(OutboxError::Kafka(e));
+            }
+        }
+        tx.execute(
+            "UPDATE outbox SET sent_at = now() WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::debug!(rows = ids.len(), "outbox rows relayed");
+        Ok(ids.len())
+    }
+
+    /// Relays until `stop`; errors are logged and retried after a pause.
+    pub async fn run(&self, client: &mut Client, stop: CancellationToken) {
+        loop {
+            let pause = match self.relay_once(client).await {
+                Ok(0) => self.idle,
+                Ok(_) => Duration::ZERO,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay failed, retrying");
+                    Duration::from_millis(500)
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
