@@ -61,6 +61,27 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, DbError> {
         .map_err(|e| DbError::Build(e.to_string()))
 }
 
+/// Runs `sql` (an idempotent `CREATE ... IF NOT EXISTS` script) inside `schema`, which is
+/// created when missing, in one transaction under advisory lock `lock`: for libraries whose
+/// tables live in a schema the calling service names (idempotent consumer, outbox).
+pub async fn apply_in_schema(
+    client: &mut tokio_postgres::Client,
+    schema: &str,
+    lock: i64,
+    sql: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock])
+        .await?;
+    let quoted = schema.replace('"', "\"\"");
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{quoted}\"; SET LOCAL search_path TO \"{quoted}\";"
+    ))
+    .await?;
+    tx.batch_execute(sql).await?;
+    tx.commit().await
+}
+
 /// Applies pending `migrations` of `schema` in one transaction under advisory lock `lock`, so
 /// instances starting together neither race nor apply a migration twice. Returns how many
 /// were applied; each is recorded in `<schema>.schema_migrations`.

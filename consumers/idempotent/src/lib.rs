@@ -60,16 +60,8 @@ pub async fn connect(url: &str, schema: &str) -> Result<Client, EventsError> {
 /// Creates `schema` and the `processed_events` table in it (idempotent). The outbox table is
 /// `switchyard_outbox::migrate`'s.
 pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), EventsError> {
-    let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock::EVENTS_MIGRATE])
+    switchyard_runtime::pg::apply_in_schema(client, schema, lock::EVENTS_MIGRATE, MIGRATION)
         .await?;
-    let quoted = schema.replace('"', "\"\"");
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS \"{quoted}\"; SET LOCAL search_path TO \"{quoted}\";"
-    ))
-    .await?;
-    tx.batch_execute(MIGRATION).await?;
-    tx.commit().await?;
     Ok(())
 }
 

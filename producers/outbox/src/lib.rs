@@ -36,16 +36,8 @@ pub enum OutboxError {
 /// Creates `schema` and the `outbox` table in it (idempotent), under the same advisory lock
 /// as the idempotent consumer's migration of that schema.
 pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), OutboxError> {
-    let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock::EVENTS_MIGRATE])
+    switchyard_runtime::pg::apply_in_schema(client, schema, lock::EVENTS_MIGRATE, MIGRATION)
         .await?;
-    let quoted = schema.replace('"', "\"\"");
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS \"{quoted}\"; SET LOCAL search_path TO \"{quoted}\";"
-    ))
-    .await?;
-    tx.batch_execute(MIGRATION).await?;
-    tx.commit().await?;
     Ok(())
 }
 
