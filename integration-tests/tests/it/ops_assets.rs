@@ -19,9 +19,8 @@ use integration_tests::{
 use serde::Deserialize;
 use serde_json::Value;
 
-#[path = "ops_assets/compose.rs"]
 mod compose;
-#[path = "ops_assets/metric_names.rs"]
+
 mod metric_names;
 
 use metric_names::{exported_from_text, promql_metrics, proxy_exported};

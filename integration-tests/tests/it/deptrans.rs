@@ -29,7 +29,7 @@ use switchyard_runtime::Shutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-mod deptrans_common;
+use crate::support::deptrans_common;
 use deptrans_common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use integration_tests::*;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::json;
 
-mod otlp_common;
+use crate::support::otlp_common;
 use otlp_common::{flush, Collector, Got};
 
 const WAIT: Duration = Duration::from_secs(30);

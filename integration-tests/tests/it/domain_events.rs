@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 #[allow(dead_code)]
-#[path = "../../producers/outbox/examples/produce_envelope.rs"]
+#[path = "../../../producers/outbox/examples/produce_envelope.rs"]
 mod produce_example;
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::json;
 
-mod deptrans_common;
-mod otlp_common;
+use crate::support::deptrans_common;
+use crate::support::otlp_common;
 use deptrans_common::*;
 use otlp_common::{flush, Collector, Got};
 

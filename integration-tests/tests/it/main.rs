@@ -1,0 +1,27 @@
+//! The one integration-test binary: every area of the suite is a module here, so the suite
+//! links once (rdkafka, PostgreSQL, axum and every service crate) instead of once per file.
+//! Shared set-up lives in the harness library (`integration-tests/src/`) and in [`support`].
+//!
+//! Run one area with a filter on the module path, for example
+//! `cargo nextest run --release -p integration-tests -E 'test(/^deptrans::/)'`.
+
+mod support;
+
+mod admin_api;
+mod admin_page;
+mod attempt_log;
+mod crate_edges;
+mod deptrans;
+mod deptrans_api;
+mod dispatcher_restart;
+mod domain_events;
+mod ingress;
+mod kafka_cluster;
+mod kafka_tools;
+mod mark_notify;
+mod operations;
+mod ops_assets;
+mod schema_evolution;
+mod traces;
+mod traces_deptrans;
+mod uid_notify;

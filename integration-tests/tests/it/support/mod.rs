@@ -1,0 +1,5 @@
+//! Set-up shared by several areas of the suite: the deptrans harness (a fresh database, topic
+//! and fakes per test) and an in-process OTLP receiver.
+
+pub(crate) mod deptrans_common;
+pub(crate) mod otlp_common;
