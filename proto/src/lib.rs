@@ -18,8 +18,33 @@ pub mod event_type {
     pub const DRIVER_STATUS: &str = "driver.status";
 }
 
+/// Every `sy-*` Kafka record header switchyard writes or reads, in one place. The W3C trace
+/// context travels as `traceparent`/`tracestate` (see `switchyard_runtime::trace`).
+pub mod header {
+    /// Mirrors `Envelope.event_type`, so filters skip records without decoding them.
+    pub const EVENT_TYPE: &str = "sy-event-type";
+    /// The delivered event's id, on records a topic subscriber writes.
+    pub const EVENT_ID: &str = "sy-event-id";
+    /// The token a subscriber deduplicates on, on records a topic subscriber writes.
+    pub const IDEMPOTENCY_KEY: &str = "sy-idempotency-key";
+    /// mark-notify's caller kind (client, driver, anonymous), on topic-target records.
+    pub const CALLER_KIND: &str = "sy-caller-kind";
+    /// Retry bookkeeping of a parked record: attempts made so far.
+    pub const ATTEMPTS: &str = "sy-attempts";
+    /// Retry bookkeeping: not to be attempted before this Unix time in milliseconds.
+    pub const NOT_BEFORE_MS: &str = "sy-not-before-ms";
+    /// Retry bookkeeping: the retry tier the record is parked in.
+    pub const TIER: &str = "sy-tier";
+    /// Retry bookkeeping: why the last attempt failed.
+    pub const LAST_ERROR: &str = "sy-last-error";
+    /// Retry bookkeeping: `topic/partition/offset` the record was first read from.
+    pub const ORIGIN: &str = "sy-origin";
+    /// Retry bookkeeping: the subscriber a parked record belongs to.
+    pub const SUBSCRIBER: &str = "sy-subscriber";
+}
+
 /// Record header that mirrors `Envelope.event_type`, so filters skip decoding.
-pub const HEADER_EVENT_TYPE: &str = "sy-event-type";
+pub const HEADER_EVENT_TYPE: &str = header::EVENT_TYPE;
 
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {

@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use events::{header, Envelope};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
@@ -102,4 +105,83 @@ pub fn stored_lags(
             .filter(|(&partition, p)| partition >= 0 && p.consumer_lag_stored >= 0)
             .map(move |(&partition, p)| (topic.as_str(), partition, p.consumer_lag_stored))
     })
+}
+
+/// The standard headers of an envelope record: `sy-event-type` always, and the W3C trace
+/// context when there is one. Every producer of envelopes (ingress, outbox relay, CLI) uses
+/// this, so consumers can filter and link traces without decoding the body.
+pub fn envelope_headers(
+    event_type: &str,
+    trace: Option<&events::v1::TraceContext>,
+) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(3).insert(Header {
+        key: header::EVENT_TYPE,
+        value: Some(event_type),
+    });
+    if let Some(trace) = trace.filter(|t| !t.traceparent.is_empty()) {
+        headers = headers.insert(Header {
+            key: crate::trace::HEADER,
+            value: Some(trace.traceparent.as_str()),
+        });
+        if !trace.tracestate.is_empty() {
+            headers = headers.insert(Header {
+                key: crate::trace::STATE_HEADER,
+                value: Some(trace.tracestate.as_str()),
+            });
+        }
+    }
+    headers
+}
+
+/// The one way to build an envelope record: `payload` is `envelope` encoded (the caller owns
+/// the bytes, the record borrows them), `key` the entity whose order matters.
+pub fn envelope_record<'a>(
+    topic: &'a str,
+    key: &'a str,
+    payload: &'a [u8],
+    envelope: &Envelope,
+) -> FutureRecord<'a, str, [u8]> {
+    FutureRecord::to(topic)
+        .key(key)
+        .payload(payload)
+        .headers(envelope_headers(
+            &envelope.event_type,
+            envelope.trace.as_ref(),
+        ))
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::Headers;
+
+    use super::*;
+
+    #[test]
+    fn envelope_records_carry_the_event_type_and_the_trace_context() {
+        let mut env = Envelope {
+            event_type: "uid.bind".into(),
+            ..Envelope::default()
+        };
+        let payload = env.to_bytes();
+        let record = envelope_record("t", "k", &payload, &env);
+        let headers = record.headers.expect("headers");
+        assert_eq!(headers.count(), 1);
+        assert_eq!(headers.get(0).key, header::EVENT_TYPE);
+        assert_eq!(headers.get(0).value, Some(&b"uid.bind"[..]));
+
+        env.trace = Some(events::v1::TraceContext {
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            tracestate: "vendor=1".into(),
+        });
+        let headers = envelope_headers(&env.event_type, env.trace.as_ref());
+        let keys: Vec<&str> = headers.iter().map(|h| h.key).collect();
+        assert_eq!(
+            keys,
+            [
+                header::EVENT_TYPE,
+                crate::trace::HEADER,
+                crate::trace::STATE_HEADER
+            ]
+        );
+    }
 }

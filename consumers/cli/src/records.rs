@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use events::v1::envelope::Payload;
-use events::{Envelope, HEADER_EVENT_TYPE};
+use events::Envelope;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::FutureProducer;
 use serde_json::{json, Value};
 use switchyard_dispatcher::admin::{envelope_json, AdminError};
 use switchyard_runtime::KafkaSettings;
@@ -95,23 +95,10 @@ pub async fn produce_json(
         tracestate: h.tracestate.clone().unwrap_or_default(),
     });
     let producer: FutureProducer = kafka.producer_config("cli").create()?;
-    let mut headers = OwnedHeaders::new().insert(Header {
-        key: HEADER_EVENT_TYPE,
-        value: Some(event_type),
-    });
-    if let Some(h) = &trace {
-        headers = headers.insert(Header {
-            key: switchyard_runtime::trace::HEADER,
-            value: Some(&h.traceparent),
-        });
-    }
     let bytes = env.to_bytes();
     producer
         .send(
-            FutureRecord::to(topic)
-                .key(key)
-                .payload(&bytes)
-                .headers(headers),
+            switchyard_runtime::kafka::envelope_record(topic, key, &bytes, &env),
             Duration::from_secs(30),
         )
         .instrument(span)

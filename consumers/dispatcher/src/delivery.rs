@@ -48,11 +48,11 @@ impl TopicSink {
     async fn attempt(&self, key: Option<&[u8]>, event_id: &str, r: &Rendered) -> Attempt {
         let mut headers = OwnedHeaders::new()
             .insert(Header {
-                key: "sy-event-id",
+                key: events::header::EVENT_ID,
                 value: Some(event_id),
             })
             .insert(Header {
-                key: "sy-idempotency-key",
+                key: events::header::IDEMPOTENCY_KEY,
                 value: Some(r.idempotency_key.as_str()),
             });
         if let Some(tp) = &r.traceparent {
@@ -63,7 +63,7 @@ impl TopicSink {
         }
         if let Some(kind) = r.caller_kind {
             headers = headers.insert(Header {
-                key: "sy-caller-kind",
+                key: events::header::CALLER_KIND,
                 value: Some(kind),
             });
         }

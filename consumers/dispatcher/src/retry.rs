@@ -8,12 +8,12 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use crate::config::RetryPolicy;
 
 pub const H_EVENT_TYPE: &str = events::HEADER_EVENT_TYPE;
-pub const H_ATTEMPTS: &str = "sy-attempts";
-pub const H_NOT_BEFORE: &str = "sy-not-before-ms";
-pub const H_TIER: &str = "sy-tier";
-pub const H_ERROR: &str = "sy-last-error";
-pub const H_ORIGIN: &str = "sy-origin";
-pub const H_SUBSCRIBER: &str = "sy-subscriber";
+pub const H_ATTEMPTS: &str = events::header::ATTEMPTS;
+pub const H_NOT_BEFORE: &str = events::header::NOT_BEFORE_MS;
+pub const H_TIER: &str = events::header::TIER;
+pub const H_ERROR: &str = events::header::LAST_ERROR;
+pub const H_ORIGIN: &str = events::header::ORIGIN;
+pub const H_SUBSCRIBER: &str = events::header::SUBSCRIBER;
 
 /// What a record's headers say about its earlier delivery attempts.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -3,9 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use events::{Envelope, HEADER_EVENT_TYPE};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use events::Envelope;
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::util::Timeout;
 use switchyard_runtime::KafkaSettings;
 
@@ -54,30 +53,7 @@ impl Publisher {
             return Ok(());
         };
         let payload = envelope.to_bytes();
-        let mut headers = OwnedHeaders::new().insert(Header {
-            key: HEADER_EVENT_TYPE,
-            value: Some(envelope.event_type.as_str()),
-        });
-        if let Some(trace) = envelope
-            .trace
-            .as_ref()
-            .filter(|t| !t.traceparent.is_empty())
-        {
-            headers = headers.insert(Header {
-                key: switchyard_runtime::trace::HEADER,
-                value: Some(trace.traceparent.as_str()),
-            });
-            if !trace.tracestate.is_empty() {
-                headers = headers.insert(Header {
-                    key: switchyard_runtime::trace::STATE_HEADER,
-                    value: Some(trace.tracestate.as_str()),
-                });
-            }
-        }
-        let record = FutureRecord::to(topic)
-            .key(key)
-            .payload(&payload)
-            .headers(headers);
+        let record = switchyard_runtime::kafka::envelope_record(topic, key, &payload, envelope);
         let started = Instant::now();
         let send = producer.send(record, Timeout::After(*timeout));
         // message.timeout.ms bounds the delivery; this outer bound also covers a full queue.

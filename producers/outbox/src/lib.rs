@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use events::v1::envelope::Payload;
-use events::{Envelope, HEADER_EVENT_TYPE};
+use events::Envelope;
 use futures::future::join_all;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use switchyard_runtime::kafka::envelope_headers;
 use switchyard_runtime::pg::lock;
 use switchyard_runtime::KafkaSettings;
 use tokio_postgres::{Client, GenericClient};
@@ -131,14 +131,12 @@ impl Relay {
             let key: &str = row.get(2);
             let event_type: &str = row.get(3);
             let payload: &[u8] = row.get(4);
-            let headers = OwnedHeaders::new().insert(Header {
-                key: HEADER_EVENT_TYPE,
-                value: Some(event_type),
-            });
+            // The row keeps the event type beside the encoded envelope, so the relay adds the
+            // standard headers without decoding it.
             let record = FutureRecord::to(topic)
                 .key(key)
                 .payload(payload)
-                .headers(headers);
+                .headers(envelope_headers(event_type, None));
             sends.push(self.producer.send(record, Timeout::After(self.timeout)));
         }
         for result in join_all(sends).await {
