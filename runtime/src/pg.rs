@@ -2,7 +2,8 @@
 //! idempotent consumer: the pool, migrations applied at start-up, once per schema, under an
 //! advisory lock, and every advisory-lock id in one table.
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+pub use deadpool_postgres::Pool;
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 /// Every advisory-lock id the services take, in one table so two never collide. The values

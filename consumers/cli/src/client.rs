@@ -1,11 +1,16 @@
-//! A client of the admin API, used by the `switchyard` CLI (and the tests): every call sends
-//! the bearer token and turns `{"code","message"}` answers into errors.
+//! A typed client of the admin API, used by the `switchyard` CLI (and the tests): every call
+//! sends the bearer token, parses the answer into the same types the handlers return
+//! (`switchyard_dispatcher::admin_api::model`) and turns `{"code","message"}` into errors.
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use switchyard_dispatcher::admin_api::JobStatus;
+use switchyard_dispatcher::admin_api::model::{
+    AttemptList, AttemptView, DeadLetter, DeadLetterList, ErrorBody, JobStatus, PauseState,
+    ReplayAccepted, SubscriberList, SubscriberView,
+};
 use switchyard_dispatcher::replay::ReplaySource;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,12 +44,12 @@ impl AdminClient {
         }
     }
 
-    async fn call(
+    async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<T, ClientError> {
         let url = format!("{}/admin/api{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
@@ -56,27 +61,31 @@ impl AdminClient {
         };
         let resp = req.send().await.map_err(http)?;
         let status = resp.status();
-        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        let bytes = resp.bytes().await.map_err(http)?;
         if !status.is_success() {
-            let message = value["message"]
-                .as_str()
-                .map_or_else(|| value.to_string(), str::to_owned);
+            let message = serde_json::from_slice::<ErrorBody>(&bytes).map_or_else(
+                |_| String::from_utf8_lossy(&bytes).into_owned(),
+                |e| e.message,
+            );
             return Err(ClientError::Api {
                 status: status.as_u16(),
                 message,
             });
         }
-        Ok(value)
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Api {
+            status: status.as_u16(),
+            message: format!("unexpected answer: {e}"),
+        })
     }
 
-    pub async fn subscribers(&self) -> Result<Vec<Value>, ClientError> {
-        let v = self
+    pub async fn subscribers(&self) -> Result<Vec<SubscriberView>, ClientError> {
+        let list: SubscriberList = self
             .call(reqwest::Method::GET, "/subscribers", None)
             .await?;
-        Ok(v["subscribers"].as_array().cloned().unwrap_or_default())
+        Ok(list.subscribers)
     }
 
-    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<Value, ClientError> {
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<PauseState, ClientError> {
         let action = if paused { "pause" } else { "resume" };
         self.call(
             reqwest::Method::POST,
@@ -86,28 +95,32 @@ impl AdminClient {
         .await
     }
 
-    pub async fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<Value>, ClientError> {
-        let v = self
+    pub async fn dead_letters(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, ClientError> {
+        let list: DeadLetterList = self
             .call(
                 reqwest::Method::GET,
                 &format!("/subscribers/{}/dead-letters?limit={limit}", enc(name)),
                 None,
             )
             .await?;
-        Ok(v["records"].as_array().cloned().unwrap_or_default())
+        Ok(list.records)
     }
 
     pub async fn attempts(
         &self,
         subscriber: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<Value>, ClientError> {
+    ) -> Result<Vec<AttemptView>, ClientError> {
         let mut path = format!("/attempts?limit={limit}");
         if let Some(s) = subscriber {
             path.push_str(&format!("&subscriber={}", enc(s)));
         }
-        let v = self.call(reqwest::Method::GET, &path, None).await?;
-        Ok(v["attempts"].as_array().cloned().unwrap_or_default())
+        let list: AttemptList = self.call(reqwest::Method::GET, &path, None).await?;
+        Ok(list.attempts)
     }
 
     /// Starts a replay and follows it to the end, calling `progress(done, total)` as it goes.
@@ -117,22 +130,18 @@ impl AdminClient {
         source: &ReplaySource,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<JobStatus, ClientError> {
-        let started = self
+        let started: ReplayAccepted = self
             .call(
                 reqwest::Method::POST,
                 &format!("/subscribers/{}/replay", enc(name)),
                 Some(serde_json::to_value(source).unwrap_or(Value::Null)),
             )
             .await?;
-        let id = started["job_id"].as_str().unwrap_or_default().to_owned();
+        let id = started.job_id;
         loop {
-            let v = self
+            let job: JobStatus = self
                 .call(reqwest::Method::GET, &format!("/jobs/{id}"), None)
                 .await?;
-            let job: JobStatus = serde_json::from_value(v).map_err(|e| ClientError::Api {
-                status: 200,
-                message: format!("unexpected job answer: {e}"),
-            })?;
             progress(job.done, job.total);
             if job.state != "running" {
                 return Ok(job);

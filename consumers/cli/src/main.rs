@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rdkafka::consumer::Consumer;
-use serde_json::Value;
 use switchyard_cli::client::AdminClient;
 use switchyard_cli::records;
+use switchyard_dispatcher::admin_api::model::{DeadLetter, SubscriberView};
 use switchyard_dispatcher::replay::{DeadLetterSelection, ReplaySource, TopicSelection};
 use switchyard_runtime::topics::{ensure_topics, TopicsFile};
 use switchyard_runtime::KafkaSettings;
@@ -193,18 +193,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let v = admin_client(&cli.admin_url, cli.admin_token.as_deref())?
                 .set_paused(&subscriber, paused)
                 .await?;
-            println!(
-                "{} {}",
-                v["name"].as_str().unwrap_or(&subscriber),
-                v["state"].as_str().unwrap_or("?")
-            );
+            println!("{} {}", v.name, v.state);
         }
         Command::Attempts { subscriber, limit } => {
             let rows = admin_client(&cli.admin_url, cli.admin_token.as_deref())?
                 .attempts(subscriber.as_deref(), limit)
                 .await?;
             for r in rows {
-                println!("{r}");
+                println!("{}", serde_json::to_string(&r)?);
             }
         }
         Command::Replay {
@@ -319,7 +315,7 @@ async fn follow_replay(
     Ok(())
 }
 
-fn print_subscribers(subs: &[Value]) {
+fn print_subscribers(subs: &[SubscriberView]) {
     println!(
         "{:<32} {:<8} {:>8} {:>10} {:>10} {:>12} {:>12}",
         "SUBSCRIBER", "STATE", "LAG", "DELIV/S", "FAIL/S", "DEAD-LETTERS", "DELIVERED"
@@ -327,21 +323,22 @@ fn print_subscribers(subs: &[Value]) {
     for s in subs {
         println!(
             "{:<32} {:<8} {:>8} {:>10.1} {:>10.1} {:>12} {:>12}",
-            s["name"].as_str().unwrap_or("?"),
-            s["state"].as_str().unwrap_or("?"),
-            s["lag"].to_string(),
-            s["delivered_per_sec"].as_f64().unwrap_or(0.0),
-            s["failed_per_sec"].as_f64().unwrap_or(0.0),
-            s["dead_letters"].to_string(),
-            s["delivered"].to_string(),
+            s.name,
+            s.state,
+            s.lag,
+            s.delivered_per_sec,
+            s.failed_per_sec,
+            s.dead_letters
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            s.delivered,
         );
     }
 }
 
-fn print_dead_letters(records: &[Value], json: bool) {
+fn print_dead_letters(records: &[DeadLetter], json: bool) {
     if json {
         for r in records {
-            println!("{r}");
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
         }
         return;
     }
@@ -352,12 +349,12 @@ fn print_dead_letters(records: &[Value], json: bool) {
     for r in records {
         println!(
             "{:>4} {:>8} {:<38} {:<24} {:>8}  {}",
-            r["partition"].to_string(),
-            r["offset"].to_string(),
-            r["event_id"].as_str().unwrap_or("-"),
-            r["event_type"].as_str().unwrap_or("-"),
-            r["attempts"].to_string(),
-            r["last_error"].as_str().unwrap_or("-"),
+            r.partition,
+            r.offset,
+            r.event_id.as_deref().unwrap_or("-"),
+            r.event_type.as_deref().unwrap_or("-"),
+            r.attempts,
+            r.last_error.as_deref().unwrap_or("-"),
         );
     }
 }

@@ -32,10 +32,9 @@ pub mod upstream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_runtime::shutdown::supervise;
+use switchyard_runtime::shutdown::{supervise, Tasks};
 use switchyard_runtime::Shutdown;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 pub use config::DeptransConfig;
 
@@ -108,7 +107,7 @@ pub async fn run(
         &cfg.krt,
         metrics.clone(),
     ));
-    let mut tasks: JoinSet<Result<(), DeptransError>> = JoinSet::new();
+    let mut tasks: Tasks<DeptransError> = Tasks::new();
 
     {
         let (caches, upstream, metrics, stop) = (
@@ -118,7 +117,7 @@ pub async fn run(
             shutdown.token(),
         );
         let every = Duration::from_millis(cfg.upstream.cache_refresh_ms);
-        tasks.spawn(async move {
+        tasks.spawn("cache-refresh", async move {
             caches.refresh_loop(upstream, every, metrics, stop).await;
             Ok(())
         });
@@ -150,7 +149,10 @@ pub async fn run(
             metrics: metrics.clone(),
         };
         let stop = shutdown.token();
-        tasks.spawn(async move { Ok(worker.run(stop).await?) });
+        tasks.spawn(
+            "status-consumer",
+            async move { Ok(worker.run(stop).await?) },
+        );
     }
 
     if cfg.sender.enabled {
@@ -163,14 +165,14 @@ pub async fn run(
             metrics: metrics.clone(),
         };
         let stop = shutdown.token();
-        tasks.spawn(async move { Ok(sender.run(stop).await?) });
+        tasks.spawn("krt-sender", async move { Ok(sender.run(stop).await?) });
     }
 
     {
         let (pool, metrics, stop) = (pool.clone(), metrics.clone(), shutdown.token());
         let every = Duration::from_millis(cfg.retention_interval_ms);
         let (days, batch) = (cfg.retention_days, cfg.retention_batch);
-        tasks.spawn(async move {
+        tasks.spawn("retention", async move {
             retention::run(pool, days, batch, every, metrics, stop).await;
             Ok(())
         });
@@ -179,7 +181,7 @@ pub async fn run(
     {
         let (pool, metrics, stop) = (pool.clone(), metrics.clone(), shutdown.token());
         let every = Duration::from_millis(cfg.queue_metrics_interval_ms);
-        tasks.spawn(async move {
+        tasks.spawn("queue-stats", async move {
             queue_stats::run(pool, every, metrics, stop).await;
             Ok(())
         });
@@ -197,7 +199,7 @@ pub async fn run(
     let app = api::router(state);
     let stop = shutdown.token();
     tracing::info!(addr = ?listener.local_addr().ok(), "deptrans listening");
-    tasks.spawn(async move {
+    tasks.spawn("http", async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await?;

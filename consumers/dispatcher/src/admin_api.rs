@@ -3,6 +3,7 @@
 //! as jobs with progress; the attempt log. Documented in `schemas/openapi/admin.json`
 //! (see [`openapi`]).
 
+pub mod model;
 pub mod openapi;
 
 use std::collections::HashMap;
@@ -15,52 +16,33 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use utoipa::ToSchema;
+use serde::Deserialize;
 
-use crate::config::DispatcherConfig;
 use crate::control::Control;
+use crate::plan::Plan;
 use crate::replay::{self, ReplaySource};
+pub use model::{
+    AttemptList, AttemptView, DeadLetter, DeadLetterList, ErrorBody, JobStatus, PauseState,
+    ReplayAccepted, SubscriberList, SubscriberView,
+};
 
 /// Shared by every admin handler.
 pub struct AdminState {
     pub control: Arc<Control>,
-    pub cfg: DispatcherConfig,
+    pub plan: Plan,
     token: String,
     jobs: Mutex<HashMap<String, JobStatus>>,
 }
 
 impl AdminState {
-    pub fn new(control: Arc<Control>, cfg: DispatcherConfig, token: String) -> Self {
+    pub fn new(control: Arc<Control>, plan: Plan, token: String) -> Self {
         Self {
             control,
-            cfg,
+            plan,
             token,
             jobs: Mutex::default(),
         }
     }
-}
-
-/// A replay running in the background, as `GET /admin/api/jobs/{id}` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct JobStatus {
-    pub id: String,
-    pub subscriber: String,
-    /// `running`, `done` or `failed`.
-    pub state: String,
-    pub done: u64,
-    pub total: u64,
-    pub error: Option<String>,
-}
-
-/// Error body of every admin endpoint.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Machine-readable code, e.g. `unauthorized`, `unknown_subscriber`, `invalid_body`.
-    pub code: &'static str,
-    /// Human-readable explanation naming the offending field or setting.
-    pub message: String,
 }
 
 /// A 4xx/5xx answer: `{"code", "message"}`.
@@ -101,7 +83,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            code: self.code,
+            code: self.code.to_owned(),
             message: self.message,
         };
         (self.status, Json(body)).into_response()
@@ -167,14 +149,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     get,
     path = "/admin/api/subscribers",
     responses(
-        (status = 200, description = "All subscribers of this dispatcher", body = openapi::SubscriberList),
+        (status = 200, description = "All subscribers of this dispatcher", body = SubscriberList),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
     ),
     tag = "admin"
 )]
-async fn subscribers(State(state): State<Arc<AdminState>>) -> Json<Value> {
+async fn subscribers(State(state): State<Arc<AdminState>>) -> Json<SubscriberList> {
     let m = &state.control.metrics;
-    let list: Vec<Value> = state
+    let subscribers = state
         .control
         .subscribers
         .values()
@@ -194,23 +176,31 @@ async fn subscribers(State(state): State<Arc<AdminState>>) -> Json<Value> {
                 .sum();
             let (delivered_per_sec, failed_per_sec) = h.rates();
             let waiting = h.dead_letters();
-            json!({
-                "name": h.name,
-                "topics": h.topics,
-                "target": h.target,
-                "state": if h.is_paused() { "paused" } else { "running" },
-                "lag": h.lag(),
-                "delivered": m.deliveries.get(&labels).map_or(0, |c| c.get()),
-                "failed_attempts": m.failed_attempts.get(&labels).map_or(0, |c| c.get()),
-                "parked": parked,
-                "dead_lettered": m.dead_lettered.get(&labels).map_or(0, |c| c.get()),
-                "delivered_per_sec": round2(delivered_per_sec),
-                "failed_per_sec": round2(failed_per_sec),
-                "dead_letters": (waiting >= 0).then_some(waiting),
-            })
+            SubscriberView {
+                name: h.name.clone(),
+                topics: h.topics.clone(),
+                target: h.target.clone(),
+                state: state_name(h.is_paused()).to_owned(),
+                lag: h.lag(),
+                delivered: m.deliveries.get(&labels).map_or(0, |c| c.get()),
+                failed_attempts: m.failed_attempts.get(&labels).map_or(0, |c| c.get()),
+                parked,
+                dead_lettered: m.dead_lettered.get(&labels).map_or(0, |c| c.get()),
+                delivered_per_sec: round2(delivered_per_sec),
+                failed_per_sec: round2(failed_per_sec),
+                dead_letters: (waiting >= 0).then_some(waiting),
+            }
         })
         .collect();
-    Json(json!({ "subscribers": list }))
+    Json(SubscriberList { subscribers })
+}
+
+fn state_name(paused: bool) -> &'static str {
+    if paused {
+        "paused"
+    } else {
+        "running"
+    }
 }
 
 fn round2(x: f64) -> f64 {
@@ -223,7 +213,7 @@ fn round2(x: f64) -> f64 {
     path = "/admin/api/subscribers/{name}/pause",
     params(("name" = String, Path, description = "Subscriber name")),
     responses(
-        (status = 200, description = "Paused", body = openapi::PauseState),
+        (status = 200, description = "Paused", body = PauseState),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`unknown_subscriber`", body = ErrorBody),
         (status = 500, description = "`internal`: the pause could not be stored", body = ErrorBody),
@@ -233,7 +223,7 @@ fn round2(x: f64) -> f64 {
 async fn pause(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PauseState>, ApiError> {
     switch(&state, &name, true).await
 }
 
@@ -243,7 +233,7 @@ async fn pause(
     path = "/admin/api/subscribers/{name}/resume",
     params(("name" = String, Path, description = "Subscriber name")),
     responses(
-        (status = 200, description = "Running", body = openapi::PauseState),
+        (status = 200, description = "Running", body = PauseState),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`unknown_subscriber`", body = ErrorBody),
         (status = 500, description = "`internal`: the state could not be stored", body = ErrorBody),
@@ -253,11 +243,15 @@ async fn pause(
 async fn resume(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PauseState>, ApiError> {
     switch(&state, &name, false).await
 }
 
-async fn switch(state: &AdminState, name: &str, paused: bool) -> Result<Json<Value>, ApiError> {
+async fn switch(
+    state: &AdminState,
+    name: &str,
+    paused: bool,
+) -> Result<Json<PauseState>, ApiError> {
     let found = state
         .control
         .set_paused(name, paused)
@@ -266,10 +260,10 @@ async fn switch(state: &AdminState, name: &str, paused: bool) -> Result<Json<Val
     if !found {
         return Err(ApiError::no_subscriber(name));
     }
-    Ok(Json(json!({
-        "name": name,
-        "state": if paused { "paused" } else { "running" },
-    })))
+    Ok(Json(PauseState {
+        name: name.to_owned(),
+        state: state_name(paused).to_owned(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -287,7 +281,7 @@ struct LimitQuery {
         ("limit" = Option<usize>, Query, description = "Records to return, 1-500 (default 50)"),
     ),
     responses(
-        (status = 200, description = "Dead letters", body = openapi::DeadLetterList),
+        (status = 200, description = "Dead letters", body = DeadLetterList),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`unknown_subscriber`", body = ErrorBody),
         (status = 500, description = "`internal`: the topic could not be read", body = ErrorBody),
@@ -298,21 +292,21 @@ async fn dead_letters(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
     Query(q): Query<LimitQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetterList>, ApiError> {
     let h = state
         .control
         .get(&name)
         .ok_or_else(|| ApiError::no_subscriber(&name))?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let records = replay::browse_dead_letters(
-        &state.cfg.kafka,
+        &state.plan.config.kafka,
         &h.dead_letter_topic,
         &h.replay_group,
         limit,
     )
     .await
     .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "records": records })))
+    Ok(Json(DeadLetterList { records }))
 }
 
 /// Starts a replay into the subscriber's first retry tier: its dead letters, or a topic's records
@@ -323,7 +317,7 @@ async fn dead_letters(
     params(("name" = String, Path, description = "Subscriber name")),
     request_body = crate::replay::ReplaySource,
     responses(
-        (status = 202, description = "Started; poll the job", body = openapi::ReplayAccepted),
+        (status = 202, description = "Started; poll the job", body = ReplayAccepted),
         (status = 400, description = "`invalid_body`; the message names the field", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`unknown_subscriber`", body = ErrorBody),
@@ -334,7 +328,7 @@ async fn start_replay(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ReplayAccepted>), ApiError> {
     if state.control.get(&name).is_none() {
         return Err(ApiError::no_subscriber(&name));
     }
@@ -358,14 +352,15 @@ async fn start_replay(
     }
     let st = state.clone();
     let job_id = id.clone();
-    tokio::spawn(async move {
+    // Detached: the job outlives the request; its progress and end are read from `jobs`.
+    switchyard_runtime::shutdown::spawn_detached("replay-job", async move {
         let progress = |done, total| {
             if let Some(j) = lock(&st.jobs).get_mut(&job_id) {
                 j.done = done;
                 j.total = total;
             }
         };
-        let result = replay::replay(&st.cfg, &name, &source, progress).await;
+        let result = replay::replay(&st.plan, &name, &source, progress).await;
         if let Some(j) = lock(&st.jobs).get_mut(&job_id) {
             match result {
                 Ok(n) => {
@@ -380,7 +375,7 @@ async fn start_replay(
             }
         }
     });
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id }))))
+    Ok((StatusCode::ACCEPTED, Json(ReplayAccepted { job_id: id })))
 }
 
 /// Progress of a replay job (kept in memory of the replica that runs it).
@@ -415,7 +410,7 @@ async fn job(
         ("limit" = Option<usize>, Query, description = "Rows to return, 1-1000 (default 100)"),
     ),
     responses(
-        (status = 200, description = "Attempts", body = openapi::AttemptList),
+        (status = 200, description = "Attempts", body = AttemptList),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`attempt_log_disabled` or `unknown_subscriber`", body = ErrorBody),
         (status = 500, description = "`internal`: the log could not be read", body = ErrorBody),
@@ -425,7 +420,7 @@ async fn job(
 async fn attempts(
     State(state): State<Arc<AdminState>>,
     Query(q): Query<LimitQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AttemptList>, ApiError> {
     let Some(pool) = &state.control.pool else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -442,7 +437,7 @@ async fn attempts(
     let rows = crate::attempt_log::recent(pool, q.subscriber.as_deref(), limit)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "attempts": rows })))
+    Ok(Json(AttemptList { attempts: rows }))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -223,7 +223,7 @@ pub async fn recent(
     pool: &Pool,
     subscriber: Option<&str>,
     limit: i64,
-) -> Result<Vec<serde_json::Value>, DbError> {
+) -> Result<Vec<crate::admin_api::model::AttemptView>, DbError> {
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -239,17 +239,17 @@ pub async fn recent(
         .iter()
         .map(|r| {
             let at: DateTime<Utc> = r.get(1);
-            serde_json::json!({
-                "subscriber": r.get::<_, String>(0),
-                "at": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                "event_id": r.get::<_, String>(2),
-                "attempt": r.get::<_, i32>(3),
-                "status": r.get::<_, Option<i16>>(4),
-                "outcome": r.get::<_, String>(5),
-                "latency_ms": r.get::<_, i32>(6),
-                "response_excerpt": r.get::<_, Option<String>>(7),
-                "error": r.get::<_, Option<String>>(8),
-            })
+            crate::admin_api::model::AttemptView {
+                subscriber: r.get(0),
+                at: at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                event_id: r.get(2),
+                attempt: r.get(3),
+                status: r.get(4),
+                outcome: r.get(5),
+                latency_ms: r.get(6),
+                response_excerpt: r.get(7),
+                error: r.get(8),
+            }
         })
         .collect())
 }

@@ -265,22 +265,12 @@ pub enum ConfigCheckError {
 }
 
 impl DispatcherConfig {
+    /// Loads and validates the config as written. The mark-notify integrations file is read by
+    /// [`crate::plan::Plan::resolve`], which every start goes through.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigCheckError> {
-        let mut cfg: Self = load_config(file, ENV_PREFIX)?;
-        cfg.expand_integrations()?;
+        let cfg: Self = load_config(file, ENV_PREFIX)?;
         cfg.validate()?;
         Ok(cfg)
-    }
-
-    /// Turns the mark-notify integrations file into subscribers, once.
-    pub fn expand_integrations(&mut self) -> Result<(), ConfigCheckError> {
-        if let Some(section) = self.mark_notify.take() {
-            let file = crate::integrations::IntegrationsFile::read(&section.integrations_file)
-                .map_err(|e| ConfigCheckError::Integrations(e.to_string()))?;
-            self.subscribers
-                .extend(file.into_subscribers(&section.topic));
-        }
-        Ok(())
     }
 
     /// Fails fast on a config that would misbehave at runtime, naming the key.
@@ -361,6 +351,7 @@ impl DispatcherConfig {
         format!("{}{name}.dlq", self.topic_prefix)
     }
 
+    /// Consumer group of subscriber `name`; its replay groups add a suffix to it (see the plan).
     pub fn group_id(&self, name: &str) -> String {
         format!("{}{name}", self.group_prefix)
     }

@@ -13,8 +13,9 @@ use switchyard_runtime::KafkaSettings;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DispatcherConfig, SubscriberConfig, Target};
+use crate::config::Target;
 use crate::metrics::{DispatchMetrics, SubscriberLabels};
+use crate::plan::SubscriberPlan;
 use switchyard_runtime::pg::DbError;
 
 /// One subscriber as the admin API sees it.
@@ -43,7 +44,8 @@ struct Rates {
 }
 
 impl SubscriberHandle {
-    pub fn new(cfg: &DispatcherConfig, s: &SubscriberConfig) -> Self {
+    pub fn new(plan: &SubscriberPlan) -> Self {
+        let s = &plan.config;
         let target = match &s.target {
             Target::Http(h) => h.url.clone(),
             Target::Topic(t) => format!("topic:{}", t.topic),
@@ -52,9 +54,9 @@ impl SubscriberHandle {
             name: s.name.clone(),
             topics: s.topics.clone(),
             target,
-            dead_letter_topic: cfg.dead_letter_topic(&s.name),
-            replay_group: crate::replay::replay_group(cfg, &s.name),
-            tiers: cfg.policy(s).tiers_ms.len(),
+            dead_letter_topic: plan.dead_letter_topic.clone(),
+            replay_group: plan.dead_letter_replay_group.clone(),
+            tiers: plan.retry_topics.len(),
             paused: watch::Sender::new(false),
             dead_letters: AtomicI64::new(-1),
             lag: Mutex::default(),
@@ -178,12 +180,7 @@ impl Control {
 
     /// Until `stop`: samples delivery rates every 2 s and follows pauses set by other replicas.
     pub async fn maintain(self: Arc<Self>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        switchyard_runtime::shutdown::every(Duration::from_secs(2), &stop, || async {
             for (name, h) in &self.subscribers {
                 let labels = SubscriberLabels {
                     subscriber: name.clone(),
@@ -199,7 +196,8 @@ impl Control {
             if let Err(e) = self.load_pauses().await {
                 tracing::warn!(error = %e, "reading stored pauses failed");
             }
-        }
+        })
+        .await;
     }
 
     /// Counts every subscriber's waiting dead letters every 5 s on a thread of its own (the
@@ -227,7 +225,7 @@ impl Control {
                     let Some(c) = consumers.get(name) else {
                         continue;
                     };
-                    match crate::replay::dead_letters_waiting(c, &h.dead_letter_topic) {
+                    match crate::dead_letters::waiting(c, &h.dead_letter_topic) {
                         Ok(n) => {
                             h.dead_letters.store(n, Ordering::Relaxed);
                             let labels = SubscriberLabels {

@@ -3,14 +3,17 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: `DispatcherConfig`, subscribers, retry policies, topic and group names.
-//! - `integrations`: the mark-notify integrations file, expanded into subscribers.
+//! - [`config`]: `DispatcherConfig` as written: subscribers, retry policies, name prefixes.
+//! - [`plan`]: the config resolved once at start (integrations expanded, validated, every
+//!   topic and group name computed); everything below reads the plan.
+//! - `integrations`: the mark-notify integrations file, turned into subscribers by the plan.
 //! - `worker`: the consumer loop of one subscriber; `offsets`: which offset may be stored.
 //! - `delivery`: the deliverer (filter, render, send, park or dead-letter) and its sinks;
 //!   [`http_target`]: the HTTP sink; [`sign`]: webhook signatures; [`render`]: request
 //!   bodies per format, and the trace a delivery continues; `retry`: retry-tier headers and
 //!   backoff.
-//! - `control`: the subscriber registry (pause switches, lag, dead letters waiting).
+//! - `control`: the subscriber registry (pause switches, lag, dead letters waiting);
+//!   `dead_letters`: where a group stands on a topic (dead letters waiting, committed offsets).
 //! - [`attempt_log`]: delivery attempts written to Postgres (schema `switchyard_admin`,
 //!   `migrations/`).
 //! - [`admin_api`]: the admin API and its OpenAPI document; `admin_page`: the operator page;
@@ -25,11 +28,13 @@ mod admin_page;
 pub mod attempt_log;
 pub mod config;
 mod control;
+mod dead_letters;
 mod delivery;
 pub mod http_target;
 mod integrations;
 mod metrics;
 mod offsets;
+pub mod plan;
 pub mod render;
 pub mod replay;
 mod retry;
@@ -47,16 +52,16 @@ use axum::routing::get;
 use axum::Router;
 use futures::FutureExt;
 use rdkafka::producer::FutureProducer;
-use switchyard_runtime::shutdown::supervise;
-use switchyard_runtime::topics::{ensure_topics, TopicError, TopicSpec};
+use switchyard_runtime::shutdown::{supervise, Tasks};
+use switchyard_runtime::topics::{ensure_topics, TopicError};
 use switchyard_runtime::Shutdown;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 pub use config::DispatcherConfig;
 use config::Target;
 use delivery::{Deliverer, Sink};
 use metrics::{DispatchMetrics, SubscriberLabels};
+pub use plan::Plan;
 use worker::{GroupContext, Worker};
 
 #[derive(Debug, thiserror::Error)]
@@ -79,36 +84,18 @@ pub enum DispatchError {
     Db(#[from] switchyard_runtime::pg::DbError),
 }
 
-/// Retry and dead-letter topics of every subscriber, as the dispatcher creates them.
-pub fn derived_topics(cfg: &DispatcherConfig) -> Vec<TopicSpec> {
-    let mut out = Vec::new();
-    for s in &cfg.subscribers {
-        for tier in 0..cfg.policy(s).tiers_ms.len() {
-            out.push(
-                TopicSpec::new(cfg.retry_topic(&s.name, tier), cfg.retry_partitions)
-                    .replicated(&cfg.derived_topics),
-            );
-        }
-        let mut dlq = TopicSpec::new(cfg.dead_letter_topic(&s.name), cfg.retry_partitions)
-            .replicated(&cfg.derived_topics);
-        dlq.retention_ms = 30 * 24 * 3_600_000;
-        out.push(dlq);
-    }
-    out
-}
-
 /// Runs every subscriber until `shutdown`; `listener` serves `/ping` and `/metrics`.
 pub async fn run(
-    mut cfg: DispatcherConfig,
+    cfg: DispatcherConfig,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), DispatchError> {
-    cfg.expand_integrations()?;
-    cfg.validate()?;
-    ensure_topics(&cfg.kafka, &derived_topics(&cfg)).await?;
+    let plan = Plan::resolve(cfg)?;
+    let cfg = &plan.config;
+    ensure_topics(&cfg.kafka, &plan.derived_topics()).await?;
     let metrics = Arc::new(DispatchMetrics::default());
     let producer: FutureProducer = cfg.kafka.producer_config("dispatcher-parking").create()?;
-    let mut tasks: JoinSet<Result<(), DispatchError>> = JoinSet::new();
+    let mut tasks: Tasks<DispatchError> = Tasks::new();
 
     let (pool, attempt_log) = match &cfg.attempt_log {
         Some(log_cfg) => {
@@ -121,7 +108,7 @@ pub async fn run(
                 shutdown.token(),
             )
             .await?;
-            tasks.spawn(async move {
+            tasks.spawn("attempt-log-writer", async move {
                 writer.await;
                 Ok(())
             });
@@ -130,12 +117,12 @@ pub async fn run(
         None => (None, None),
     };
     let control = Arc::new(control::Control {
-        subscribers: cfg
+        subscribers: plan
             .subscribers
             .iter()
             .map(|s| {
-                let h = Arc::new(control::SubscriberHandle::new(&cfg, s));
-                (s.name.clone(), h)
+                let h = Arc::new(control::SubscriberHandle::new(s));
+                (s.name().to_owned(), h)
             })
             .collect(),
         pool,
@@ -143,7 +130,8 @@ pub async fn run(
     });
     control.load_pauses().await?;
 
-    for s in &cfg.subscribers {
+    for sp in &plan.subscribers {
+        let s = &sp.config;
         let handle = control.subscribers[&s.name].clone();
         let sink = match &s.target {
             Target::Http(h) => Sink::Http(
@@ -155,19 +143,16 @@ pub async fn run(
                 topic: t.topic.clone(),
             }),
         };
-        let policy = cfg.policy(s).clone();
         let deliverer = Deliverer {
             subscriber: s.name.clone(),
             source_topics: s.topics.clone(),
             event_types: s.event_types.clone(),
             tags: s.tags.clone(),
             sink,
-            retry_topics: (0..policy.tiers_ms.len())
-                .map(|t| cfg.retry_topic(&s.name, t))
-                .collect(),
-            policy,
+            retry_topics: sp.retry_topics.clone(),
+            policy: sp.policy.clone(),
             max_attempts: s.max_attempts,
-            dead_letter_topic: cfg.dead_letter_topic(&s.name),
+            dead_letter_topic: sp.dead_letter_topic.clone(),
             producer: producer.clone(),
             metrics: metrics.clone(),
             labels: SubscriberLabels {
@@ -178,7 +163,7 @@ pub async fn run(
         };
         let consumer = cfg
             .kafka
-            .consumer_config(&cfg.group_id(&s.name))
+            .consumer_config(&sp.group_id)
             .set("statistics.interval.ms", "5000")
             .create_with_context(GroupContext::new(handle.clone(), &metrics))?;
         let worker = Worker {
@@ -189,22 +174,24 @@ pub async fn run(
             handle,
         };
         let stop = shutdown.token();
-        tasks.spawn(async move { Ok(worker.run(stop).await?) });
+        tasks.spawn("subscriber", async move { Ok(worker.run(stop).await?) });
     }
 
     if let Some(addr) = &cfg.builtin_sink_listen {
         let sink_listener = TcpListener::bind(addr).await?;
         let stop = shutdown.token();
-        tasks.spawn(async move { Ok(sink::serve(sink_listener, stop).await?) });
+        tasks.spawn("builtin-sink", async move {
+            Ok(sink::serve(sink_listener, stop).await?)
+        });
     }
 
     let stop = shutdown.token();
-    tasks.spawn(control.clone().maintain(stop).map(Ok));
+    tasks.spawn("registry", control.clone().maintain(stop).map(Ok));
     let counter = control
         .clone()
         .count_dead_letters(cfg.kafka.clone(), shutdown.token());
     let stop = shutdown.token();
-    tasks.spawn(async move {
+    tasks.spawn("dead-letter-counter", async move {
         stop.cancelled().await;
         let _ = tokio::task::spawn_blocking(move || counter.join()).await;
         Ok(())
@@ -212,7 +199,7 @@ pub async fn run(
     let admin = cfg.admin.token.clone().map(|token| {
         Arc::new(admin_api::AdminState::new(
             control.clone(),
-            cfg.clone(),
+            plan.clone(),
             token,
         ))
     });
@@ -228,7 +215,7 @@ pub async fn run(
             count_requests,
         ));
     let stop = shutdown.token();
-    tasks.spawn(async move {
+    tasks.spawn("http", async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await?;

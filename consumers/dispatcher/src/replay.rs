@@ -7,19 +7,20 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use switchyard_runtime::KafkaSettings;
 
 use crate::admin::{envelope_json, AdminError};
-use crate::config::DispatcherConfig;
+use crate::admin_api::model::DeadLetter;
+use crate::plan::Plan;
 use crate::retry::{RetryState, H_ATTEMPTS, H_ERROR, H_NOT_BEFORE, H_ORIGIN, H_SUBSCRIBER, H_TIER};
 
-const META_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::dead_letters::{committed, partitions, META_TIMEOUT};
 
 /// What to replay; `{"source": "dead-letters" | "topic", ...the selection's fields}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -89,11 +90,6 @@ impl ReplaySource {
     }
 }
 
-/// The consumer group that remembers how far dead-letter replays of `subscriber` got.
-pub fn replay_group(cfg: &DispatcherConfig, subscriber: &str) -> String {
-    format!("{}.dlq-replay", cfg.group_id(subscriber))
-}
-
 /// `[start, end)` of one partition.
 type Range = (i32, i64, i64);
 
@@ -101,40 +97,37 @@ type Range = (i32, i64, i64);
 /// many; `progress(done, total)` follows along. Dead-letter replays of everything commit
 /// their position, so the next one only takes newer dead letters.
 pub async fn replay(
-    cfg: &DispatcherConfig,
+    plan: &Plan,
     subscriber: &str,
     source: &ReplaySource,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64, AdminError> {
-    let mut cfg = cfg.clone();
-    let _ = cfg.expand_integrations();
-    if !cfg.subscribers.iter().any(|s| s.name == subscriber) {
+    let Some(sub) = plan.subscriber(subscriber) else {
         return Err(AdminError::UnknownSubscriber(subscriber.to_owned()));
-    }
-    let target = cfg.retry_topic(subscriber, 0);
+    };
+    let target = sub.retry_topics[0].clone();
     let (topic, group, commit) = match source {
         ReplaySource::DeadLetters(DeadLetterSelection {
             partition: None, ..
         }) => (
-            cfg.dead_letter_topic(subscriber),
-            replay_group(&cfg, subscriber),
+            sub.dead_letter_topic.clone(),
+            sub.dead_letter_replay_group.clone(),
             true,
         ),
         ReplaySource::DeadLetters(_) => (
-            cfg.dead_letter_topic(subscriber),
-            replay_group(&cfg, subscriber),
+            sub.dead_letter_topic.clone(),
+            sub.dead_letter_replay_group.clone(),
             false,
         ),
-        ReplaySource::Topic(TopicSelection { topic, .. }) => (
-            topic.clone(),
-            format!("{}.replay", cfg.group_id(subscriber)),
-            false,
-        ),
+        ReplaySource::Topic(TopicSelection { topic, .. }) => {
+            (topic.clone(), sub.topic_replay_group.clone(), false)
+        }
     };
-    let (kafka, src, t) = (cfg.kafka.clone(), source.clone(), topic.clone());
-    let (consumer, ranges) = tokio::task::spawn_blocking(move || plan(&kafka, &t, &group, &src))
-        .await
-        .map_err(|e| AdminError::Invalid(format!("planning the replay: {e}")))??;
+    let (kafka, src, t) = (plan.config.kafka.clone(), source.clone(), topic.clone());
+    let (consumer, ranges) =
+        tokio::task::spawn_blocking(move || replay_ranges(&kafka, &t, &group, &src))
+            .await
+            .map_err(|e| AdminError::Invalid(format!("planning the replay: {e}")))??;
     let total: u64 = ranges
         .iter()
         .map(|(_, s, e)| u64::try_from(e - s).unwrap_or(0))
@@ -149,7 +142,7 @@ pub async fn replay(
     }
     consumer.assign(&assignment)?;
     let ends: HashMap<i32, i64> = ranges.iter().map(|(p, _, e)| (*p, *e)).collect();
-    let producer: FutureProducer = cfg.kafka.producer_config("replay").create()?;
+    let producer: FutureProducer = plan.config.kafka.producer_config("replay").create()?;
     let now = Utc::now().timestamp_millis().to_string();
     let mut done = 0u64;
     let mut positions: HashMap<i32, i64> = HashMap::new();
@@ -236,7 +229,7 @@ fn fresh_headers<H: Headers>(
 }
 
 /// The consumer (no subscription) and the offset ranges `source` covers on `topic`.
-fn plan(
+fn replay_ranges(
     kafka: &KafkaSettings,
     topic: &str,
     group: &str,
@@ -327,36 +320,6 @@ fn plan(
     Ok((consumer, ranges))
 }
 
-fn partitions<C: Consumer>(consumer: &C, topic: &str) -> Result<Vec<i32>, AdminError> {
-    let meta = consumer.fetch_metadata(Some(topic), META_TIMEOUT)?;
-    Ok(meta
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect())
-}
-
-fn committed<C: Consumer>(
-    consumer: &C,
-    topic: &str,
-    partitions: &[i32],
-) -> Result<HashMap<i32, i64>, AdminError> {
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition(topic, *p);
-    }
-    let committed = consumer.committed_offsets(tpl, META_TIMEOUT)?;
-    Ok(committed
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect())
-}
-
 /// The first offset at or after `at` per partition (the high watermark when none is).
 fn times<C: Consumer>(
     consumer: &C,
@@ -393,21 +356,6 @@ fn single(topic: &str, partition: i32) -> TopicPartitionList {
     tpl
 }
 
-/// Dead letters waiting (not replayed yet) in `dlq`, counted from watermarks and the replay
-/// group's position.
-/// `consumer` belongs to the replay group.
-pub fn dead_letters_waiting(consumer: &BaseConsumer, dlq: &str) -> Result<i64, AdminError> {
-    let parts = partitions(consumer, dlq)?;
-    let committed = committed(consumer, dlq, &parts)?;
-    let mut waiting = 0;
-    for p in parts {
-        let (low, high) = consumer.fetch_watermarks(dlq, p, META_TIMEOUT)?;
-        let from = committed.get(&p).copied().unwrap_or(low).max(low);
-        waiting += (high - from).max(0);
-    }
-    Ok(waiting)
-}
-
 /// The newest `limit` dead letters of `dlq`, newest first, each with its last error, attempts,
 /// origin, decoded envelope and whether a replay of everything already took it.
 pub async fn browse_dead_letters(
@@ -415,7 +363,7 @@ pub async fn browse_dead_letters(
     dlq: &str,
     group: &str,
     limit: usize,
-) -> Result<Vec<Value>, AdminError> {
+) -> Result<Vec<DeadLetter>, AdminError> {
     let (k, t, g) = (kafka.clone(), dlq.to_owned(), group.to_owned());
     let planned = tokio::task::spawn_blocking(move || {
         let consumer: StreamConsumer = k.consumer_config(&g).create()?;
@@ -445,7 +393,7 @@ pub async fn browse_dead_letters(
     }
     consumer.assign(&tpl)?;
     let ends: HashMap<i32, i64> = ranges.iter().map(|(p, _, e)| (*p, *e)).collect();
-    let mut out: Vec<(i64, Value)> = Vec::new();
+    let mut out: Vec<(i64, DeadLetter)> = Vec::new();
     while left.values().any(|n| *n > 0) {
         let m = match tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await {
             Ok(m) => m?,
@@ -473,20 +421,23 @@ pub async fn browse_dead_letters(
             .is_some_and(|c| m.offset() < *c);
         out.push((
             ts.unwrap_or(0),
-            json!({
-                "partition": m.partition(),
-                "offset": m.offset(),
-                "key": m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                "event_id": env.as_ref().map(|e| e.event_id.clone()),
-                "event_type": state.event_type.or_else(|| env.as_ref().map(|e| e.event_type.clone())),
-                "attempts": state.attempts,
-                "last_error": error,
-                "origin": state.origin,
-                "dead_lettered_at": ts.and_then(DateTime::<Utc>::from_timestamp_millis)
+            DeadLetter {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                event_id: env.as_ref().map(|e| e.event_id.clone()),
+                event_type: state
+                    .event_type
+                    .or_else(|| env.as_ref().map(|e| e.event_type.clone())),
+                attempts: state.attempts,
+                last_error: error,
+                origin: state.origin,
+                dead_lettered_at: ts
+                    .and_then(DateTime::<Utc>::from_timestamp_millis)
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-                "replayed": replayed,
-                "payload": env.as_ref().map(envelope_json),
-            }),
+                replayed,
+                payload: env.as_ref().map(envelope_json),
+            },
         ));
     }
     out.sort_by_key(|(ts, _)| std::cmp::Reverse(*ts));

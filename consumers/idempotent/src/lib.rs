@@ -49,7 +49,7 @@ pub async fn connect(url: &str, schema: &str) -> Result<Client, EventsError> {
     let mut cfg: tokio_postgres::Config = url.parse()?;
     cfg.options(format!("-c search_path={schema}"));
     let (client, conn) = cfg.connect(NoTls).await?;
-    tokio::spawn(async move {
+    switchyard_runtime::shutdown::spawn_detached("postgres-connection", async move {
         if let Err(e) = conn.await {
             tracing::warn!(error = %e, "postgres connection closed");
         }

@@ -25,10 +25,18 @@ async fn post_uid(ingress: &Running, portal: u64, phonish: u64) {
 }
 
 /// Polls the subscriber list until `pred` holds for `name`.
+/// The typed answers as JSON, so the checks below read like the documented bodies.
+fn json_of<T: serde::Serialize>(typed: Vec<T>) -> Vec<Value> {
+    typed
+        .into_iter()
+        .map(|t| serde_json::to_value(t).unwrap())
+        .collect()
+}
+
 async fn wait_subscriber(client: &AdminClient, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let subs = client.subscribers().await.unwrap();
+        let subs = json_of(client.subscribers().await.unwrap());
         let s = subs.into_iter().find(|s| s["name"] == name).unwrap();
         if pred(&s) {
             return s;
@@ -144,7 +152,7 @@ async fn dead_letters_are_browsed_logged_and_replayed_through_the_api() {
     assert_eq!(s["target"], sub.url("/hook"));
 
     // The dead-letter browser shows each record's last error and attempts.
-    let records = client.dead_letters(&name, 10).await.unwrap();
+    let records = json_of(client.dead_letters(&name, 10).await.unwrap());
     assert_eq!(records.len(), 2);
     for r in &records {
         assert_eq!(r["attempts"], 2, "{r}");
@@ -157,7 +165,7 @@ async fn dead_letters_are_browsed_logged_and_replayed_through_the_api() {
     // The attempt log has every attempt with status, latency and the answer's start.
     let deadline = std::time::Instant::now() + WAIT;
     let attempts = loop {
-        let a = client.attempts(Some(&name), 100).await.unwrap();
+        let a = json_of(client.attempts(Some(&name), 100).await.unwrap());
         if a.len() >= 4 || std::time::Instant::now() > deadline {
             break a;
         }

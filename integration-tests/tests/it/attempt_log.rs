@@ -54,7 +54,7 @@ async fn attempts_are_written_in_batches_and_trimmed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(dropped.get(), 0);
-    let a = attempt_log::recent(&pool, Some("a"), 100).await.unwrap();
+    let a = recent_json(&pool, "a").await;
     assert_eq!(a.len(), 30);
     assert_eq!(a[0]["event_id"], "ev-30", "newest first");
     assert_eq!(a[0]["response_excerpt"], "nope");
@@ -62,7 +62,7 @@ async fn attempts_are_written_in_batches_and_trimmed() {
     // Keep 10 per subscriber and nothing older than 72 h: 20 of a and 2 old ones of b go.
     let deleted = attempt_log::trim(&pool, 10, 72).await.unwrap();
     assert_eq!(deleted, 22);
-    let a = attempt_log::recent(&pool, Some("a"), 100).await.unwrap();
+    let a = recent_json(&pool, "a").await;
     let ids: Vec<&str> = a.iter().map(|r| r["event_id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 10);
     assert_eq!(ids[9], "ev-21", "the newest ten stay");
@@ -84,4 +84,17 @@ async fn attempts_are_written_in_batches_and_trimmed() {
             .len(),
         1
     );
+}
+
+/// The attempt log's newest rows of `subscriber` as the JSON the admin API serves.
+async fn recent_json(
+    pool: &switchyard_runtime::pg::Pool,
+    subscriber: &str,
+) -> Vec<serde_json::Value> {
+    attempt_log::recent(pool, Some(subscriber), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect()
 }

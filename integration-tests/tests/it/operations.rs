@@ -25,6 +25,7 @@ async fn dead_letters_are_replayed_to_the_recovered_subscriber_once() {
     s.max_attempts = Some(2);
     let cfg = dispatcher_config(vec![s]);
     let dlq = cfg.dead_letter_topic("replayed");
+    let plan = switchyard_dispatcher::Plan::resolve(cfg.clone()).unwrap();
     let dispatcher = start_dispatcher(cfg.clone()).await.unwrap();
 
     for p in [1, 2, 3] {
@@ -46,7 +47,7 @@ async fn dead_letters_are_replayed_to_the_recovered_subscriber_once() {
     // The subscriber is fixed; the operator replays its dead letters.
     sub.set_script(Script::Ok);
     let mut last = (0, 0);
-    let n = replay(&cfg, "replayed", &all_dead_letters(), |d, t| last = (d, t))
+    let n = replay(&plan, "replayed", &all_dead_letters(), |d, t| last = (d, t))
         .await
         .unwrap();
     assert_eq!(n, 3);
@@ -64,11 +65,11 @@ async fn dead_letters_are_replayed_to_the_recovered_subscriber_once() {
     assert_eq!(tokens, vec!["9-1-bind", "9-2-bind", "9-3-bind"]);
 
     // Replay remembers its position: nothing new to replay.
-    let again = replay(&cfg, "replayed", &all_dead_letters(), |_, _| {})
+    let again = replay(&plan, "replayed", &all_dead_letters(), |_, _| {})
         .await
         .unwrap();
     assert_eq!(again, 0);
-    let unknown = replay(&cfg, "nobody", &all_dead_letters(), |_, _| {}).await;
+    let unknown = replay(&plan, "nobody", &all_dead_letters(), |_, _| {}).await;
     assert!(matches!(
         unknown,
         Err(admin::AdminError::UnknownSubscriber(_))

@@ -306,6 +306,7 @@ fn k8s_manifests_are_complete_and_consistent() {
             }
             "switchyard-dispatcher" => {
                 switchyard_dispatcher::DispatcherConfig::load(Some(&file))
+                    .and_then(switchyard_dispatcher::Plan::resolve)
                     .unwrap_or_else(|e| panic!("{key}: {e}"));
             }
             "switchyard-deptrans" => {

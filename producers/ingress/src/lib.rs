@@ -229,12 +229,10 @@ pub async fn run(
 ) -> Result<(), RunError> {
     if let Some(file) = config_file {
         let every = Duration::from_millis(state.config.reload_interval_ms);
-        tokio::spawn(config::watch(
-            file,
-            state.switches.clone(),
-            every,
-            shutdown.clone(),
-        ));
+        switchyard_runtime::shutdown::spawn_detached(
+            "config-watch",
+            config::watch(file, state.switches.clone(), every, shutdown.clone()),
+        );
     }
     let publisher = state.publisher.clone();
     let app = router(state);

@@ -111,8 +111,9 @@ fn compose_runs_kafka_kraft_postgres_and_the_services() {
     assert_eq!(ingress.listen, "0.0.0.0:8080");
     let dispatcher =
         switchyard_dispatcher::DispatcherConfig::load(config_of("dispatcher").as_deref())
+            .and_then(switchyard_dispatcher::Plan::resolve)
             .expect("dispatcher config");
-    assert_eq!(dispatcher.kafka.bootstrap_servers, "kafka:29092");
+    assert_eq!(dispatcher.config.kafka.bootstrap_servers, "kafka:29092");
     let deptrans = switchyard_deptrans::DeptransConfig::load(config_of("deptrans").as_deref())
         .expect("deptrans config");
     assert!(deptrans.postgres.url.contains("@postgres:5432/"));
