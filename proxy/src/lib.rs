@@ -216,7 +216,7 @@ pub async fn serve(
             .header_read_timeout(header_timeout)
             .serve_connection(io, service);
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        switchyard_runtime::shutdown::spawn_detached("connection", async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

@@ -41,6 +41,7 @@ impl KafkaSettings {
     }
 
     fn base(&self, role: &str) -> ClientConfig {
+        #[allow(clippy::disallowed_methods)] // the one factory of client configs
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.bootstrap_servers)
             .set("client.id", format!("{}-{role}", self.client_id))
@@ -105,6 +106,66 @@ pub fn stored_lags(
             .filter(|(&partition, p)| partition >= 0 && p.consumer_lag_stored >= 0)
             .map(move |(&partition, p)| (topic.as_str(), partition, p.consumer_lag_stored))
     })
+}
+
+/// What a consumer's statistics and rebalances tell the service that owns it: implemented by
+/// each service (a lag gauge, the subscriber registry), called by [`StatsContext`].
+pub trait ConsumerObserver: Send + Sync + 'static {
+    /// The stored-offset lag of a partition this consumer owns, every statistics interval.
+    fn lag(&self, topic: &str, partition: i32, lag: i64);
+    /// `partition` of `topic` was taken away by a rebalance (its lag is another owner's now).
+    fn revoked(&self, topic: &str, partition: i32);
+}
+
+/// The one consumer context of the workspace: turns librdkafka's statistics into
+/// [`ConsumerObserver::lag`] calls and remembers partitions revoked by a rebalance, so the
+/// consumer loop can drop their bookkeeping ([`StatsContext::take_revoked`]).
+pub struct StatsContext<O> {
+    observer: O,
+    revoked: std::sync::Mutex<Vec<(String, i32)>>,
+}
+
+impl<O: ConsumerObserver> StatsContext<O> {
+    pub fn new(observer: O) -> Self {
+        Self {
+            observer,
+            revoked: std::sync::Mutex::default(),
+        }
+    }
+
+    pub fn observer(&self) -> &O {
+        &self.observer
+    }
+
+    /// Partitions revoked since the last call.
+    pub fn take_revoked(&self) -> Vec<(String, i32)> {
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *revoked)
+    }
+}
+
+impl<O: ConsumerObserver> rdkafka::ClientContext for StatsContext<O> {
+    fn stats(&self, stats: rdkafka::statistics::Statistics) {
+        for (topic, partition, lag) in stored_lags(&stats) {
+            self.observer.lag(topic, partition, lag);
+        }
+    }
+}
+
+impl<O: ConsumerObserver> rdkafka::consumer::ConsumerContext for StatsContext<O> {
+    fn pre_rebalance(
+        &self,
+        _: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Revoke(tpl) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+            for e in tpl.elements() {
+                self.observer.revoked(e.topic(), e.partition());
+                revoked.push((e.topic().to_owned(), e.partition()));
+            }
+        }
+    }
 }
 
 /// The standard headers of an envelope record: `sy-event-type` always, and the W3C trace

@@ -4,6 +4,8 @@
 //! # Layout
 //!
 //! - [`config`]: layered config loading (compiled-in defaults, TOML file, env vars).
+//! - [`http`] (feature `http`): the ops routes (`/ping`, `/metrics`), the request-metrics
+//!   layer, the error body `{code, message, field}` and strict JSON parsing.
 //! - [`kafka`] (feature `kafka`): the one rdkafka client-config factory and the reading of
 //!   librdkafka statistics (stored-offset lag).
 //! - [`topics`] (feature `kafka`): topic definitions and their creation.
@@ -15,6 +17,8 @@
 //! - [`trace`]: W3C trace context in and out of records and requests.
 
 pub mod config;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod metrics;

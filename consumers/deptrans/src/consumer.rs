@@ -10,10 +10,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use events::v1::{envelope::Payload, DriverStatusKind};
 use events::Envelope;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::statistics::Statistics;
-use rdkafka::ClientContext;
+use switchyard_runtime::kafka::{ConsumerObserver, StatsContext};
 use switchyard_runtime::trace;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -188,36 +187,31 @@ impl Filter {
     }
 }
 
-/// Turns librdkafka's statistics into the consumer lag gauge of the `deptrans-status` group.
-pub struct LagContext {
+/// Turns librdkafka's statistics into the consumer lag gauge of the `deptrans-status` group
+/// (through the runtime's [`StatsContext`]).
+pub struct LagObserver {
     pub metrics: Arc<DeptransMetrics>,
 }
 
-impl ClientContext for LagContext {
-    fn stats(&self, stats: Statistics) {
-        for (topic, partition, lag) in switchyard_runtime::kafka::stored_lags(&stats) {
-            let labels = PartitionLabels {
-                topic: topic.to_owned(),
-                partition,
-            };
-            self.metrics.consumer_lag.get_or_create(&labels).set(lag);
-        }
+impl ConsumerObserver for LagObserver {
+    fn lag(&self, topic: &str, partition: i32, lag: i64) {
+        let labels = PartitionLabels {
+            topic: topic.to_owned(),
+            partition,
+        };
+        self.metrics.consumer_lag.get_or_create(&labels).set(lag);
+    }
+
+    /// A partition taken away is another instance's to report.
+    fn revoked(&self, topic: &str, partition: i32) {
+        self.metrics.consumer_lag.remove(&PartitionLabels {
+            topic: topic.to_owned(),
+            partition,
+        });
     }
 }
 
-impl ConsumerContext for LagContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        // A partition taken away is another instance's to report.
-        if let Rebalance::Revoke(tpl) = rebalance {
-            for e in tpl.elements() {
-                self.metrics.consumer_lag.remove(&PartitionLabels {
-                    topic: e.topic().to_owned(),
-                    partition: e.partition(),
-                });
-            }
-        }
-    }
-}
+pub type LagContext = StatsContext<LagObserver>;
 
 pub struct StatusConsumer {
     pub consumer: StreamConsumer<LagContext>,

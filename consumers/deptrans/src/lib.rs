@@ -128,9 +128,9 @@ pub async fn run(
             .kafka
             .consumer_config(&cfg.group_id)
             .set("statistics.interval.ms", "5000")
-            .create_with_context(consumer::LagContext {
+            .create_with_context(consumer::LagContext::new(consumer::LagObserver {
                 metrics: metrics.clone(),
-            })?;
+            }))?;
         let filter = consumer::Filter {
             regions: cfg.regions.iter().map(config::Region::polygon).collect(),
             categories: cfg.categories.clone(),

@@ -45,12 +45,13 @@ impl AdminState {
     }
 }
 
-/// A 4xx/5xx answer: `{"code", "message"}`.
+/// A 4xx/5xx answer: `{"code", "message", "field"}`.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    field: Option<String>,
 }
 
 impl ApiError {
@@ -59,6 +60,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            field: None,
         }
     }
 
@@ -82,11 +84,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            code: self.code.to_owned(),
-            message: self.message,
-        };
-        (self.status, Json(body)).into_response()
+        ErrorBody::new(self.code, self.message)
+            .with_field(self.field)
+            .into_response_with(self.status)
     }
 }
 
@@ -155,25 +155,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     tag = "admin"
 )]
 async fn subscribers(State(state): State<Arc<AdminState>>) -> Json<SubscriberList> {
-    let m = &state.control.metrics;
     let subscribers = state
         .control
         .subscribers
         .values()
         .map(|h| {
-            let labels = crate::metrics::SubscriberLabels {
-                subscriber: h.name.clone(),
-            };
-            let parked: u64 = (0..h.tiers)
-                .map(|tier| {
-                    m.parked
-                        .get(&crate::metrics::TierLabels {
-                            subscriber: h.name.clone(),
-                            tier: u32::try_from(tier).unwrap_or(u32::MAX),
-                        })
-                        .map_or(0, |c| c.get())
-                })
-                .sum();
+            let stats = h.stats.snapshot();
             let (delivered_per_sec, failed_per_sec) = h.rates();
             let waiting = h.dead_letters();
             SubscriberView {
@@ -182,10 +169,10 @@ async fn subscribers(State(state): State<Arc<AdminState>>) -> Json<SubscriberLis
                 target: h.target.clone(),
                 state: state_name(h.is_paused()).to_owned(),
                 lag: h.lag(),
-                delivered: m.deliveries.get(&labels).map_or(0, |c| c.get()),
-                failed_attempts: m.failed_attempts.get(&labels).map_or(0, |c| c.get()),
-                parked,
-                dead_lettered: m.dead_lettered.get(&labels).map_or(0, |c| c.get()),
+                delivered: stats.delivered,
+                failed_attempts: stats.failed_attempts,
+                parked: stats.parked,
+                dead_lettered: stats.dead_lettered,
                 delivered_per_sec: round2(delivered_per_sec),
                 failed_per_sec: round2(failed_per_sec),
                 dead_letters: (waiting >= 0).then_some(waiting),
@@ -332,8 +319,10 @@ async fn start_replay(
     if state.control.get(&name).is_none() {
         return Err(ApiError::no_subscriber(&name));
     }
-    let source = ReplaySource::from_json(&body)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", m))?;
+    let source = ReplaySource::from_json(&body).map_err(|e| ApiError {
+        field: e.field,
+        ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.message)
+    })?;
     let id = uuid::Uuid::now_v7().to_string();
     let status = JobStatus {
         id: id.clone(),

@@ -65,7 +65,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app: Router = routes::<()>();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        switchyard_runtime::shutdown::spawn_detached("admin-page-test", async move {
+            axum::serve(listener, app).await
+        });
         format!("http://{addr}")
     }
 

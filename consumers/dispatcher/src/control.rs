@@ -1,9 +1,11 @@
-//! What the admin API sees of and does to each running subscriber: its pause switch, its
-//! consumer lag per partition and its delivery rates. One `SubscriberHandle` per subscriber,
-//! shared by its worker, its consumer context and the admin API.
+//! The subscriber registry: what each running subscriber is and has done. Its pause switch,
+//! its consumer lag per partition, its delivery statistics ([`SubscriberStats`], owned here and
+//! counted by its deliverer) and the rates derived from them. One `SubscriberHandle` per
+//! subscriber, shared by its worker, its consumer context, the metrics loop and the admin API,
+//! which only read it (and flip the pause switch). The registry never calls admin code.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,58 @@ pub struct SubscriberHandle {
     dead_letters: AtomicI64,
     lag: Mutex<HashMap<(String, i32), i64>>,
     rates: Mutex<Rates>,
+    /// Counted by the subscriber's deliverer; read by the rates loop and the admin API.
+    pub stats: Arc<SubscriberStats>,
+}
+
+/// What one subscriber has done since this process started. The deliverer counts here and in
+/// the Prometheus families together (`Deliverer::count`); application state is read from here,
+/// never back from the exported counters.
+#[derive(Debug, Default)]
+pub struct SubscriberStats {
+    delivered: AtomicU64,
+    failed_attempts: AtomicU64,
+    parked: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+/// One outcome the deliverer counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    FailedAttempt,
+    Parked,
+    DeadLettered,
+}
+
+/// A copy of [`SubscriberStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub delivered: u64,
+    pub failed_attempts: u64,
+    pub parked: u64,
+    pub dead_lettered: u64,
+}
+
+impl SubscriberStats {
+    pub fn count(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Delivered => &self.delivered,
+            Outcome::FailedAttempt => &self.failed_attempts,
+            Outcome::Parked => &self.parked,
+            Outcome::DeadLettered => &self.dead_lettered,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
+            parked: self.parked.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Counter samples from which per-second rates are derived.
@@ -61,6 +115,7 @@ impl SubscriberHandle {
             dead_letters: AtomicI64::new(-1),
             lag: Mutex::default(),
             rates: Mutex::default(),
+            stats: Arc::default(),
         }
     }
 
@@ -106,7 +161,12 @@ impl SubscriberHandle {
         (r.delivered_per_sec, r.failed_per_sec)
     }
 
-    fn sample(&self, delivered: u64, failed: u64) {
+    fn sample(&self) {
+        let StatsSnapshot {
+            delivered,
+            failed_attempts: failed,
+            ..
+        } = self.stats.snapshot();
         let now = Instant::now();
         let mut r = self.rates.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((t, d, f)) = r.last {
@@ -185,9 +245,7 @@ impl Control {
                 let labels = SubscriberLabels {
                     subscriber: name.clone(),
                 };
-                let delivered = self.metrics.deliveries.get_or_create(&labels).get();
-                let failed = self.metrics.failed_attempts.get_or_create(&labels).get();
-                h.sample(delivered, failed);
+                h.sample();
                 self.metrics
                     .paused
                     .get_or_create(&labels)
@@ -249,5 +307,31 @@ impl Control {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_count_each_outcome_apart() {
+        let stats = SubscriberStats::default();
+        stats.count(Outcome::Delivered);
+        stats.count(Outcome::Delivered);
+        stats.count(Outcome::FailedAttempt);
+        stats.count(Outcome::Parked);
+        stats.count(Outcome::DeadLettered);
+        stats.count(Outcome::DeadLettered);
+        stats.count(Outcome::DeadLettered);
+        assert_eq!(
+            stats.snapshot(),
+            StatsSnapshot {
+                delivered: 2,
+                failed_attempts: 1,
+                parked: 1,
+                dead_lettered: 3,
+            }
+        );
     }
 }

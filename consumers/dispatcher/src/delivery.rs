@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::attempt_log::{AttemptLog, AttemptRow};
 use crate::config::RetryPolicy;
+use crate::control::{Outcome, SubscriberStats};
 use crate::http_target::{Attempt, HttpSink};
 use crate::metrics::{DispatchMetrics, SubscriberLabels, TierLabels};
 use crate::render::{render_http, render_topic, Rendered};
@@ -107,6 +108,8 @@ pub struct Deliverer {
     pub labels: SubscriberLabels,
     /// Where every attempt is recorded, when the attempt log is on.
     pub attempt_log: Option<AttemptLog>,
+    /// The registry's statistics of this subscriber (see [`Deliverer::count`]).
+    pub stats: Arc<SubscriberStats>,
 }
 
 enum Verdict {
@@ -199,10 +202,12 @@ impl Deliverer {
                     tier: u32::try_from(tier).unwrap_or(u32::MAX),
                 };
                 self.metrics.parked.get_or_create(&labels).inc();
+                self.stats.count(Outcome::Parked);
                 tracing::info!(subscriber = %self.subscriber, topic, tier, "record parked for retry");
             }
             None => {
                 self.metrics.dead_lettered.get_or_create(&self.labels).inc();
+                self.stats.count(Outcome::DeadLettered);
                 tracing::warn!(subscriber = %self.subscriber, topic, "record dead-lettered");
             }
         }
@@ -294,6 +299,7 @@ impl Deliverer {
             match outcome {
                 Attempt::Delivered { .. } => {
                     self.metrics.deliveries.get_or_create(&self.labels).inc();
+                    self.stats.count(Outcome::Delivered);
                     let since = env
                         .produced_at
                         .as_ref()
@@ -315,6 +321,7 @@ impl Deliverer {
                         .failed_attempts
                         .get_or_create(&self.labels)
                         .inc();
+                    self.stats.count(Outcome::FailedAttempt);
                     tracing::debug!(subscriber = %self.subscriber, event_id = %env.event_id, attempts, %error, "delivery attempt failed");
                     last_error = error;
                     retry_after = ra;

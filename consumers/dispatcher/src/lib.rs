@@ -45,11 +45,6 @@ mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use futures::FutureExt;
 use rdkafka::producer::FutureProducer;
 use switchyard_runtime::shutdown::{supervise, Tasks};
@@ -62,7 +57,7 @@ use config::Target;
 use delivery::{Deliverer, Sink};
 use metrics::{DispatchMetrics, SubscriberLabels};
 pub use plan::Plan;
-use worker::{GroupContext, Worker};
+use worker::{GroupContext, GroupObserver, Worker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -160,12 +155,16 @@ pub async fn run(
             },
             subscriber_name: Arc::from(s.name.as_str()),
             attempt_log: attempt_log.clone(),
+            stats: handle.stats.clone(),
         };
         let consumer = cfg
             .kafka
             .consumer_config(&sp.group_id)
             .set("statistics.interval.ms", "5000")
-            .create_with_context(GroupContext::new(handle.clone(), &metrics))?;
+            .create_with_context(GroupContext::new(GroupObserver::new(
+                handle.clone(),
+                &metrics,
+            )))?;
         let worker = Worker {
             consumer,
             deliverer: Arc::new(deliverer),
@@ -204,15 +203,12 @@ pub async fn run(
         ))
     });
 
-    let app = Router::new()
-        .route("/ping", get(|| async { "pong" }))
-        .route("/metrics", get(metrics_text))
-        .with_state(metrics)
+    let app = switchyard_runtime::http::ops_routes(metrics.clone())
         .merge(admin_api::routes(admin))
         .merge(admin_page::routes())
         .layer(axum::middleware::from_fn_with_state(
-            control.metrics.clone(),
-            count_requests,
+            metrics.http_requests.clone(),
+            switchyard_runtime::http::RequestMetrics::layer,
         ));
     let stop = shutdown.token();
     tasks.spawn("http", async move {
@@ -224,33 +220,4 @@ pub async fn run(
 
     let drain = Duration::from_millis(cfg.drain_timeout_ms + 2_000);
     supervise(tasks, &shutdown, drain).await
-}
-
-async fn count_requests(
-    State(metrics): State<Arc<DispatchMetrics>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let resp = next.run(req).await;
-    let labels = metrics::RouteLabels {
-        route,
-        status: resp.status().as_u16(),
-    };
-    metrics.http_requests.get_or_create(&labels).inc();
-    resp
-}
-
-async fn metrics_text(State(metrics): State<Arc<DispatchMetrics>>) -> impl IntoResponse {
-    let body = switchyard_runtime::metrics::render(&metrics.registry);
-    (
-        [(
-            header::CONTENT_TYPE,
-            switchyard_runtime::metrics::CONTENT_TYPE,
-        )],
-        body,
-    )
 }

@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use switchyard_runtime::http::RequestMetrics;
 
 pub const DELIVERIES: &str = "switchyard_dispatch_deliveries";
 pub const ATTEMPT_FAILURES: &str = "switchyard_dispatch_failed_attempts";
@@ -16,6 +17,7 @@ pub const LATENCY: &str = "switchyard_dispatch_delivery_seconds";
 pub const IN_FLIGHT: &str = "switchyard_dispatch_in_flight";
 pub const CONSUMER_LAG: &str = "switchyard_dispatch_consumer_lag";
 pub const HTTP_REQUESTS: &str = "switchyard_dispatch_http_requests";
+pub const HTTP_REQUEST_SECONDS: &str = "switchyard_dispatch_http_request_seconds";
 pub const DEAD_LETTERS_WAITING: &str = "switchyard_dispatch_dead_letters_waiting";
 pub const PAUSED: &str = "switchyard_dispatch_subscriber_paused";
 pub const ATTEMPT_LOG_WRITTEN: &str = "switchyard_dispatch_attempt_log_written";
@@ -24,13 +26,6 @@ pub const ATTEMPT_LOG_DROPPED: &str = "switchyard_dispatch_attempt_log_dropped";
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SubscriberLabels {
     pub subscriber: String,
-}
-
-/// A request to the dispatcher's own HTTP endpoints (admin API, page, metrics).
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub route: String,
-    pub status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,7 +51,8 @@ pub struct DispatchMetrics {
     pub latency: Family<SubscriberLabels, Histogram>,
     pub in_flight: Family<SubscriberLabels, Gauge>,
     pub consumer_lag: Family<LagLabels, Gauge>,
-    pub http_requests: Family<RouteLabels, Counter>,
+    /// Requests to the dispatcher's own HTTP endpoints (admin API, page, metrics).
+    pub http_requests: RequestMetrics,
     pub dead_letters_waiting: Family<SubscriberLabels, Gauge>,
     pub paused: Family<SubscriberLabels, Gauge>,
     pub attempt_log_written: Counter,
@@ -77,7 +73,11 @@ impl Default for DispatchMetrics {
             }),
             in_flight: Family::default(),
             consumer_lag: Family::default(),
-            http_requests: Family::default(),
+            http_requests: RequestMetrics::register(
+                &mut registry,
+                HTTP_REQUESTS,
+                HTTP_REQUEST_SECONDS,
+            ),
             dead_letters_waiting: Family::default(),
             paused: Family::default(),
             attempt_log_written: Counter::default(),
@@ -113,11 +113,6 @@ impl Default for DispatchMetrics {
             m.consumer_lag.clone(),
         );
         registry.register(
-            HTTP_REQUESTS,
-            "Requests to the dispatcher's admin API, page and metrics by route and status",
-            m.http_requests.clone(),
-        );
-        registry.register(
             DEAD_LETTERS_WAITING,
             "Dead letters not replayed yet per subscriber",
             m.dead_letters_waiting.clone(),
@@ -138,5 +133,11 @@ impl Default for DispatchMetrics {
             m.attempt_log_dropped.clone(),
         );
         Self { registry, ..m }
+    }
+}
+
+impl AsRef<Registry> for DispatchMetrics {
+    fn as_ref(&self) -> &Registry {
+        &self.registry
     }
 }

@@ -13,6 +13,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use switchyard_runtime::http::{json, BadRequest};
 use switchyard_runtime::KafkaSettings;
 
 use crate::admin::{envelope_json, AdminError};
@@ -64,28 +65,23 @@ pub struct TopicSelection {
 impl ReplaySource {
     /// Parses a request body, naming the offending field (`source`, `topic`, `from_offset`...)
     /// in the error.
-    pub fn from_json(body: &[u8]) -> Result<Self, String> {
-        let mut v: Value =
-            serde_json::from_slice(body).map_err(|e| format!("body: invalid JSON: {e}"))?;
+    pub fn from_json(body: &[u8]) -> Result<Self, BadRequest> {
+        let mut v: Value = json::parse(body)?;
         let Some(obj) = v.as_object_mut() else {
-            return Err("body: must be a JSON object".into());
+            return Err(BadRequest {
+                code: "invalid_body",
+                field: None,
+                message: "body: must be a JSON object".into(),
+            });
         };
         let source = obj.remove("source");
-        fn pick<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, String> {
-            serde_path_to_error::deserialize(v).map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner().to_string();
-                if path == "." {
-                    inner
-                } else {
-                    format!("{path}: {inner}")
-                }
-            })
-        }
         match source.as_ref().and_then(Value::as_str) {
-            Some("dead-letters") => pick(v).map(Self::DeadLetters),
-            Some("topic") => pick(v).map(Self::Topic),
-            _ => Err(r#"source: required, "dead-letters" or "topic""#.into()),
+            Some("dead-letters") => json::from_value(v).map(Self::DeadLetters),
+            Some("topic") => json::from_value(v).map(Self::Topic),
+            _ => Err(BadRequest::field(
+                "source",
+                r#"required, "dead-letters" or "topic""#,
+            )),
         }
     }
 }

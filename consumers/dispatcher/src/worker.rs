@@ -5,17 +5,15 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
+use switchyard_runtime::kafka::{ConsumerObserver, StatsContext};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -25,19 +23,18 @@ use crate::metrics::{DispatchMetrics, LagLabels};
 use crate::offsets::OffsetTracker;
 use crate::retry::RetryState;
 
-/// Remembers partitions taken away by a rebalance so their bookkeeping is dropped, and turns
-/// librdkafka's statistics into the consumer lag gauge.
-pub struct GroupContext {
-    revoked: Mutex<Vec<(String, i32)>>,
+/// What this subscriber's consumer reports: stored-offset lags go to the lag gauge and the
+/// registry; a revoked partition's lag is forgotten there. The runtime's [`StatsContext`]
+/// calls it and remembers revoked partitions for [`Worker`] to drop their bookkeeping.
+pub struct GroupObserver {
     subscriber: String,
     lag: Family<LagLabels, Gauge>,
     handle: Arc<SubscriberHandle>,
 }
 
-impl GroupContext {
+impl GroupObserver {
     pub fn new(handle: Arc<SubscriberHandle>, metrics: &DispatchMetrics) -> Self {
         Self {
-            revoked: Mutex::default(),
             subscriber: handle.name.clone(),
             lag: metrics.consumer_lag.clone(),
             handle,
@@ -45,31 +42,23 @@ impl GroupContext {
     }
 }
 
-impl ClientContext for GroupContext {
-    fn stats(&self, stats: Statistics) {
-        for (topic, partition, lag) in switchyard_runtime::kafka::stored_lags(&stats) {
-            let labels = LagLabels {
-                subscriber: self.subscriber.clone(),
-                topic: topic.to_owned(),
-                partition,
-            };
-            self.lag.get_or_create(&labels).set(lag);
-            self.handle.set_lag(topic, partition, lag);
-        }
+impl ConsumerObserver for GroupObserver {
+    fn lag(&self, topic: &str, partition: i32, lag: i64) {
+        let labels = LagLabels {
+            subscriber: self.subscriber.clone(),
+            topic: topic.to_owned(),
+            partition,
+        };
+        self.lag.get_or_create(&labels).set(lag);
+        self.handle.set_lag(topic, partition, lag);
+    }
+
+    fn revoked(&self, topic: &str, partition: i32) {
+        self.handle.forget_lag(topic, partition);
     }
 }
 
-impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-            for e in tpl.elements() {
-                self.handle.forget_lag(e.topic(), e.partition());
-                revoked.push((e.topic().to_owned(), e.partition()));
-            }
-        }
-    }
-}
+pub type GroupContext = StatsContext<GroupObserver>;
 
 pub type GroupConsumer = StreamConsumer<GroupContext>;
 
@@ -201,7 +190,7 @@ impl Worker {
                             let tx = resume_tx.clone();
                             let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
                             let stop = stop.clone();
-                            tokio::spawn(async move {
+                            switchyard_runtime::shutdown::spawn_detached("retry-tier-wake", async move {
                                 tokio::select! {
                                     _ = stop.cancelled() => {}
                                     _ = tokio::time::sleep(wait) => { let _ = tx.send(Resume { topic, partition, offset }); }
@@ -267,16 +256,7 @@ impl Worker {
         paused: &mut HashSet<(String, i32)>,
         hold: &mut Hold,
     ) {
-        let revoked: Vec<(String, i32)> = {
-            let mut r = self
-                .consumer
-                .context()
-                .revoked
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            std::mem::take(&mut *r)
-        };
-        for (t, p) in revoked {
+        for (t, p) in self.consumer.context().take_revoked() {
             tracker.forget(&t, p);
             hold.held.remove(&(t.clone(), p));
             paused.remove(&(t, p));

@@ -3,6 +3,10 @@
 //! rows/s to a KRT fake answering each bulk request after 5 ms. Uses the running broker and
 //! PostgreSQL (`deploy/local/`), a fresh database and a fresh topic.
 
+// Test and benchmark plumbing starts servers and clients directly; the clippy.toml bans guard
+// service code.
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,10 @@
 //! Runs the deptrans fakes (KRT, driver-profiles, personal, driver-categories, trackstory) on
 //! the ports of `deploy/deptrans.example.toml` for the local run, with a few Moscow drivers.
 
+// Test and benchmark plumbing starts servers and clients directly; the clippy.toml bans guard
+// service code.
+#![allow(clippy::disallowed_methods)]
+
 use clap::Parser;
 use integration_tests::deptrans_fakes::Fakes;
 

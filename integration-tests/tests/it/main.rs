@@ -5,6 +5,10 @@
 //! Run one area with a filter on the module path, for example
 //! `cargo nextest run --release -p integration-tests -E 'test(/^deptrans::/)'`.
 
+// Test and benchmark plumbing starts servers and clients directly; the clippy.toml bans guard
+// service code.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 mod admin_api;

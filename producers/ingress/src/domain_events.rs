@@ -330,7 +330,7 @@ pub async fn handle(
         },
         None => None,
     };
-    let bytes = crate::json::read_limited(body, MAX_BODY).await?;
+    let bytes = switchyard_runtime::http::json::read_limited(body, MAX_BODY).await?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
         code: "invalid_json",
         field: None,

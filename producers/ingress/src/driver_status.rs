@@ -128,8 +128,8 @@ pub async fn handle(
     State(state): State<AppState>,
     body: Body,
 ) -> Result<Json<DriverStatusResponse>, ApiError> {
-    let bytes = crate::json::read_limited(body, MAX_BODY).await?;
-    let req: DriverStatusRequest = crate::json::parse(&bytes)?;
+    let bytes = switchyard_runtime::http::json::read_limited(body, MAX_BODY).await?;
+    let req: DriverStatusRequest = switchyard_runtime::http::json::parse(&bytes)?;
     req.validate()?;
     let (key, envelope) = req.into_envelope();
     state
@@ -145,7 +145,7 @@ mod tests {
     use super::*;
 
     fn req(park: &str) -> DriverStatusRequest {
-        crate::json::parse(
+        switchyard_runtime::http::json::parse(
             format!(r#"{{"park_id":"{park}","driver_profile_id":"d1","status":"busy","updated_at":"2026-01-01T10:00:00+03:00"}}"#)
                 .as_bytes(),
         )
@@ -175,12 +175,22 @@ mod tests {
         );
         let bad = br#"{"park_id":"p","driver_profile_id":"d","status":"asleep","updated_at":"2026-01-01T10:00:00Z"}"#;
         assert_eq!(
-            field(crate::json::parse::<DriverStatusRequest>(bad).unwrap_err()).as_deref(),
+            field(
+                switchyard_runtime::http::json::parse::<DriverStatusRequest>(bad)
+                    .unwrap_err()
+                    .into()
+            )
+            .as_deref(),
             Some("status")
         );
         let bad = br#"{"park_id":"p","driver_profile_id":"d","status":"busy"}"#;
         assert_eq!(
-            field(crate::json::parse::<DriverStatusRequest>(bad).unwrap_err()).as_deref(),
+            field(
+                switchyard_runtime::http::json::parse::<DriverStatusRequest>(bad)
+                    .unwrap_err()
+                    .into()
+            )
+            .as_deref(),
             Some("updated_at")
         );
     }

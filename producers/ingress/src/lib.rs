@@ -8,7 +8,8 @@
 //!   [`domain_events`] (the generic `POST /v1/events/{type}` over the registry in
 //!   `deploy/events.toml` and the JSON Schemas in `schemas/events/`).
 //! - [`publish`]: the `Publisher` (Kafka with `acks=all`, or discard for benchmarks).
-//! - `json`: strict JSON parsing that names the bad field; `error`: the HTTP error body.
+//! - `error`: the flows' errors mapped to the shared body (`switchyard_runtime::http`, which
+//!   also parses JSON strictly and serves `/ping` + `/metrics`).
 //! - `metrics`: every metric the ingress exports; [`openapi`]: the generated document.
 //! - [`run`]: the router (`/ping`, `/metrics`, the flows) served until shutdown.
 
@@ -16,7 +17,6 @@ pub mod config;
 pub mod domain_events;
 mod driver_status;
 mod error;
-mod json;
 mod mark_notify;
 mod metrics;
 pub mod openapi;
@@ -29,10 +29,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use events::Envelope;
@@ -43,7 +43,7 @@ use tracing::Instrument;
 pub use config::IngressConfig;
 use config::{LiveSwitches, Switches};
 use error::ApiError;
-use metrics::{IngressMetrics, RouteLabels, TopicLabels};
+use metrics::{IngressMetrics, TopicLabels};
 pub use publish::Publisher;
 
 #[derive(Clone)]
@@ -141,9 +141,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/driver-status", post(driver_status::handle))
         .route("/4.0/mark-notify/v1/seen", post(mark_notify::handle))
         .route("/v1/events/{event_type}", post(domain_events::handle))
-        .route("/ping", get(|| async { "pong" }))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics_text))
+        .merge(switchyard_runtime::http::ops_routes(state.metrics.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -163,23 +162,9 @@ async fn ready(State(state): State<AppState>) -> StatusCode {
     }
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
-    let body = switchyard_runtime::metrics::render(&state.metrics.registry);
-    (
-        [(
-            header::CONTENT_TYPE,
-            switchyard_runtime::metrics::CONTENT_TYPE,
-        )],
-        body,
-    )
-        .into_response()
-}
-
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let route = switchyard_runtime::http::ops::matched_route(&req);
     let span = request_span(&req, &route);
     let resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
@@ -187,8 +172,10 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
     if status >= 500 {
         span.record("otel.status_code", "ERROR");
     }
-    let labels = RouteLabels { route, status };
-    state.metrics.requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .requests
+        .observe(&route, status, started.elapsed().as_secs_f64());
     resp
 }
 

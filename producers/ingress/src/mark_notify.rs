@@ -252,8 +252,8 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<SeenResponse>, ApiError> {
-    let bytes = crate::json::read_limited(body, MAX_BODY).await?;
-    let req: SeenRequest = crate::json::parse(&bytes)?;
+    let bytes = switchyard_runtime::http::json::read_limited(body, MAX_BODY).await?;
+    let req: SeenRequest = switchyard_runtime::http::json::parse(&bytes)?;
     req.validate()?;
     let caller = caller(&headers)?;
     if !state.routed_tags.contains(&req.tag) {

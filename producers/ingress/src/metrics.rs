@@ -5,18 +5,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use switchyard_runtime::http::RequestMetrics;
 
 pub const REQUESTS: &str = "switchyard_ingress_requests";
+pub const REQUEST_SECONDS: &str = "switchyard_ingress_request_seconds";
 pub const PUBLISH_SECONDS: &str = "switchyard_ingress_publish_seconds";
 pub const PUBLISH_FAILURES: &str = "switchyard_ingress_publish_failures";
 pub const DISABLED: &str = "switchyard_ingress_disabled_requests";
 pub const UNROUTED: &str = "switchyard_mark_notify_unrouted";
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub route: String,
-    pub status: u16,
-}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabels {
@@ -35,7 +31,8 @@ pub struct FlowLabels {
 
 pub struct IngressMetrics {
     pub registry: Registry,
-    pub requests: Family<RouteLabels, Counter>,
+    /// Requests by route and status (the layer shared by every service).
+    pub requests: RequestMetrics,
     pub publish_seconds: Family<TopicLabels, Histogram>,
     pub publish_failures: Family<TopicLabels, Counter>,
     pub disabled: Family<FlowLabels, Counter>,
@@ -45,7 +42,6 @@ pub struct IngressMetrics {
 impl Default for IngressMetrics {
     fn default() -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<RouteLabels, Counter>::default();
         let publish_seconds = Family::<TopicLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 16))
         });
@@ -57,11 +53,7 @@ impl Default for IngressMetrics {
             "Marks accepted for a tag without integrations",
             unrouted.clone(),
         );
-        registry.register(
-            REQUESTS,
-            "HTTP requests by route and status",
-            requests.clone(),
-        );
+        let requests = RequestMetrics::register(&mut registry, REQUESTS, REQUEST_SECONDS);
         registry.register(
             PUBLISH_SECONDS,
             "Time from send to broker acknowledgement",
@@ -85,5 +77,11 @@ impl Default for IngressMetrics {
             disabled,
             unrouted,
         }
+    }
+}
+
+impl AsRef<Registry> for IngressMetrics {
+    fn as_ref(&self) -> &Registry {
+        &self.registry
     }
 }

@@ -105,8 +105,8 @@ pub async fn handle(
     State(state): State<AppState>,
     body: Body,
 ) -> Result<Json<UidNotifyResponse>, ApiError> {
-    let bytes = crate::json::read_limited(body, MAX_BODY).await?;
-    let req: UidNotifyRequest = crate::json::parse(&bytes)?;
+    let bytes = switchyard_runtime::http::json::read_limited(body, MAX_BODY).await?;
+    let req: UidNotifyRequest = switchyard_runtime::http::json::parse(&bytes)?;
     req.validate()?;
     if !state.switches.load().uid_notify_enabled {
         state

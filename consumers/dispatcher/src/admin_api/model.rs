@@ -5,14 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-/// Error body of every admin endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// Machine-readable code, e.g. `unauthorized`, `unknown_subscriber`, `invalid_body`.
-    pub code: String,
-    /// Human-readable explanation naming the offending field or setting.
-    pub message: String,
-}
+pub use switchyard_runtime::http::ErrorBody;
 
 /// A replay running in the background, as `GET /admin/api/jobs/{id}` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

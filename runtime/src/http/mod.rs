@@ -1,0 +1,16 @@
+//! What every switchyard HTTP server shares (feature `http`): the ops routes (`/ping`,
+//! `/metrics`), the request-metrics layer with the same labels everywhere, the error body
+//! `{code, message, field}` and strict JSON parsing that names the field at fault.
+//!
+//! - [`ops`]: [`ops_routes`] and [`RequestMetrics`] (`route` = the matched route or
+//!   `unmatched`, so unknown paths cannot grow the label set; `status` = the answer's code).
+//! - [`error`]: [`ErrorBody`], the one JSON error body, and [`Violation`].
+//! - [`json`]: [`json::read_limited`] and [`json::parse`], whose [`BadRequest`] each service
+//!   turns into its own error type.
+
+pub mod error;
+pub mod json;
+pub mod ops;
+
+pub use error::{BadRequest, ErrorBody, Violation};
+pub use ops::{ops_routes, RequestMetrics, RouteLabels, UNMATCHED_ROUTE};
