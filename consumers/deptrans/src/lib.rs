@@ -10,7 +10,8 @@
 //! - [`sender`]: the queue to KRT in batches; [`krt`]: the KRT client and its token store.
 //! - [`upstream`]: driver profiles, categories, personal data and trackstory;
 //!   [`cache`]: their in-memory caches, refreshed in the background.
-//! - `api`: the driver KRT id API; `feeds`: the internal cache feeds it also serves.
+//! - `api`: the HTTP API, a folder: `mod` (router and state), `driver_id` (the driver's KRT
+//!   id), `feeds` (internal cache feeds), `error` and `keys` (internal API keys).
 //! - [`retention`]: trims old queue rows; `queue_stats`: queue gauges.
 //! - [`db`]: the pool, the migrations in `migrations/` (schema `deptrans`), advisory locks.
 //! - [`metrics`]: every metric deptrans exports.
@@ -20,7 +21,6 @@ pub mod cache;
 pub mod config;
 pub mod consumer;
 pub mod db;
-mod feeds;
 mod geo;
 pub mod krt;
 pub mod metrics;
@@ -188,13 +188,19 @@ pub async fn run(
     }
 
     let state = api::ApiState {
-        pool,
-        caches,
-        upstream,
-        tokens,
+        driver_id: api::driver_id::DriverIdState {
+            pool: pool.clone(),
+            caches: caches.clone(),
+            upstream,
+            tokens,
+        },
+        feeds: api::feeds::FeedsState {
+            pool,
+            caches,
+            keys: api::keys::ApiKeys::new(cfg.api.clients.values().cloned().collect()),
+            max_page: cfg.api.max_page,
+        },
         metrics,
-        api_keys: Arc::new(cfg.api.clients.values().cloned().collect()),
-        max_page: cfg.api.max_page,
     };
     let app = api::router(state);
     let stop = shutdown.token();
