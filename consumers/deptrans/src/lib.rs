@@ -11,7 +11,8 @@
 //! - [`upstream`]: driver profiles, categories, personal data and trackstory;
 //!   [`cache`]: their in-memory caches, refreshed in the background.
 //! - `api`: the HTTP API, a folder: `mod` (router and state), `driver_id` (the driver's KRT
-//!   id), `feeds` (internal cache feeds), `error` and `keys` (internal API keys).
+//!   id), `feeds` (internal cache feeds), `error`, `keys` (internal API keys) and `openapi`
+//!   (the document derived from the handlers, see [`openapi_document`]).
 //! - [`retention`]: trims old queue rows; `queue_stats`: queue gauges.
 //! - [`db`]: the pool, the migrations in `migrations/` (schema `deptrans`), advisory locks.
 //! - [`metrics`]: every metric deptrans exports.
@@ -65,6 +66,11 @@ pub enum DeptransError {
     Io(#[from] std::io::Error),
     #[error("task failed")]
     Join(#[from] tokio::task::JoinError),
+}
+
+/// The OpenAPI document of deptrans's HTTP API, as committed in `schemas/openapi/deptrans.json`.
+pub fn openapi_document() -> String {
+    api::openapi::document()
 }
 
 /// Runs deptrans until `shutdown`; `listener` serves the HTTP API.

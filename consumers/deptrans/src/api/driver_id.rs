@@ -10,8 +10,9 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::error::{parse_json, ApiError};
+use super::error::{parse_json, ApiError, ErrorBody};
 use crate::cache::Caches;
 use crate::db::lock;
 use crate::krt::{KrtError, TokenStore};
@@ -70,7 +71,7 @@ pub fn mask(id: &str) -> String {
 }
 
 /// Whether the driver has a KRT id bound, shown masked.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct IdStatus {
     pub bound: bool,
     /// All but the last four digits hidden, e.g. `******6789`.
@@ -82,6 +83,21 @@ pub struct IdStatus {
 }
 
 /// The driver's KRT id, masked, or `{"bound": false}`.
+#[utoipa::path(
+    get,
+    path = "/driver/v1/deptrans-status/v1/id",
+    params(
+        ("X-YaTaxi-Park-Id" = String, Header, description = "The driver's park"),
+        ("X-YaTaxi-Driver-Profile-Id" = String, Header, description = "The driver's profile"),
+    ),
+    responses(
+        (status = 200, description = "Whether an id is bound (masked)", body = IdStatus),
+        (status = 400, description = "Missing or bad header, named in `field`", body = ErrorBody),
+        (status = 404, description = "`driver_not_found`: no licence known for this driver", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ),
+    tag = "driver"
+)]
 pub async fn get_id(
     State(state): State<DriverIdState>,
     headers: HeaderMap,
@@ -109,7 +125,7 @@ pub async fn get_id(
 }
 
 /// `POST` body: the KRT id the driver got from the state services portal.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BindRequest {
     /// Exactly 10 digits.
@@ -117,6 +133,24 @@ pub struct BindRequest {
 }
 
 /// Binds a KRT id to the driver's licence once KRT confirms it is theirs.
+#[utoipa::path(
+    post,
+    path = "/driver/v1/deptrans-status/v1/id",
+    params(
+        ("X-YaTaxi-Park-Id" = String, Header, description = "The driver's park"),
+        ("X-YaTaxi-Driver-Profile-Id" = String, Header, description = "The driver's profile"),
+    ),
+    request_body = BindRequest,
+    responses(
+        (status = 200, description = "Checked by KRT and stored", body = IdStatus),
+        (status = 400, description = "Bad body or header, named in `field`", body = ErrorBody),
+        (status = 404, description = "`driver_not_found`: no licence known", body = ErrorBody),
+        (status = 409, description = "`deptrans_id_mismatch`: KRT says the id is not the driver's", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "KRT or personal unavailable; retry after `Retry-After`", body = ErrorBody),
+    ),
+    tag = "driver"
+)]
 pub async fn post_id(
     State(state): State<DriverIdState>,
     headers: HeaderMap,

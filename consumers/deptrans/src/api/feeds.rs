@@ -12,8 +12,9 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::keys::ApiKeys;
 use crate::cache::Caches;
 use crate::upstream::DriverRef;
@@ -29,11 +30,13 @@ pub struct FeedsState {
 }
 
 /// Paging of a feed.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Where the previous page ended; absent or empty = from the beginning.
     pub cursor: Option<String>,
     /// Items per page, 1 to `api.max_page` (default 100).
+    #[param(value_type = Option<i64>)]
     pub limit: Option<String>,
 }
 
@@ -71,7 +74,7 @@ impl Cursor {
 }
 
 /// A bound KRT id.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct IdItem {
     pub driver_license_pd_id: String,
     pub deptrans_id: String,
@@ -81,7 +84,7 @@ pub struct IdItem {
 }
 
 /// A page of the bound-id feed.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct IdPage {
     pub items: Vec<IdItem>,
     /// Pass as `cursor` for the next page; unchanged when nothing new.
@@ -89,7 +92,7 @@ pub struct IdPage {
 }
 
 /// KRT's latest answer for a licence: the state of the work shift.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatusItem {
     pub driver_license_pd_id: String,
     pub session_status: String,
@@ -101,7 +104,7 @@ pub struct StatusItem {
 }
 
 /// A page of the session-status feed.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatusPage {
     pub items: Vec<StatusItem>,
     pub cursor: String,
@@ -130,6 +133,21 @@ fn page_args(state: &FeedsState, q: &PageQuery) -> Result<(Cursor, i64), ApiErro
 }
 
 /// Bound KRT ids in write order, for other services' caches.
+#[utoipa::path(
+    get,
+    path = "/internal/v1/id/updates",
+    params(
+        ("X-API-Key" = String, Header, description = "Key of an internal client (`[api.clients]`)"),
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "The ids written after `cursor`", body = IdPage),
+        (status = 400, description = "Bad `cursor` or `limit`, named in `field`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or unknown API key", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ),
+    tag = "internal"
+)]
 pub async fn id_updates(
     State(state): State<FeedsState>,
     headers: HeaderMap,
@@ -170,6 +188,21 @@ pub async fn id_updates(
 }
 
 /// KRT's session statuses in write order, for other services' caches.
+#[utoipa::path(
+    get,
+    path = "/internal/v1/status/updates",
+    params(
+        ("X-API-Key" = String, Header, description = "Key of an internal client (`[api.clients]`)"),
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "The statuses written after `cursor`", body = StatusPage),
+        (status = 400, description = "Bad `cursor` or `limit`, named in `field`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or unknown API key", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ),
+    tag = "internal"
+)]
 pub async fn status_updates(
     State(state): State<FeedsState>,
     headers: HeaderMap,

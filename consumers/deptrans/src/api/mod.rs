@@ -4,6 +4,7 @@
 //! - [`driver_id`]: the driver's KRT id (GET masked, POST checked by KRT).
 //! - [`feeds`]: the internal cursor-paged feeds for other services' caches.
 //! - [`error`]: the one error type and its JSON body; [`keys`]: internal clients' API keys.
+//! - [`openapi`]: the OpenAPI document derived from the handlers (`schemas/openapi/deptrans.json`).
 //!
 //! Plus `/ping` and `/metrics`.
 
@@ -11,6 +12,7 @@ pub mod driver_id;
 pub mod error;
 pub mod feeds;
 pub mod keys;
+pub mod openapi;
 
 use std::sync::Arc;
 
