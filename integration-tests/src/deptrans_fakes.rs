@@ -58,6 +58,11 @@ pub struct FakeState {
     pub push_traceparents: Mutex<Vec<Option<String>>>,
     /// While held, status pushes wait (lets a test change rows mid-push).
     pub push_gate: tokio::sync::RwLock<()>,
+    /// Drivers (`id:<deptrans_id>` or `lic:<licence>`) KRT refuses: a bulk request holding one
+    /// gets a 400 whose body names (echoes) the item, and nothing of it is taken.
+    pub refused: Mutex<HashSet<String>>,
+    /// Drivers KRT answers `rejected` for, row by row, taking the rest of the request.
+    pub rejected: Mutex<HashSet<String>>,
 }
 
 impl FakeState {
@@ -85,6 +90,21 @@ impl FakeState {
     /// Makes every issued token invalid: the next call with it gets 401.
     pub fn revoke_tokens(&self) {
         lock(&self.valid_tokens).clear();
+    }
+
+    /// KRT refuses every request holding `driver` (`lic:<licence>` or `id:<deptrans_id>`).
+    pub fn refuse(&self, driver: &str) {
+        lock(&self.refused).insert(driver.to_owned());
+    }
+
+    /// KRT takes requests holding `driver` again.
+    pub fn unrefuse(&self, driver: &str) {
+        lock(&self.refused).remove(driver);
+    }
+
+    /// KRT answers `rejected` for `driver`'s rows.
+    pub fn reject(&self, driver: &str) {
+        lock(&self.rejected).insert(driver.to_owned());
     }
 
     pub fn pushed(&self) -> Vec<Pushed> {
@@ -228,17 +248,38 @@ async fn krt_statuses(
         return (StatusCode::UNAUTHORIZED, "bad token").into_response();
     }
     let items = body["items"].as_array().cloned().unwrap_or_default();
+    let name = |it: &Value| match (it["deptrans_id"].as_str(), it["license"].as_str()) {
+        (Some(id), _) => Some(format!("id:{id}")),
+        (None, Some(l)) => Some(format!("lic:{l}")),
+        _ => None,
+    };
+    {
+        let refused = lock(&s.refused);
+        if let Some((i, d)) = items
+            .iter()
+            .filter_map(name)
+            .enumerate()
+            .find(|(_, d)| refused.contains(d))
+        {
+            // Like many real APIs, the error echoes the offending value.
+            let body =
+                json!({"code": "invalid_item", "message": format!("items[{i}]: {d} is not valid")});
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        }
+    }
     let mut results = Vec::new();
     let mut pushed = lock(&s.pushed);
+    let rejected = lock(&s.rejected).clone();
     for it in items {
-        let driver = match (it["deptrans_id"].as_str(), it["license"].as_str()) {
-            (Some(id), _) => format!("id:{id}"),
-            (None, Some(l)) => format!("lic:{l}"),
-            _ => {
-                results.push(json!({"result": "rejected"}));
-                continue;
-            }
+        let Some(driver) = name(&it) else {
+            results.push(json!({"result": "rejected"}));
+            continue;
         };
+        if rejected.contains(&driver) {
+            results
+                .push(json!({"result": "rejected", "reason": format!("{driver} has no permit")}));
+            continue;
+        }
         let status = it["status"].as_str().unwrap_or_default().to_owned();
         let open = status != "offline";
         pushed.push(Pushed {

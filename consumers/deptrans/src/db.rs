@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[switchyard_runtime::pg::Migration] = &[
         "status_trace",
         include_str!("../migrations/0002_status_trace.sql"),
     ),
+    (
+        3,
+        "rejected",
+        include_str!("../migrations/0003_rejected.sql"),
+    ),
 ];
 
 pub use switchyard_runtime::pg::{pool, DbError};

@@ -7,11 +7,12 @@
 //! - [`config`]: `DeptransConfig` (regions, categories, KRT, upstreams, sender, API keys);
 //!   `geo`: region polygons.
 //! - [`consumer`]: the status topic into the send queue (filter by region and category).
-//! - [`sender`]: the queue to KRT in batches; [`krt`]: the KRT client and its token store.
+//! - [`sender`]: the queue to KRT in batches, KRT's answers classified; [`krt`]: the KRT
+//!   client and its token store; [`rejected`]: rows refused for good, out of the queue.
 //! - [`upstream`]: driver profiles, categories, personal data and trackstory;
 //!   [`cache`]: their in-memory caches, refreshed in the background.
 //! - `api`: the HTTP API, a folder: `mod` (router and state), `driver_id` (the driver's KRT
-//!   id), `feeds` (internal cache feeds), `error`, `keys` (internal API keys) and `openapi`
+//!   id), `feeds` (internal cache feeds), `rejected` (refused statuses), `error`, `keys` (internal API keys) and `openapi`
 //!   (the document derived from the handlers, see [`openapi_document`]).
 //! - [`retention`]: trims old queue rows; `queue_stats`: queue gauges.
 //! - [`db`]: the pool, the migrations in `migrations/` (schema `deptrans`), advisory locks.
@@ -26,6 +27,7 @@ mod geo;
 pub mod krt;
 pub mod metrics;
 mod queue_stats;
+pub mod rejected;
 pub mod retention;
 pub mod sender;
 pub mod upstream;
@@ -193,6 +195,7 @@ pub async fn run(
         });
     }
 
+    let keys = api::keys::ApiKeys::new(cfg.api.clients.values().cloned().collect());
     let state = api::ApiState {
         driver_id: api::driver_id::DriverIdState {
             pool: pool.clone(),
@@ -201,10 +204,16 @@ pub async fn run(
             tokens,
         },
         feeds: api::feeds::FeedsState {
-            pool,
+            pool: pool.clone(),
             caches,
-            keys: api::keys::ApiKeys::new(cfg.api.clients.values().cloned().collect()),
+            keys: keys.clone(),
             max_page: cfg.api.max_page,
+        },
+        rejected: api::rejected::RejectedState {
+            pool,
+            keys,
+            max_page: cfg.api.max_page,
+            metrics: metrics.clone(),
         },
         metrics,
     };

@@ -24,6 +24,10 @@ pub const CACHE_LOOKUPS: &str = "switchyard_deptrans_cache_lookups";
 pub const REQUESTS: &str = "switchyard_deptrans_requests";
 pub const REQUEST_DURATION_SECONDS: &str = "switchyard_deptrans_request_duration_seconds";
 pub const CONSUMER_LAG: &str = "switchyard_deptrans_consumer_lag";
+pub const REJECTED: &str = "switchyard_deptrans_rejected";
+pub const KRT_BISECTIONS: &str = "switchyard_deptrans_krt_bisections";
+pub const REQUEUED: &str = "switchyard_deptrans_requeued";
+pub const REJECTED_ROWS: &str = "switchyard_deptrans_rejected_rows";
 
 /// `cache` label of the driver-profiles cache (lookups and refresh failures).
 pub const CACHE_PROFILES: &str = "driver-profiles";
@@ -34,6 +38,12 @@ pub const CACHE_CATEGORIES: &str = "driver-categories";
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
+}
+
+/// Why a row left the queue unsent (`crate::rejected::reason`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,6 +122,14 @@ pub struct DeptransMetrics {
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: DurationFamily,
     pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// Rows moved to `deptrans.rejected`, by reason.
+    pub rejected: Family<ReasonLabels, Counter>,
+    /// Refused KRT requests halved to find the rows at fault.
+    pub krt_bisections: Counter,
+    /// Rejected rows put back into the queue through the API.
+    pub requeued: Counter,
+    /// Rows in `deptrans.rejected`, refreshed with the queue gauges.
+    pub rejected_rows: Gauge,
 }
 
 impl DeptransMetrics {
@@ -125,6 +143,11 @@ impl DeptransMetrics {
         self.sent
             .get_or_create(&OutcomeLabels { outcome })
             .inc_by(n);
+    }
+
+    /// Counts one row moved to `deptrans.rejected`.
+    pub fn rejected(&self, reason: &'static str) {
+        self.rejected.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// The pre-created hit/miss counters of `cache`.
@@ -175,7 +198,14 @@ impl Default for DeptransMetrics {
             requests: Family::default(),
             request_duration: Family::new_with_constructor(request_histogram),
             consumer_lag: Family::default(),
+            rejected: Family::default(),
+            krt_bisections: Counter::default(),
+            requeued: Counter::default(),
+            rejected_rows: Gauge::default(),
         };
+        for reason in crate::rejected::reason::ALL {
+            m.rejected.get_or_create(&ReasonLabels { reason }).get();
+        }
         // Both results of both caches exist from the start, so a ratio never divides by a
         // missing series.
         for cache in [CACHE_PROFILES, CACHE_CATEGORIES] {
@@ -256,6 +286,26 @@ impl Default for DeptransMetrics {
             CONSUMER_LAG,
             "Records behind the high watermark per partition of the status topic (stored offsets)",
             m.consumer_lag.clone(),
+        );
+        registry.register(
+            REJECTED,
+            "Queue rows refused for good and moved to deptrans.rejected, by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            KRT_BISECTIONS,
+            "KRT requests refused (4xx, malformed answer) and halved to find the rows at fault",
+            m.krt_bisections.clone(),
+        );
+        registry.register(
+            REQUEUED,
+            "Rejected rows put back into the queue through the internal API",
+            m.requeued.clone(),
+        );
+        registry.register(
+            REJECTED_ROWS,
+            "Rows in deptrans.rejected (refreshed with the queue gauges)",
+            m.rejected_rows.clone(),
         );
         Self { registry, ..m }
     }

@@ -17,12 +17,21 @@ SELECT count(*),
        COALESCE(GREATEST(EXTRACT(EPOCH FROM now() - min(updated_at)), 0), 0)::float8
 FROM deptrans.status_queue";
 
+const REJECTED: &str = "SELECT count(*) FROM deptrans.rejected";
+
 /// Rows queued and the age in seconds of the oldest (0 when empty).
 pub async fn read(pool: &Pool) -> Result<(i64, f64), deadpool_postgres::PoolError> {
     let client = pool.get().await?;
     let stmt = client.prepare_cached(STATS).await?;
     let row = client.query_one(&stmt, &[]).await?;
     Ok((row.get(0), row.get(1)))
+}
+
+/// Rows in `deptrans.rejected`.
+pub async fn rejected(pool: &Pool) -> Result<i64, deadpool_postgres::PoolError> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached(REJECTED).await?;
+    Ok(client.query_one(&stmt, &[]).await?.get(0))
 }
 
 /// Refreshes the queue gauges every `every` until `stop`; a failed read keeps the last values.
@@ -45,6 +54,12 @@ pub async fn run(
                 metrics.queue_oldest_seconds.set(oldest);
             }
             Err(e) => tracing::warn!(error = %e, "reading queue gauges failed"),
+        }
+        match rejected(&pool).await {
+            Ok(rows) => {
+                metrics.rejected_rows.set(rows);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading rejected rows failed"),
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The periodic sender: claims queued statuses (`FOR UPDATE SKIP LOCKED` plus a lease, so
 //! instances never send the same row twice), pushes them to KRT with bounded concurrency, and
 //! in one transaction records KRT's answers and deletes exactly the row versions it sent.
+//! KRT's answers are classified: KRT down keeps rows queued (and the sender backs off); a
+//! refused chunk is bisected down to the rows at fault, which move to `deptrans.rejected`, so
+//! one bad driver never stalls the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,9 +18,10 @@ use tracing::Instrument;
 use super::cache::Caches;
 use super::config::SenderConfig;
 use super::db::lock;
-use super::krt::{KrtError, KrtStatus, StatusItem, StatusResult, TokenStore};
+use super::krt::{excerpt, KrtError, KrtStatus, StatusItem, StatusResult, TokenStore};
 use super::metrics::DeptransMetrics;
-use super::upstream::{Upstream, UpstreamError};
+use super::rejected::{self, reason, redact, Refusal, RejectedRow};
+use super::upstream::{Licence, Upstream, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -71,10 +75,30 @@ SET session_status = excluded.session_status, status_at = excluded.status_at,
     updated_at = excluded.updated_at, ended_at = excluded.ended_at
 WHERE s.status_at <= excluded.status_at";
 
-/// Row indices of one bulk request and KRT's answer to it.
-type ChunkAnswer = (Vec<usize>, Result<Vec<StatusResult>, KrtError>);
+/// The rows of one bulk request (index into the claimed rows, item) and KRT's answer to it.
+type ChunkAnswer = (
+    Vec<(usize, StatusItem)>,
+    Result<Vec<StatusResult>, KrtError>,
+);
 /// Session status, the status time it answers, and when the shift ends.
 type Session = (String, DateTime<Utc>, Option<DateTime<Utc>>);
+
+/// What became of one claimed row.
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// KRT took it.
+    Sent(StatusResult),
+    /// Refused for good: moves to `deptrans.rejected` and leaves the queue.
+    Refused(Refusal),
+    /// KRT (or a lookup) is down: the row stays queued and the sender backs off.
+    Down,
+}
+
+/// A KRT error about what was sent (so bisecting the request finds the rows at fault), as
+/// opposed to KRT being down.
+fn refuses_content(e: &KrtError) -> bool {
+    matches!(e, KrtError::Refused { .. } | KrtError::Malformed(_))
+}
 
 #[derive(Debug, Clone)]
 struct Claimed {
@@ -90,6 +114,7 @@ struct Claimed {
 pub struct RunReport {
     pub claimed: usize,
     pub sent: usize,
+    /// Rows refused for good, moved to `deptrans.rejected`.
     pub rejected: usize,
     pub deferred: usize,
     /// Rows left for later because KRT or personal was down.
@@ -193,7 +218,7 @@ impl Sender {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, rows = known.len(), "push failed, rows stay queued");
-                vec![None; known.len()]
+                vec![Outcome::Down; known.len()]
             }
         };
         self.commit(&known, &results, &deferred, &mut report)
@@ -208,12 +233,11 @@ impl Sender {
         Ok(report)
     }
 
-    /// Pushes in chunks of `bulk_size`, `concurrency` at a time; `None` marks rows of a
-    /// chunk that failed (KRT down): they stay queued.
-    async fn push(
-        &self,
-        rows: &[(Claimed, String)],
-    ) -> Result<Vec<Option<StatusResult>>, SendError> {
+    /// Pushes in chunks of `bulk_size`, `concurrency` at a time, and classifies every row:
+    /// KRT down (5xx, timeout, connection, 401 after a refresh) leaves the chunk's rows
+    /// queued; a refused chunk (4xx, malformed answer) is halved and pushed again until the
+    /// refused rows stand alone; a row KRT's answer marks `rejected` is refused by itself.
+    async fn push(&self, rows: &[(Claimed, String)]) -> Result<Vec<Outcome>, SendError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -243,78 +267,100 @@ impl Sender {
             .into_iter()
             .map(|i| (i.id, i.license))
             .collect();
+        // Personal data KRT may echo in an answer: never stored or logged.
+        let secrets: Vec<&str> = licences
+            .values()
+            .map(Licence::expose)
+            .chain(bound.values().map(String::as_str))
+            .collect();
 
-        let items: Vec<Option<StatusItem>> = rows
-            .iter()
-            .map(|(c, pd)| {
-                let deptrans_id = bound.get(pd).cloned();
-                let license = if deptrans_id.is_none() {
-                    Some(licences.get(pd)?.clone())
-                } else {
-                    None
-                };
-                Some(StatusItem {
+        let mut out: Vec<Outcome> = vec![Outcome::Down; rows.len()];
+        let mut pending: Vec<Vec<(usize, StatusItem)>> = Vec::new();
+        let mut sendable = Vec::new();
+        for (i, (c, pd)) in rows.iter().enumerate() {
+            let deptrans_id = bound.get(pd).cloned();
+            let license = match (&deptrans_id, licences.get(pd)) {
+                (Some(_), _) => None,
+                (None, Some(l)) => Some(l.clone()),
+                (None, None) => {
+                    out[i] = Outcome::Refused(Refusal {
+                        reason: reason::NO_LICENCE,
+                        krt_status: None,
+                        answer: String::new(),
+                    });
+                    continue;
+                }
+            };
+            sendable.push((
+                i,
+                StatusItem {
                     deptrans_id,
                     license,
                     status: c.status,
                     timestamp: c.updated_at,
-                })
-            })
-            .collect();
-        let sendable: Vec<(usize, StatusItem)> = items
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, it)| Some((i, it?)))
-            .collect();
-        let chunks: Vec<Vec<(usize, StatusItem)>> = sendable
-            .chunks(self.cfg.bulk_size)
-            .map(<[_]>::to_vec)
-            .collect();
-        let answers: Vec<ChunkAnswer> = stream::iter(chunks)
-            .map(|chunk| async move {
-                let (idx, items): (Vec<usize>, Vec<StatusItem>) = chunk.into_iter().unzip();
-                let res = self
-                    .tokens
-                    .with_token(|t| {
-                        let items = &items;
-                        async move { self.tokens.client.push(&t, items).await }
-                    })
-                    .await;
-                (idx, res)
-            })
-            .buffer_unordered(self.cfg.concurrency)
-            .collect()
-            .await;
-
-        let mut out: Vec<Option<StatusResult>> = vec![None; rows.len()];
-        // Rows without a licence: KRT cannot take them; reported as rejected.
-        for (i, row) in out.iter_mut().enumerate() {
-            if !bound.contains_key(&rows[i].1) && !licences.contains_key(&rows[i].1) {
-                *row = Some(StatusResult {
-                    result: "no_license".into(),
-                    session_status: None,
-                    ended_at: None,
-                });
-            }
+                },
+            ));
         }
-        let mut first_err = None;
-        for (idx, res) in answers {
-            match res {
-                Ok(results) => {
-                    for (i, r) in idx.into_iter().zip(results) {
-                        out[i] = Some(r);
+        pending.extend(sendable.chunks(self.cfg.bulk_size).map(<[_]>::to_vec));
+
+        while !pending.is_empty() {
+            let answers: Vec<ChunkAnswer> = stream::iter(std::mem::take(&mut pending))
+                .map(|chunk| async move {
+                    let items: Vec<StatusItem> = chunk.iter().map(|(_, it)| it.clone()).collect();
+                    let res = self
+                        .tokens
+                        .with_token(|t| {
+                            let items = &items;
+                            async move { self.tokens.client.push(&t, items).await }
+                        })
+                        .await;
+                    (chunk, res)
+                })
+                .buffer_unordered(self.cfg.concurrency)
+                .collect()
+                .await;
+            for (chunk, res) in answers {
+                match res {
+                    Ok(results) => {
+                        for ((i, _), r) in chunk.iter().zip(results) {
+                            out[*i] = if r.result == "ok" {
+                                Outcome::Sent(r)
+                            } else {
+                                let answer = serde_json::to_string(&r).unwrap_or_default();
+                                Outcome::Refused(Refusal {
+                                    reason: reason::KRT_REJECTED,
+                                    krt_status: None,
+                                    answer: redact(&excerpt(&answer), secrets.iter().copied()),
+                                })
+                            };
+                        }
+                    }
+                    Err(e) if refuses_content(&e) && chunk.len() > 1 => {
+                        self.metrics.krt_bisections.inc();
+                        tracing::info!(error = %e, rows = chunk.len(), "krt refused a chunk, halving it");
+                        let (a, b) = chunk.split_at(chunk.len() / 2);
+                        pending.push(a.to_vec());
+                        pending.push(b.to_vec());
+                    }
+                    Err(KrtError::Refused { status, excerpt }) => {
+                        out[chunk[0].0] = Outcome::Refused(Refusal {
+                            reason: reason::KRT_REFUSED,
+                            krt_status: Some(i32::from(status)),
+                            answer: redact(&excerpt, secrets.iter().copied()),
+                        });
+                    }
+                    Err(KrtError::Malformed(why)) => {
+                        out[chunk[0].0] = Outcome::Refused(Refusal {
+                            reason: reason::KRT_MALFORMED,
+                            krt_status: None,
+                            answer: redact(&excerpt(&why), secrets.iter().copied()),
+                        });
+                    }
+                    Err(e) => {
+                        self.metrics.krt_failures.inc();
+                        tracing::warn!(error = %e, rows = chunk.len(), "krt push failed, rows stay queued");
                     }
                 }
-                Err(e) => {
-                    self.metrics.krt_failures.inc();
-                    tracing::warn!(error = %e, rows = idx.len(), "krt push failed, rows stay queued");
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        if out.iter().all(Option::is_none) {
-            if let Some(e) = first_err {
-                return Err(e.into());
             }
         }
         Ok(out)
@@ -323,7 +369,7 @@ impl Sender {
     async fn commit(
         &self,
         rows: &[(Claimed, String)],
-        results: &[Option<StatusResult>],
+        results: &[Outcome],
         deferred: &[Claimed],
         report: &mut RunReport,
     ) -> Result<(), SendError> {
@@ -331,36 +377,47 @@ impl Sender {
         let (mut rel_p, mut rel_d, mut rel_u) =
             (Vec::new(), Vec::new(), Vec::<Option<DateTime<Utc>>>::new());
         let mut sessions: HashMap<String, Session> = HashMap::new();
+        let mut refused = Vec::new();
         for ((c, pd), res) in rows.iter().zip(results) {
             match res {
-                Some(r) => {
-                    if r.result == "ok" {
-                        report.sent += 1;
-                        let st = r.session_status.clone().unwrap_or_else(|| "unknown".into());
-                        let newer = sessions
-                            .get(pd)
-                            .is_none_or(|(_, at, _)| *at <= c.updated_at);
-                        if newer {
-                            sessions.insert(pd.clone(), (st, c.updated_at, r.ended_at));
-                        }
-                    } else {
-                        report.rejected += 1;
-                        tracing::warn!(park_id = %c.park_id, driver_id = %c.driver_id, result = %r.result, "krt rejected a status, dropping it");
+                Outcome::Sent(r) => {
+                    report.sent += 1;
+                    let st = r.session_status.clone().unwrap_or_else(|| "unknown".into());
+                    let newer = sessions
+                        .get(pd)
+                        .is_none_or(|(_, at, _)| *at <= c.updated_at);
+                    if newer {
+                        sessions.insert(pd.clone(), (st, c.updated_at, r.ended_at));
                     }
-                    del_p.push(c.park_id.as_str());
-                    del_d.push(c.driver_id.as_str());
-                    del_t.push(c.updated_at);
-                    rel_p.push(c.park_id.as_str());
-                    rel_d.push(c.driver_id.as_str());
-                    rel_u.push(None);
                 }
-                None => {
+                Outcome::Refused(why) => {
+                    report.rejected += 1;
+                    self.metrics.rejected(why.reason);
+                    tracing::warn!(park_id = %c.park_id, driver_id = %c.driver_id, reason = why.reason, krt_status = why.krt_status, "status refused, moved to deptrans.rejected");
+                    refused.push(RejectedRow {
+                        park_id: &c.park_id,
+                        driver_id: &c.driver_id,
+                        status: c.status.as_str(),
+                        status_at: c.updated_at,
+                        traceparent: c.traceparent.as_deref(),
+                        refusal: why,
+                    });
+                }
+                Outcome::Down => {
                     report.failed += 1;
                     rel_p.push(c.park_id.as_str());
                     rel_d.push(c.driver_id.as_str());
                     rel_u.push(None);
+                    continue;
                 }
             }
+            // Sent or refused: this version leaves the queue.
+            del_p.push(c.park_id.as_str());
+            del_d.push(c.driver_id.as_str());
+            del_t.push(c.updated_at);
+            rel_p.push(c.park_id.as_str());
+            rel_d.push(c.driver_id.as_str());
+            rel_u.push(None);
         }
         let later = Utc::now()
             + chrono::Duration::milliseconds(
@@ -391,6 +448,7 @@ impl Sender {
             tx.execute(DELETE_SENT, &[&del_p, &del_d, &del_t]).await?;
             tx.execute(MARK_SENT, &[&del_p, &del_d, &del_t]).await?;
         }
+        rejected::insert(&tx, &refused).await?;
         if !rel_p.is_empty() {
             tx.execute(RELEASE, &[&rel_p, &rel_d, &rel_u]).await?;
         }

@@ -13,6 +13,7 @@ mod attempt_log;
 mod crate_edges;
 mod deptrans;
 mod deptrans_api;
+mod deptrans_poison;
 mod dispatcher_restart;
 mod domain_events;
 mod ingress;

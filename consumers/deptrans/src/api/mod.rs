@@ -3,6 +3,7 @@
 //!
 //! - [`driver_id`]: the driver's KRT id (GET masked, POST checked by KRT).
 //! - [`feeds`]: the internal cursor-paged feeds for other services' caches.
+//! - [`rejected`]: statuses refused for good, listed and re-queued.
 //! - [`error`]: the one error type and its JSON body; [`keys`]: internal clients' API keys.
 //! - [`openapi`]: the OpenAPI document derived from the handlers (`schemas/openapi/deptrans.json`).
 //!
@@ -13,6 +14,7 @@ pub mod error;
 pub mod feeds;
 pub mod keys;
 pub mod openapi;
+pub mod rejected;
 
 use std::sync::Arc;
 
@@ -26,12 +28,14 @@ use axum::Router;
 use crate::metrics::DeptransMetrics;
 use driver_id::DriverIdState;
 use feeds::FeedsState;
+use rejected::RejectedState;
 
 /// Everything the router serves from.
 #[derive(Clone)]
 pub struct ApiState {
     pub driver_id: DriverIdState,
     pub feeds: FeedsState,
+    pub rejected: RejectedState,
     pub metrics: Arc<DeptransMetrics>,
 }
 
@@ -47,6 +51,12 @@ impl FromRef<ApiState> for FeedsState {
     }
 }
 
+impl FromRef<ApiState> for RejectedState {
+    fn from_ref(s: &ApiState) -> Self {
+        s.rejected.clone()
+    }
+}
+
 /// Every deptrans route.
 pub fn router(state: ApiState) -> Router {
     Router::new()
@@ -56,6 +66,11 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/internal/v1/id/updates", get(feeds::id_updates))
         .route("/internal/v1/status/updates", get(feeds::status_updates))
+        .route("/internal/v1/rejected", get(rejected::list))
+        .route(
+            "/internal/v1/rejected/requeue",
+            axum::routing::post(rejected::requeue),
+        )
         .route("/ping", get(|| async { "pong" }))
         .route("/metrics", get(metrics_text))
         .layer(middleware::from_fn_with_state(state.clone(), count_request))

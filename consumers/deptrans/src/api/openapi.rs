@@ -3,21 +3,24 @@
 
 use utoipa::OpenApi;
 
-use super::{driver_id, error, feeds};
+use super::{driver_id, error, feeds, rejected};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "switchyard deptrans",
-        description = "The driver's KRT id (masked GET, POST checked by KRT) and the internal \
-                       cursor-paged feeds of bound ids and KRT session statuses. `/ping` and \
+        description = "The driver's KRT id (masked GET, POST checked by KRT), the internal \
+                       cursor-paged feeds of bound ids and KRT session statuses, and the \
+                       statuses KRT refused for good (listed, re-queued). `/ping` and \
                        `/metrics` are served beside them."
     ),
     paths(
         driver_id::get_id,
         driver_id::post_id,
         feeds::id_updates,
-        feeds::status_updates
+        feeds::status_updates,
+        rejected::list,
+        rejected::requeue
     ),
     components(schemas(error::ErrorBody)),
     tags(
