@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[switchyard_runtime::pg::Migration] = &[
         "rejected",
         include_str!("../migrations/0003_rejected.sql"),
     ),
+    (
+        4,
+        "sent_status",
+        include_str!("../migrations/0004_sent_status.sql"),
+    ),
 ];
 
 pub use switchyard_runtime::pg::{pool, DbError};

@@ -145,6 +145,7 @@ pub async fn run(
             caches: caches.clone(),
             upstream: upstream.clone(),
             metrics: metrics.clone(),
+            pool: pool.clone(),
         };
         let worker = consumer::StatusConsumer {
             consumer,

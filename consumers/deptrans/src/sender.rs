@@ -57,10 +57,14 @@ UPDATE deptrans.status_queue q SET claimed_until = s.until
 FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS s(park_id, driver_id, until)
 WHERE q.park_id = s.park_id AND q.driver_id = s.driver_id";
 
+/// `$4` is the status KRT took (NULL for a refused row: the last status KRT has stays).
 const MARK_SENT: &str = "
-INSERT INTO deptrans.sent_marks AS m (park_id, driver_id, updated_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
-ON CONFLICT (park_id, driver_id) DO UPDATE SET updated_at = GREATEST(m.updated_at, excluded.updated_at)";
+INSERT INTO deptrans.sent_marks AS m (park_id, driver_id, updated_at, status)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[])
+ON CONFLICT (park_id, driver_id) DO UPDATE
+SET updated_at = GREATEST(m.updated_at, excluded.updated_at),
+    status = CASE WHEN excluded.updated_at >= m.updated_at
+                  THEN COALESCE(excluded.status, m.status) ELSE m.status END";
 
 /// Write time strictly after every committed row, under the feed lock: cursor readers
 /// never miss a row committed behind their cursor.
@@ -374,6 +378,7 @@ impl Sender {
         report: &mut RunReport,
     ) -> Result<(), SendError> {
         let (mut del_p, mut del_d, mut del_t) = (Vec::new(), Vec::new(), Vec::new());
+        let mut del_s: Vec<Option<&str>> = Vec::new();
         let (mut rel_p, mut rel_d, mut rel_u) =
             (Vec::new(), Vec::new(), Vec::<Option<DateTime<Utc>>>::new());
         let mut sessions: HashMap<String, Session> = HashMap::new();
@@ -412,6 +417,7 @@ impl Sender {
                 }
             }
             // Sent or refused: this version leaves the queue.
+            del_s.push(matches!(res, Outcome::Sent(_)).then(|| c.status.as_str()));
             del_p.push(c.park_id.as_str());
             del_d.push(c.driver_id.as_str());
             del_t.push(c.updated_at);
@@ -446,7 +452,8 @@ impl Sender {
         }
         if !del_p.is_empty() {
             tx.execute(DELETE_SENT, &[&del_p, &del_d, &del_t]).await?;
-            tx.execute(MARK_SENT, &[&del_p, &del_d, &del_t]).await?;
+            tx.execute(MARK_SENT, &[&del_p, &del_d, &del_t, &del_s])
+                .await?;
         }
         rejected::insert(&tx, &refused).await?;
         if !rel_p.is_empty() {
