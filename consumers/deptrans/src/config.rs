@@ -161,8 +161,13 @@ pub struct SenderConfig {
     pub concurrency: usize,
     /// How long a claim keeps other instances off a row; must exceed one run.
     pub lease_ms: u64,
-    /// How long a row whose driver has no known licence waits before the next try.
+    /// First wait of a deferred row (driver unknown to the profiles cache, or no licence in
+    /// personal) before the next try; doubles per try up to `deferred_delay_max_ms`.
     pub unknown_driver_delay_ms: u64,
+    /// Longest wait between tries of a deferred row.
+    pub deferred_delay_max_ms: u64,
+    /// A row deferred for this long moves to `deptrans.rejected` with its reason.
+    pub deferred_max_age_ms: u64,
     /// First back-off after KRT failed; doubles up to `backoff_max_ms`.
     pub backoff_initial_ms: u64,
     /// Longest back-off.
@@ -179,6 +184,8 @@ impl Default for SenderConfig {
             concurrency: 4,
             lease_ms: 60_000,
             unknown_driver_delay_ms: 60_000,
+            deferred_delay_max_ms: 900_000,
+            deferred_max_age_ms: 21_600_000,
             backoff_initial_ms: 1_000,
             backoff_max_ms: 60_000,
         }

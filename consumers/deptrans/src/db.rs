@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[switchyard_runtime::pg::Migration] = &[
         "sent_status",
         include_str!("../migrations/0004_sent_status.sql"),
     ),
+    (
+        5,
+        "deferred",
+        include_str!("../migrations/0005_deferred.sql"),
+    ),
 ];
 
 pub use switchyard_runtime::pg::{pool, DbError};

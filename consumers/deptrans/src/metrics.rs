@@ -19,6 +19,8 @@ pub const TOKEN_REFRESHES: &str = "switchyard_deptrans_token_refreshes";
 pub const CACHE_REFRESH_FAILURES: &str = "switchyard_deptrans_cache_refresh_failures";
 pub const RETENTION_DELETED: &str = "switchyard_deptrans_retention_deleted";
 pub const QUEUE_ROWS: &str = "switchyard_deptrans_queue_rows";
+pub const QUEUE_DUE_ROWS: &str = "switchyard_deptrans_queue_due_rows";
+pub const QUEUE_DEFERRED_ROWS: &str = "switchyard_deptrans_queue_deferred_rows";
 pub const QUEUE_OLDEST_SECONDS: &str = "switchyard_deptrans_queue_oldest_seconds";
 pub const CACHE_LOOKUPS: &str = "switchyard_deptrans_cache_lookups";
 pub const REQUESTS: &str = "switchyard_deptrans_requests";
@@ -116,7 +118,11 @@ pub struct DeptransMetrics {
     pub retention_deleted: Counter,
     /// Rows in `deptrans.status_queue`, refreshed periodically.
     pub queue_rows: Gauge,
-    /// Age of the oldest queued status (its `updated_at`), 0 when the queue is empty.
+    /// Queued rows the sender tries on every run.
+    pub queue_due_rows: Gauge,
+    /// Queued rows waiting for their driver to become known or get a licence.
+    pub queue_deferred_rows: Gauge,
+    /// Age of the oldest due status (its `updated_at`), 0 when none is due.
     pub queue_oldest_seconds: Gauge<f64, AtomicU64>,
     pub cache_lookups: Family<CacheLookupLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
@@ -193,6 +199,8 @@ impl Default for DeptransMetrics {
             cache_refresh_failures: Family::default(),
             retention_deleted: Counter::default(),
             queue_rows: Gauge::default(),
+            queue_due_rows: Gauge::default(),
+            queue_deferred_rows: Gauge::default(),
             queue_oldest_seconds: Gauge::default(),
             cache_lookups: Family::default(),
             requests: Family::default(),
@@ -263,8 +271,18 @@ impl Default for DeptransMetrics {
             m.queue_rows.clone(),
         );
         registry.register(
+            QUEUE_DUE_ROWS,
+            "Rows in deptrans.status_queue the sender tries on every run",
+            m.queue_due_rows.clone(),
+        );
+        registry.register(
+            QUEUE_DEFERRED_ROWS,
+            "Rows in deptrans.status_queue waiting for an unknown driver or a licence (retried with back-off)",
+            m.queue_deferred_rows.clone(),
+        );
+        registry.register(
             QUEUE_OLDEST_SECONDS,
-            "Age of the oldest queued status by its updated_at, 0 when the queue is empty",
+            "Age of the oldest due status by its updated_at (deferred rows excluded), 0 when none is due",
             m.queue_oldest_seconds.clone(),
         );
         registry.register(

@@ -43,7 +43,8 @@ FROM (SELECT park_id, driver_id FROM deptrans.status_queue
       ORDER BY updated_at LIMIT $1
       FOR UPDATE SKIP LOCKED) c
 WHERE q.park_id = c.park_id AND q.driver_id = c.driver_id
-RETURNING q.park_id, q.driver_id, q.status, q.updated_at, q.traceparent";
+RETURNING q.park_id, q.driver_id, q.status, q.updated_at, q.traceparent, q.deferred_since,
+          q.attempts";
 
 /// Rows whose version is unchanged are deleted; whatever is left of the batch (updated
 /// meanwhile, failed, deferred) gets its claim set to `$5` (NULL = claimable now).
@@ -53,8 +54,17 @@ USING unnest($1::text[], $2::text[], $3::timestamptz[]) AS s(park_id, driver_id,
 WHERE q.park_id = s.park_id AND q.driver_id = s.driver_id AND q.updated_at = s.updated_at";
 
 const RELEASE: &str = "
-UPDATE deptrans.status_queue q SET claimed_until = s.until
-FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS s(park_id, driver_id, until)
+UPDATE deptrans.status_queue q
+SET claimed_until = NULL, deferred_reason = NULL, deferred_since = NULL, attempts = 0
+FROM unnest($1::text[], $2::text[]) AS s(park_id, driver_id)
+WHERE q.park_id = s.park_id AND q.driver_id = s.driver_id";
+
+/// Deferred rows wait until `until`; `deferred_since` keeps the first deferral.
+const DEFER: &str = "
+UPDATE deptrans.status_queue q
+SET claimed_until = s.until, deferred_reason = s.reason,
+    deferred_since = COALESCE(q.deferred_since, now()), attempts = q.attempts + 1
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS s(park_id, driver_id, until, reason)
 WHERE q.park_id = s.park_id AND q.driver_id = s.driver_id";
 
 /// `$4` is the status KRT took (NULL for a refused row: the last status KRT has stays).
@@ -94,8 +104,17 @@ enum Outcome {
     Sent(StatusResult),
     /// Refused for good: moves to `deptrans.rejected` and leaves the queue.
     Refused(Refusal),
+    /// Cannot be sent yet (`reason::UNKNOWN_DRIVER`, `reason::NO_LICENCE`): retried with
+    /// growing delays, refused past `deferred_max_age_ms`.
+    Deferred(&'static str),
     /// KRT (or a lookup) is down: the row stays queued and the sender backs off.
     Down,
+}
+
+/// Wait before try `attempts + 1` of a deferred row: `initial * 2^attempts`, at most `max`.
+pub fn deferral_delay(initial_ms: u64, max_ms: u64, attempts: i32) -> Duration {
+    let factor = 1u64 << attempts.clamp(0, 30);
+    Duration::from_millis(initial_ms.saturating_mul(factor).min(max_ms))
 }
 
 /// A KRT error about what was sent (so bisecting the request finds the rows at fault), as
@@ -111,6 +130,8 @@ struct Claimed {
     status: KrtStatus,
     updated_at: DateTime<Utc>,
     traceparent: Option<String>,
+    deferred_since: Option<DateTime<Utc>>,
+    attempts: i32,
 }
 
 /// What one run did.
@@ -120,6 +141,7 @@ pub struct RunReport {
     pub sent: usize,
     /// Rows refused for good, moved to `deptrans.rejected`.
     pub rejected: usize,
+    /// Rows that cannot be sent yet (unknown driver, no licence), retried later.
     pub deferred: usize,
     /// Rows left for later because KRT or personal was down.
     pub failed: usize,
@@ -186,6 +208,8 @@ impl Sender {
                     status: KrtStatus::parse(r.get(2))?,
                     updated_at: r.get(3),
                     traceparent: r.get(4),
+                    deferred_since: r.get(5),
+                    attempts: r.get(6),
                 })
             })
             .collect();
@@ -209,14 +233,13 @@ impl Sender {
 
         // Licence pd ids from the profiles cache; unknown drivers wait for the cache.
         let mut known = Vec::new();
-        let mut deferred = Vec::new();
+        let mut unknown = Vec::new();
         for c in claimed {
             match self.caches.profiles.licence_pd_id(&c.park_id, &c.driver_id) {
                 Some(pd) => known.push((c, pd)),
-                None => deferred.push(c),
+                None => unknown.push(c),
             }
         }
-        report.deferred = deferred.len();
 
         let results = match self.push(&known).instrument(span.clone()).await {
             Ok(r) => r,
@@ -225,7 +248,18 @@ impl Sender {
                 vec![Outcome::Down; known.len()]
             }
         };
-        self.commit(&known, &results, &deferred, &mut report)
+        let mut rows: Vec<(Claimed, Option<String>, Outcome)> = known
+            .into_iter()
+            .zip(results)
+            .map(|((c, pd), o)| (c, Some(pd), o))
+            .collect();
+        rows.extend(
+            unknown
+                .into_iter()
+                .map(|c| (c, None, Outcome::Deferred(reason::UNKNOWN_DRIVER))),
+        );
+        self.expire_deferred(&mut rows);
+        self.commit(&rows, &mut report)
             .instrument(span.clone())
             .await?;
         span.record("sent", report.sent);
@@ -264,13 +298,19 @@ impl Sender {
             .collect();
         need.sort();
         need.dedup();
-        let licences: HashMap<String, _> = self
+        // personal down is transient: rows that need a licence wait like rows for KRT down,
+        // never taken for "no licence".
+        let (licences, personal_up): (HashMap<String, _>, bool) = match self
             .upstream
             .licences(need)
-            .await?
-            .into_iter()
-            .map(|i| (i.id, i.license))
-            .collect();
+            .await
+        {
+            Ok(items) => (items.into_iter().map(|i| (i.id, i.license)).collect(), true),
+            Err(e) => {
+                tracing::warn!(error = %e, "personal lookup failed, rows without a bound id stay queued");
+                (HashMap::new(), false)
+            }
+        };
         // Personal data KRT may echo in an answer: never stored or logged.
         let secrets: Vec<&str> = licences
             .values()
@@ -286,14 +326,11 @@ impl Sender {
             let license = match (&deptrans_id, licences.get(pd)) {
                 (Some(_), _) => None,
                 (None, Some(l)) => Some(l.clone()),
-                (None, None) => {
-                    out[i] = Outcome::Refused(Refusal {
-                        reason: reason::NO_LICENCE,
-                        krt_status: None,
-                        answer: String::new(),
-                    });
+                (None, None) if personal_up => {
+                    out[i] = Outcome::Deferred(reason::NO_LICENCE);
                     continue;
                 }
+                (None, None) => continue,
             };
             sendable.push((
                 i,
@@ -370,29 +407,51 @@ impl Sender {
         Ok(out)
     }
 
+    /// Deferred rows deferred for longer than `deferred_max_age_ms` are refused with their
+    /// reason.
+    fn expire_deferred(&self, rows: &mut [(Claimed, Option<String>, Outcome)]) {
+        let max_age = chrono::Duration::milliseconds(
+            i64::try_from(self.cfg.deferred_max_age_ms).unwrap_or(i64::MAX),
+        );
+        let now = Utc::now();
+        for (c, _, outcome) in rows.iter_mut() {
+            if let Outcome::Deferred(why) = *outcome {
+                if c.deferred_since.is_some_and(|t| now - t >= max_age) {
+                    *outcome = Outcome::Refused(Refusal {
+                        reason: why,
+                        krt_status: None,
+                        answer: String::new(),
+                    });
+                }
+            }
+        }
+    }
+
     async fn commit(
         &self,
-        rows: &[(Claimed, String)],
-        results: &[Outcome],
-        deferred: &[Claimed],
+        rows: &[(Claimed, Option<String>, Outcome)],
         report: &mut RunReport,
     ) -> Result<(), SendError> {
         let (mut del_p, mut del_d, mut del_t) = (Vec::new(), Vec::new(), Vec::new());
         let mut del_s: Vec<Option<&str>> = Vec::new();
-        let (mut rel_p, mut rel_d, mut rel_u) =
-            (Vec::new(), Vec::new(), Vec::<Option<DateTime<Utc>>>::new());
+        let (mut rel_p, mut rel_d) = (Vec::new(), Vec::new());
+        let (mut def_p, mut def_d, mut def_u, mut def_r) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut sessions: HashMap<String, Session> = HashMap::new();
         let mut refused = Vec::new();
-        for ((c, pd), res) in rows.iter().zip(results) {
+        let now = Utc::now();
+        for (c, pd, res) in rows {
             match res {
                 Outcome::Sent(r) => {
                     report.sent += 1;
                     let st = r.session_status.clone().unwrap_or_else(|| "unknown".into());
-                    let newer = sessions
-                        .get(pd)
-                        .is_none_or(|(_, at, _)| *at <= c.updated_at);
-                    if newer {
-                        sessions.insert(pd.clone(), (st, c.updated_at, r.ended_at));
+                    if let Some(pd) = pd {
+                        let newer = sessions
+                            .get(pd)
+                            .is_none_or(|(_, at, _)| *at <= c.updated_at);
+                        if newer {
+                            sessions.insert(pd.clone(), (st, c.updated_at, r.ended_at));
+                        }
                     }
                 }
                 Outcome::Refused(why) => {
@@ -408,31 +467,33 @@ impl Sender {
                         refusal: why,
                     });
                 }
+                Outcome::Deferred(why) => {
+                    report.deferred += 1;
+                    let wait = deferral_delay(
+                        self.cfg.unknown_driver_delay_ms,
+                        self.cfg.deferred_delay_max_ms,
+                        c.attempts,
+                    );
+                    def_p.push(c.park_id.as_str());
+                    def_d.push(c.driver_id.as_str());
+                    def_u.push(now + chrono::Duration::from_std(wait).unwrap_or_default());
+                    def_r.push(*why);
+                    continue;
+                }
                 Outcome::Down => {
                     report.failed += 1;
                     rel_p.push(c.park_id.as_str());
                     rel_d.push(c.driver_id.as_str());
-                    rel_u.push(None);
                     continue;
                 }
             }
-            // Sent or refused: this version leaves the queue.
+            // Sent or refused: this version leaves the queue (a newer one stays, due now).
             del_s.push(matches!(res, Outcome::Sent(_)).then(|| c.status.as_str()));
             del_p.push(c.park_id.as_str());
             del_d.push(c.driver_id.as_str());
             del_t.push(c.updated_at);
             rel_p.push(c.park_id.as_str());
             rel_d.push(c.driver_id.as_str());
-            rel_u.push(None);
-        }
-        let later = Utc::now()
-            + chrono::Duration::milliseconds(
-                i64::try_from(self.cfg.unknown_driver_delay_ms).unwrap_or(60_000),
-            );
-        for c in deferred {
-            rel_p.push(c.park_id.as_str());
-            rel_d.push(c.driver_id.as_str());
-            rel_u.push(Some(later));
         }
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -457,9 +518,28 @@ impl Sender {
         }
         rejected::insert(&tx, &refused).await?;
         if !rel_p.is_empty() {
-            tx.execute(RELEASE, &[&rel_p, &rel_d, &rel_u]).await?;
+            tx.execute(RELEASE, &[&rel_p, &rel_d]).await?;
+        }
+        if !def_p.is_empty() {
+            tx.execute(DEFER, &[&def_p, &def_d, &def_u, &def_r]).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deferral_delays_double_up_to_the_maximum() {
+        let d = |attempts| deferral_delay(1_000, 15_000, attempts).as_millis();
+        assert_eq!(
+            (0..6).map(d).collect::<Vec<_>>(),
+            vec![1_000, 2_000, 4_000, 8_000, 15_000, 15_000]
+        );
+        assert_eq!(d(1_000), 15_000);
+        assert_eq!(d(-1), 1_000);
     }
 }

@@ -1,6 +1,8 @@
 //! deptrans poison isolation against real PostgreSQL and a fake KRT that refuses chosen
 //! drivers: a refused row leaves the queue for `deptrans.rejected` and costs the others nothing;
-//! the internal API lists and re-queues it.
+//! the internal API lists and re-queues it. Rows that cannot be sent yet (unknown driver, no
+//! licence) are deferred with back-off, never lost to a transient `personal` failure, and
+//! rejected past their maximum age.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -244,4 +246,111 @@ async fn one_refused_driver_among_10k_costs_the_others_nothing() {
         Some(1.0)
     );
     svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_rows_wait_with_backoff_then_are_rejected_and_personal_down_loses_nothing() {
+    let env = env(0).await;
+    let f = &env.fakes.state;
+    f.add_driver("p", "ok", "L-ok", &["econom"], MOSCOW.0, MOSCOW.1);
+    // nl: known profile, but personal has no licence for it; u: unknown to driver-profiles.
+    f.add_driver("p", "nl", "L-nl", &["econom"], MOSCOW.0, MOSCOW.1);
+    f.licences.lock().unwrap().remove("pd-p-nl");
+    let (mut s, _) = env.sender(100).await;
+    s.cfg.unknown_driver_delay_ms = 0;
+    let pool = s.pool.clone();
+    consumer::upsert(
+        &pool,
+        &[
+            ev("p", "ok", KrtStatus::Online, at(1)),
+            ev("p", "nl", KrtStatus::Online, at(1)),
+            ev("p", "u", KrtStatus::Online, at(1)),
+        ],
+    )
+    .await
+    .expect("upsert");
+    let deferred = || async {
+        env.db()
+            .await
+            .query(
+                "SELECT driver_id, deferred_reason, attempts FROM deptrans.status_queue ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("queue")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect::<Vec<(String, Option<String>, i32)>>()
+    };
+
+    // personal down: nothing that needs a licence is sent, and nothing is taken for "no licence".
+    f.personal_down.store(true, Ordering::Relaxed);
+    let r = s.run_once().await.expect("run");
+    assert_eq!((r.sent, r.rejected, r.deferred, r.failed), (0, 0, 1, 2));
+    assert_eq!(
+        deferred().await,
+        vec![
+            ("nl".into(), None, 0),
+            ("ok".into(), None, 0),
+            ("u".into(), Some("unknown_driver".into()), 1),
+        ]
+    );
+    assert_eq!(env.count("rejected").await, 0);
+    assert!(f.pushed().is_empty());
+
+    // personal back: ok is sent; nl has no licence and u is still unknown: both deferred.
+    f.personal_down.store(false, Ordering::Relaxed);
+    let r = s.run_once().await.expect("run");
+    assert_eq!((r.sent, r.rejected, r.deferred, r.failed), (1, 0, 2, 0));
+    assert_eq!(
+        deferred().await,
+        vec![
+            ("nl".into(), Some("no_licence".into()), 1),
+            ("u".into(), Some("unknown_driver".into()), 2),
+        ]
+    );
+    // The queue gauges split due and deferred; the stale age counts only due rows.
+    let mut cfg = env.config();
+    cfg.sender.enabled = false;
+    cfg.consumer.enabled = false;
+    let svc = start(cfg).await;
+    eventually("queue gauges split due and deferred", || async {
+        let m = svc.metrics().await;
+        metric_value(&m, "switchyard_deptrans_queue_due_rows") == Some(0.0)
+            && metric_value(&m, "switchyard_deptrans_queue_deferred_rows") == Some(2.0)
+            && metric_value(&m, "switchyard_deptrans_queue_rows") == Some(2.0)
+            && metric_value(&m, "switchyard_deptrans_queue_oldest_seconds") == Some(0.0)
+    })
+    .await;
+    svc.stop().await;
+
+    // The next try waits twice as long (initial 0 here, so due at once): tried again, still
+    // deferred. Past the maximum age both move to deptrans.rejected with their reason.
+    let r = s.run_once().await.expect("run");
+    assert_eq!((r.deferred, r.rejected), (2, 0));
+    s.cfg.deferred_max_age_ms = 0;
+    let r = s.run_once().await.expect("run");
+    assert_eq!((r.sent, r.rejected, r.deferred, r.failed), (0, 2, 0, 0));
+    assert_eq!(env.count("status_queue").await, 0);
+    let rows: Vec<(String, String)> = env
+        .db()
+        .await
+        .query(
+            "SELECT driver_id, reason FROM deptrans.rejected ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("rejected")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("nl".into(), "no_licence".into()),
+            ("u".into(), "unknown_driver".into())
+        ]
+    );
+    let pushed: Vec<String> = f.pushed().into_iter().map(|p| p.driver).collect();
+    assert_eq!(pushed, vec!["lic:L-ok"]);
 }
