@@ -205,6 +205,21 @@ pub struct KrtConfig {
     pub refresh_margin_ms: u64,
     /// Timeout of one KRT request.
     pub timeout_ms: u64,
+    /// `bulk`: `POST /v1/statuses` with up to `sender.bulk_size` items; `single`: KRT's
+    /// per-driver handle `POST /v1/drivers/status`, one request per row, `sender.concurrency`
+    /// in flight, at most `single_rate_per_sec` per second (until KRT has bulk methods).
+    pub mode: KrtMode,
+    /// Most per-driver requests started per second per instance in `single` mode; 0 = no limit.
+    pub single_rate_per_sec: u32,
+}
+
+/// How statuses are pushed to KRT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KrtMode {
+    #[default]
+    Bulk,
+    Single,
 }
 
 impl std::fmt::Debug for KrtConfig {
@@ -213,6 +228,7 @@ impl std::fmt::Debug for KrtConfig {
             .field("url", &self.url)
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
+            .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
@@ -225,6 +241,8 @@ impl Default for KrtConfig {
             client_secret: String::new(),
             refresh_margin_ms: 60_000,
             timeout_ms: 5_000,
+            mode: KrtMode::Bulk,
+            single_rate_per_sec: 100,
         }
     }
 }

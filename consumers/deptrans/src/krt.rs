@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_runtime::trace;
 use tracing::Instrument;
 
-use super::config::KrtConfig;
+use super::config::{KrtConfig, KrtMode};
 use super::db::lock;
 use super::metrics::DeptransMetrics;
 use super::upstream::Licence;
@@ -182,6 +182,36 @@ struct CheckResponse {
 pub struct KrtClient {
     http: reqwest::Client,
     cfg: KrtConfig,
+    /// Paces per-driver requests (`single_rate_per_sec`), shared by every clone.
+    pace: std::sync::Arc<Pace>,
+}
+
+/// Spaces request starts at least `1 / rate` apart, across every task of this instance.
+pub struct Pace {
+    every: Option<Duration>,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pace {
+    /// At most `per_sec` starts per second; 0 = no limit.
+    pub fn new(per_sec: u32) -> Self {
+        Self {
+            every: (per_sec > 0).then(|| Duration::from_secs(1) / per_sec),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for this request's slot.
+    pub async fn wait(&self) {
+        let Some(every) = self.every else { return };
+        let at = {
+            let mut next = self.next.lock().await;
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + every;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
 }
 
 impl KrtClient {
@@ -193,7 +223,13 @@ impl KrtClient {
         Ok(Self {
             http,
             cfg: cfg.clone(),
+            pace: std::sync::Arc::new(Pace::new(cfg.single_rate_per_sec)),
         })
+    }
+
+    /// Bulk requests, or one request per driver.
+    pub fn mode(&self) -> KrtMode {
+        self.cfg.mode
     }
 
     async fn post<B: Serialize + ?Sized, T: serde::de::DeserializeOwned>(
@@ -282,6 +318,16 @@ impl KrtClient {
             )));
         }
         Ok(resp.results)
+    }
+
+    /// `POST /v1/drivers/status`: KRT's per-driver handle, one status, one result.
+    pub async fn push_one(
+        &self,
+        token: &Token,
+        item: &StatusItem,
+    ) -> Result<StatusResult, KrtError> {
+        self.pace.wait().await;
+        self.post("/v1/drivers/status", Some(token), item).await
     }
 
     /// `POST /v1/drivers/check`: does `deptrans_id` belong to the holder of `license`?

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::cache::Caches;
-use super::config::SenderConfig;
+use super::config::{KrtMode, SenderConfig};
 use super::db::lock;
 use super::krt::{excerpt, KrtError, KrtStatus, StatusItem, StatusResult, TokenStore};
 use super::metrics::DeptransMetrics;
@@ -342,19 +342,35 @@ impl Sender {
                 },
             ));
         }
-        pending.extend(sendable.chunks(self.cfg.bulk_size).map(<[_]>::to_vec));
+        let per_request = match self.tokens.client.mode() {
+            KrtMode::Bulk => self.cfg.bulk_size,
+            KrtMode::Single => 1,
+        };
+        pending.extend(sendable.chunks(per_request).map(<[_]>::to_vec));
 
         while !pending.is_empty() {
             let answers: Vec<ChunkAnswer> = stream::iter(std::mem::take(&mut pending))
                 .map(|chunk| async move {
                     let items: Vec<StatusItem> = chunk.iter().map(|(_, it)| it.clone()).collect();
-                    let res = self
-                        .tokens
-                        .with_token(|t| {
-                            let items = &items;
-                            async move { self.tokens.client.push(&t, items).await }
-                        })
-                        .await;
+                    let res = match self.tokens.client.mode() {
+                        KrtMode::Bulk => {
+                            self.tokens
+                                .with_token(|t| {
+                                    let items = &items;
+                                    async move { self.tokens.client.push(&t, items).await }
+                                })
+                                .await
+                        }
+                        KrtMode::Single => {
+                            let item = &items[0];
+                            self.tokens
+                                .with_token(|t| async move {
+                                    self.tokens.client.push_one(&t, item).await
+                                })
+                                .await
+                                .map(|r| vec![r])
+                        }
+                    };
                     (chunk, res)
                 })
                 .buffer_unordered(self.cfg.concurrency)

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
+use switchyard_deptrans::config::KrtMode;
 use switchyard_deptrans::krt::KrtStatus;
 use switchyard_deptrans::{consumer, db};
 
@@ -353,4 +354,71 @@ async fn deferred_rows_wait_with_backoff_then_are_rejected_and_personal_down_los
     );
     let pushed: Vec<String> = f.pushed().into_iter().map(|p| p.driver).collect();
     assert_eq!(pushed, vec!["lic:L-ok"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_and_single_krt_modes_send_the_same_and_classify_the_same() {
+    for mode in [KrtMode::Bulk, KrtMode::Single] {
+        let env = env(0).await;
+        let f = &env.fakes.state;
+        let n = 30;
+        let mut batch = Vec::new();
+        for i in 0..n {
+            let d = format!("d{i}");
+            f.add_driver("p", &d, &format!("L{i}"), &["econom"], MOSCOW.0, MOSCOW.1);
+            batch.push(ev("p", &d, KrtStatus::Online, at(1)));
+        }
+        f.refuse("lic:L7");
+        f.reject("lic:L9");
+        let pool = db::pool(&env.db_url, 2).expect("pool");
+        db::migrate(&pool).await.expect("migrate");
+        consumer::upsert(&pool, &batch).await.expect("upsert");
+        let mut cfg = env.config();
+        cfg.consumer.enabled = false;
+        cfg.sender.bulk_size = 10;
+        cfg.krt.mode = mode;
+        cfg.krt.single_rate_per_sec = 1_000;
+        let svc = start(cfg).await;
+        eventually("queue drained", || async {
+            env.count("status_queue").await == 0
+        })
+        .await;
+        let pushed = f.pushed();
+        let drivers: HashSet<&str> = pushed.iter().map(|p| p.driver.as_str()).collect();
+        assert_eq!((pushed.len(), drivers.len()), (n - 2, n - 2), "{mode:?}");
+        let rows: Vec<(String, String)> = env
+            .db()
+            .await
+            .query(
+                "SELECT driver_id, reason FROM deptrans.rejected ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("rejected")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("d7".into(), "krt_refused".into()),
+                ("d9".into(), "krt_rejected".into())
+            ],
+            "{mode:?}"
+        );
+        let (bulk, single) = (
+            f.push_calls.load(Ordering::Relaxed),
+            f.single_calls.load(Ordering::Relaxed),
+        );
+        match mode {
+            KrtMode::Bulk => assert!(bulk >= 3 && single == 0, "{bulk} {single}"),
+            KrtMode::Single => assert_eq!((bulk, single), (0, n as u64)),
+        }
+        assert_eq!(
+            svc.metric("switchyard_deptrans_sent_total{outcome=\"failed\"}")
+                .await,
+            Some(0.0)
+        );
+        svc.stop().await;
+    }
 }
