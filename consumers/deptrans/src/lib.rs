@@ -6,15 +6,19 @@
 //!
 //! - [`config`]: `DeptransConfig` (regions, categories, KRT, upstreams, sender, API keys);
 //!   `geo`: region polygons.
-//! - [`consumer`]: the status topic into the send queue (filter by region and category).
-//! - [`sender`]: the queue to KRT in batches, KRT's answers classified; [`krt`]: the KRT
-//!   client and its token store; [`rejected`]: rows refused for good, out of the queue.
+//! - [`consumer`]: the status topic into the send queue (filter by region and category; an
+//!   offline status that closes an open shift passes wherever the driver is).
+//! - [`sender`]: the queue to KRT in batches, KRT's answers classified, deferred rows retried;
+//!   [`krt`]: the KRT client (bulk or per-driver) and its token store; [`rejected`]: rows
+//!   refused for good, out of the queue.
 //! - [`upstream`]: driver profiles, categories, personal data and trackstory;
 //!   [`cache`]: their in-memory caches, refreshed in the background.
 //! - `api`: the HTTP API, a folder: `mod` (router and state), `driver_id` (the driver's KRT
-//!   id), `feeds` (internal cache feeds), `rejected` (refused statuses), `error`, `keys` (internal API keys) and `openapi`
-//!   (the document derived from the handlers, see [`openapi_document`]).
-//! - [`retention`]: trims old queue rows; `queue_stats`: queue gauges.
+//!   id), `feeds` (internal cache feeds), `rejected` (refused statuses, listed and re-queued),
+//!   `error`, `keys` (internal API keys) and `openapi` (the document derived from the
+//!   handlers, see [`openapi_document`]).
+//! - [`retention`]: trims old session history and sent marks; `queue_stats`: queue gauges
+//!   (due, deferred, rejected).
 //! - [`db`]: the pool, the migrations in `migrations/` (schema `deptrans`), advisory locks.
 //! - [`metrics`]: every metric deptrans exports.
 

@@ -145,6 +145,10 @@ async fn one_refused_driver_among_10k_costs_the_others_nothing() {
         (vec![("reason", "bogus".to_owned())], "reason"),
         (vec![("limit", "0".to_owned())], "limit"),
         (vec![("cursor", "???".to_owned())], "cursor"),
+        (
+            vec![("limit", "1".to_owned()), ("limit", "2".to_owned())],
+            "limit",
+        ),
     ] {
         let r = list(q).await;
         assert_eq!(r.status(), 400);

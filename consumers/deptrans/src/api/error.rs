@@ -165,3 +165,22 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
         }
     })
 }
+
+/// A query string the extractor could not parse, as a 400 naming the parameter when serde
+/// names it (`duplicate field `limit``, say).
+pub fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
+    let msg = rejection.body_text();
+    let named = msg.find('`').and_then(|s| {
+        msg[s + 1..]
+            .find('`')
+            .map(|l| msg[s + 1..s + 1 + l].to_owned())
+    });
+    match named {
+        Some(field) => ApiError::field(field, msg),
+        None => ApiError::BadRequest {
+            code: "invalid_query",
+            field: None,
+            message: msg,
+        },
+    }
+}

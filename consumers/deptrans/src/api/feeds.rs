@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
@@ -14,7 +15,7 @@ use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{query_error, ApiError, ErrorBody};
 use super::keys::ApiKeys;
 use crate::cache::Caches;
 use crate::upstream::DriverRef;
@@ -151,9 +152,10 @@ fn page_args(state: &FeedsState, q: &PageQuery) -> Result<(Cursor, i64), ApiErro
 pub async fn id_updates(
     State(state): State<FeedsState>,
     headers: HeaderMap,
-    Query(q): Query<PageQuery>,
+    q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<IdPage>, ApiError> {
     state.keys.check(&headers)?;
+    let Query(q) = q.map_err(query_error)?;
     let (cursor, limit) = page_args(&state, &q)?;
     let client = state.pool.get().await?;
     let rows = client
@@ -206,9 +208,10 @@ pub async fn id_updates(
 pub async fn status_updates(
     State(state): State<FeedsState>,
     headers: HeaderMap,
-    Query(q): Query<PageQuery>,
+    q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<StatusPage>, ApiError> {
     state.keys.check(&headers)?;
+    let Query(q) = q.map_err(query_error)?;
     let (cursor, limit) = page_args(&state, &q)?;
     let client = state.pool.get().await?;
     let rows = client

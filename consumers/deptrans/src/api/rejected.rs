@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
@@ -14,7 +15,7 @@ use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{parse_json, ApiError, ErrorBody};
+use super::error::{parse_json, query_error, ApiError, ErrorBody};
 use super::keys::ApiKeys;
 use crate::metrics::DeptransMetrics;
 use crate::rejected::{self, reason, Rejected};
@@ -145,9 +146,10 @@ fn decode(s: &str) -> Option<Position> {
 pub async fn list(
     State(state): State<RejectedState>,
     headers: HeaderMap,
-    Query(q): Query<RejectedQuery>,
+    q: Result<Query<RejectedQuery>, QueryRejection>,
 ) -> Result<Json<RejectedPage>, ApiError> {
     state.keys.check(&headers)?;
+    let Query(q) = q.map_err(query_error)?;
     let after = match q.cursor.as_deref() {
         None | Some("") => (DateTime::<Utc>::UNIX_EPOCH, String::new(), String::new()),
         Some(c) => {
