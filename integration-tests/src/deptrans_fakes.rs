@@ -39,7 +39,10 @@ pub struct FakeState {
     /// Delay of every KRT status push (benchmarks).
     pub push_delay_ms: AtomicU64,
     pub tokens_issued: AtomicU64,
+    /// Bulk status requests received.
     pub push_calls: AtomicU64,
+    /// Per-driver status requests received (`krt.mode = "single"`).
+    pub single_calls: AtomicU64,
     pub unavailable_answers: AtomicU64,
     pub unauthorized_answers: AtomicU64,
     valid_tokens: Mutex<HashSet<String>>,
@@ -58,6 +61,11 @@ pub struct FakeState {
     pub push_traceparents: Mutex<Vec<Option<String>>>,
     /// While held, status pushes wait (lets a test change rows mid-push).
     pub push_gate: tokio::sync::RwLock<()>,
+    /// Drivers (`id:<deptrans_id>` or `lic:<licence>`) KRT refuses: a bulk request holding one
+    /// gets a 400 whose body names (echoes) the item, and nothing of it is taken.
+    pub refused: Mutex<HashSet<String>>,
+    /// Drivers KRT answers `rejected` for, row by row, taking the rest of the request.
+    pub rejected: Mutex<HashSet<String>>,
 }
 
 impl FakeState {
@@ -85,6 +93,21 @@ impl FakeState {
     /// Makes every issued token invalid: the next call with it gets 401.
     pub fn revoke_tokens(&self) {
         lock(&self.valid_tokens).clear();
+    }
+
+    /// KRT refuses every request holding `driver` (`lic:<licence>` or `id:<deptrans_id>`).
+    pub fn refuse(&self, driver: &str) {
+        lock(&self.refused).insert(driver.to_owned());
+    }
+
+    /// KRT takes requests holding `driver` again.
+    pub fn unrefuse(&self, driver: &str) {
+        lock(&self.refused).remove(driver);
+    }
+
+    /// KRT answers `rejected` for `driver`'s rows.
+    pub fn reject(&self, driver: &str) {
+        lock(&self.rejected).insert(driver.to_owned());
     }
 
     pub fn pushed(&self) -> Vec<Pushed> {
@@ -135,6 +158,7 @@ impl Fakes {
             Router::new()
                 .route("/auth/token", post(krt_auth))
                 .route("/v1/statuses", post(krt_statuses))
+                .route("/v1/drivers/status", post(krt_single))
                 .route("/v1/drivers/check", post(krt_check))
                 .with_state(state.clone()),
             ports[0],
@@ -207,12 +231,41 @@ fn authorized(s: &FakeState, headers: &HeaderMap) -> bool {
     lock(&s.valid_tokens).contains(token)
 }
 
+/// KRT's bulk handle: one result per item, in order.
 async fn krt_statuses(
     State(s): State<Arc<FakeState>>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
     s.push_calls.fetch_add(1, Ordering::Relaxed);
+    if let Some(refused) = krt_gate(&s, &headers).await {
+        return refused;
+    }
+    let items = body["items"].as_array().cloned().unwrap_or_default();
+    match take(&s, &items) {
+        Ok(results) => Json(json!({"results": results})).into_response(),
+        Err(refused) => refused,
+    }
+}
+
+/// KRT's per-driver handle: one item, one result.
+async fn krt_single(
+    State(s): State<Arc<FakeState>>,
+    headers: HeaderMap,
+    Json(item): Json<Value>,
+) -> Response {
+    s.single_calls.fetch_add(1, Ordering::Relaxed);
+    if let Some(refused) = krt_gate(&s, &headers).await {
+        return refused;
+    }
+    match take(&s, std::slice::from_ref(&item)) {
+        Ok(mut results) => Json(results.remove(0)).into_response(),
+        Err(refused) => refused,
+    }
+}
+
+/// What every status call goes through first: trace header, gate, delay, down, token.
+async fn krt_gate(s: &FakeState, headers: &HeaderMap) -> Option<Response> {
     let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
     lock(&s.push_traceparents).push(traceparent.map(str::to_owned));
     let _gate = s.push_gate.read().await;
@@ -221,24 +274,50 @@ async fn krt_statuses(
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     if s.krt_down.load(Ordering::Relaxed) {
-        return unavailable(&s);
+        return Some(unavailable(s));
     }
-    if !authorized(&s, &headers) {
+    if !authorized(s, headers) {
         s.unauthorized_answers.fetch_add(1, Ordering::Relaxed);
-        return (StatusCode::UNAUTHORIZED, "bad token").into_response();
+        return Some((StatusCode::UNAUTHORIZED, "bad token").into_response());
     }
-    let items = body["items"].as_array().cloned().unwrap_or_default();
+    None
+}
+
+/// Takes `items` (recording them as pushed) or refuses the whole request.
+#[allow(clippy::result_large_err)]
+fn take(s: &FakeState, items: &[Value]) -> Result<Vec<Value>, Response> {
+    let name = |it: &Value| match (it["deptrans_id"].as_str(), it["license"].as_str()) {
+        (Some(id), _) => Some(format!("id:{id}")),
+        (None, Some(l)) => Some(format!("lic:{l}")),
+        _ => None,
+    };
+    {
+        let refused = lock(&s.refused);
+        if let Some((i, d)) = items
+            .iter()
+            .filter_map(name)
+            .enumerate()
+            .find(|(_, d)| refused.contains(d))
+        {
+            // Like many real APIs, the error echoes the offending value.
+            let body =
+                json!({"code": "invalid_item", "message": format!("items[{i}]: {d} is not valid")});
+            return Err((StatusCode::BAD_REQUEST, Json(body)).into_response());
+        }
+    }
     let mut results = Vec::new();
     let mut pushed = lock(&s.pushed);
+    let rejected = lock(&s.rejected).clone();
     for it in items {
-        let driver = match (it["deptrans_id"].as_str(), it["license"].as_str()) {
-            (Some(id), _) => format!("id:{id}"),
-            (None, Some(l)) => format!("lic:{l}"),
-            _ => {
-                results.push(json!({"result": "rejected"}));
-                continue;
-            }
+        let Some(driver) = name(it) else {
+            results.push(json!({"result": "rejected"}));
+            continue;
         };
+        if rejected.contains(&driver) {
+            results
+                .push(json!({"result": "rejected", "reason": format!("{driver} has no permit")}));
+            continue;
+        }
         let status = it["status"].as_str().unwrap_or_default().to_owned();
         let open = status != "offline";
         pushed.push(Pushed {
@@ -252,7 +331,7 @@ async fn krt_statuses(
             "ended_at": "2030-01-01T00:00:00Z",
         }));
     }
-    Json(json!({"results": results})).into_response()
+    Ok(results)
 }
 
 async fn krt_check(

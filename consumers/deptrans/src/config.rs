@@ -161,8 +161,13 @@ pub struct SenderConfig {
     pub concurrency: usize,
     /// How long a claim keeps other instances off a row; must exceed one run.
     pub lease_ms: u64,
-    /// How long a row whose driver has no known licence waits before the next try.
+    /// First wait of a deferred row (driver unknown to the profiles cache, or no licence in
+    /// personal) before the next try; doubles per try up to `deferred_delay_max_ms`.
     pub unknown_driver_delay_ms: u64,
+    /// Longest wait between tries of a deferred row.
+    pub deferred_delay_max_ms: u64,
+    /// A row deferred for this long moves to `deptrans.rejected` with its reason.
+    pub deferred_max_age_ms: u64,
     /// First back-off after KRT failed; doubles up to `backoff_max_ms`.
     pub backoff_initial_ms: u64,
     /// Longest back-off.
@@ -179,6 +184,8 @@ impl Default for SenderConfig {
             concurrency: 4,
             lease_ms: 60_000,
             unknown_driver_delay_ms: 60_000,
+            deferred_delay_max_ms: 900_000,
+            deferred_max_age_ms: 21_600_000,
             backoff_initial_ms: 1_000,
             backoff_max_ms: 60_000,
         }
@@ -198,6 +205,21 @@ pub struct KrtConfig {
     pub refresh_margin_ms: u64,
     /// Timeout of one KRT request.
     pub timeout_ms: u64,
+    /// `bulk`: `POST /v1/statuses` with up to `sender.bulk_size` items; `single`: KRT's
+    /// per-driver handle `POST /v1/drivers/status`, one request per row, `sender.concurrency`
+    /// in flight, at most `single_rate_per_sec` per second (until KRT has bulk methods).
+    pub mode: KrtMode,
+    /// Most per-driver requests started per second per instance in `single` mode; 0 = no limit.
+    pub single_rate_per_sec: u32,
+}
+
+/// How statuses are pushed to KRT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KrtMode {
+    #[default]
+    Bulk,
+    Single,
 }
 
 impl std::fmt::Debug for KrtConfig {
@@ -206,6 +228,7 @@ impl std::fmt::Debug for KrtConfig {
             .field("url", &self.url)
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
+            .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
@@ -218,6 +241,8 @@ impl Default for KrtConfig {
             client_secret: String::new(),
             refresh_margin_ms: 60_000,
             timeout_ms: 5_000,
+            mode: KrtMode::Bulk,
+            single_rate_per_sec: 100,
         }
     }
 }

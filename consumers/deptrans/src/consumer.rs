@@ -1,5 +1,6 @@
 //! Consumer group `deptrans-status`: decodes status events, keeps drivers inside the regions
-//! who work a wanted category, upserts the newest status per driver into
+//! who work a wanted category (and any offline status that closes a shift KRT may hold open,
+//! wherever the driver is), upserts the newest status per driver into
 //! `deptrans.status_queue` in one statement per batch, and stores offsets only after that commit.
 
 use std::collections::HashMap;
@@ -127,6 +128,17 @@ pub fn link_traces<'a>(span: &tracing::Span, traceparents: impl Iterator<Item = 
     }
 }
 
+/// Drivers among `$1`/`$2` whose shift KRT may hold open: the last status KRT took, or the
+/// status still queued for it, is online or busy.
+const OPEN_SHIFTS: &str = "
+SELECT u.park_id, u.driver_id FROM unnest($1::text[], $2::text[]) AS u(park_id, driver_id)
+WHERE EXISTS (SELECT 1 FROM deptrans.sent_marks m
+              WHERE m.park_id = u.park_id AND m.driver_id = u.driver_id
+                AND m.status IN ('online', 'busy'))
+   OR EXISTS (SELECT 1 FROM deptrans.status_queue q
+              WHERE q.park_id = u.park_id AND q.driver_id = u.driver_id
+                AND q.status IN ('online', 'busy'))";
+
 /// Decides which drivers deptrans reports.
 pub struct Filter {
     pub regions: Vec<Polygon>,
@@ -134,29 +146,40 @@ pub struct Filter {
     pub caches: Arc<Caches>,
     pub upstream: Upstream,
     pub metrics: Arc<DeptransMetrics>,
+    /// Where the last status sent per driver is kept (`deptrans.sent_marks`).
+    pub pool: Pool,
 }
 
 impl Filter {
-    /// Keeps drivers with a wanted category and a last position inside a region.
-    pub async fn apply(&self, events: Vec<StatusEvent>) -> Result<Vec<StatusEvent>, UpstreamError> {
+    /// Keeps drivers with a wanted category and a last position inside a region, and every
+    /// offline status of a driver whose shift KRT may hold open, wherever the driver is: the
+    /// filter decides where shifts open, never whether one closes.
+    pub async fn apply(&self, events: Vec<StatusEvent>) -> Result<Vec<StatusEvent>, ConsumeError> {
         let total = events.len();
-        let wanted: Vec<StatusEvent> = events
-            .into_iter()
-            .filter(|e| {
-                self.caches
-                    .categories
-                    .works_any(&e.park_id, &e.driver_id, &self.categories)
-            })
-            .collect();
+        // Offline statuses the filter drops: they may still close a shift.
+        let mut dropped_offline = Vec::new();
+        let mut wanted = Vec::with_capacity(total);
+        for e in events {
+            if self
+                .caches
+                .categories
+                .works_any(&e.park_id, &e.driver_id, &self.categories)
+            {
+                wanted.push(e);
+            } else if e.status == KrtStatus::Offline {
+                dropped_offline.push(e);
+            }
+        }
         self.metrics
             .event("wrong_category", (total - wanted.len()) as u64);
-        let refs = wanted
+        let refs: std::collections::BTreeSet<DriverRef> = wanted
             .iter()
             .map(|e| DriverRef {
                 park_id: e.park_id.clone(),
                 driver_profile_id: e.driver_id.clone(),
             })
             .collect();
+        let refs = refs.into_iter().collect();
         let positions: HashMap<(String, String), (f64, f64)> = self
             .upstream
             .positions(refs)
@@ -165,25 +188,56 @@ impl Filter {
             .map(|p| ((p.park_id, p.driver_profile_id), (p.lon, p.lat)))
             .collect();
         let (mut no_position, mut outside) = (0, 0);
-        let kept: Vec<StatusEvent> = wanted
-            .into_iter()
-            .filter(
-                |e| match positions.get(&(e.park_id.clone(), e.driver_id.clone())) {
-                    None => {
-                        no_position += 1;
-                        false
-                    }
-                    Some(&(lon, lat)) => {
-                        let inside = self.regions.iter().any(|r| r.contains(lon, lat));
-                        outside += u64::from(!inside);
-                        inside
-                    }
-                },
-            )
-            .collect();
+        let mut kept = Vec::with_capacity(wanted.len());
+        for e in wanted {
+            let inside = match positions.get(&(e.park_id.clone(), e.driver_id.clone())) {
+                None => {
+                    no_position += 1;
+                    false
+                }
+                Some(&(lon, lat)) => {
+                    let inside = self.regions.iter().any(|r| r.contains(lon, lat));
+                    outside += u64::from(!inside);
+                    inside
+                }
+            };
+            if inside {
+                kept.push(e);
+            } else if e.status == KrtStatus::Offline {
+                dropped_offline.push(e);
+            }
+        }
         self.metrics.event("no_position", no_position);
         self.metrics.event("outside_region", outside);
+        if !dropped_offline.is_empty() {
+            let open = self.open_shifts(&dropped_offline).await?;
+            let before = kept.len();
+            kept.extend(
+                dropped_offline
+                    .into_iter()
+                    .filter(|e| open.contains(&(e.park_id.clone(), e.driver_id.clone()))),
+            );
+            self.metrics
+                .event("offline_closes_shift", (kept.len() - before) as u64);
+        }
         Ok(kept)
+    }
+
+    /// Which of `events`' drivers KRT may have an open shift for.
+    async fn open_shifts(
+        &self,
+        events: &[StatusEvent],
+    ) -> Result<std::collections::HashSet<(String, String)>, ConsumeError> {
+        let parks: Vec<&str> = events.iter().map(|e| e.park_id.as_str()).collect();
+        let drivers: Vec<&str> = events.iter().map(|e| e.driver_id.as_str()).collect();
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(OPEN_SHIFTS).await?;
+        Ok(client
+            .query(&stmt, &[&parks, &drivers])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
     }
 }
 
@@ -268,7 +322,6 @@ impl StatusConsumer {
             }
             self.metrics.event("invalid", invalid);
             let read = events.len() as u64 + invalid;
-            let events = newest_per_driver(events);
             // One consumer span per batch, linked to the trace of every status it keeps.
             let span = tracing::info_span!(
                 "deptrans.store",
@@ -278,7 +331,12 @@ impl StatusConsumer {
                 messaging.destination.name = %self.topic,
                 messaging.batch.message_count = read,
             );
-            link_traces(&span, events.iter().map(|e| e.traceparent.as_deref()));
+            link_traces(
+                &span,
+                newest_per_driver(events.clone())
+                    .iter()
+                    .map(|e| e.traceparent.as_deref()),
+            );
             // Retry the batch until it is committed; its offsets are not stored before that.
             loop {
                 match self.store(events.clone()).instrument(span.clone()).await {
@@ -303,7 +361,9 @@ impl StatusConsumer {
     }
 
     async fn store(&self, events: Vec<StatusEvent>) -> Result<(), ConsumeError> {
-        let kept = self.filter.apply(events).await?;
+        // Filter before keeping the newest per driver: an offline that closes a shift must not
+        // be hidden by a newer status the filter drops (online again outside the region).
+        let kept = newest_per_driver(self.filter.apply(events).await?);
         if kept.is_empty() {
             return Ok(());
         }

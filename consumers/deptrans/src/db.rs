@@ -21,6 +21,21 @@ pub const MIGRATIONS: &[switchyard_runtime::pg::Migration] = &[
         "status_trace",
         include_str!("../migrations/0002_status_trace.sql"),
     ),
+    (
+        3,
+        "rejected",
+        include_str!("../migrations/0003_rejected.sql"),
+    ),
+    (
+        4,
+        "sent_status",
+        include_str!("../migrations/0004_sent_status.sql"),
+    ),
+    (
+        5,
+        "deferred",
+        include_str!("../migrations/0005_deferred.sql"),
+    ),
 ];
 
 pub use switchyard_runtime::pg::{pool, DbError};

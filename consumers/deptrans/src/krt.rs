@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_runtime::trace;
 use tracing::Instrument;
 
-use super::config::KrtConfig;
+use super::config::{KrtConfig, KrtMode};
 use super::db::lock;
 use super::metrics::DeptransMetrics;
 use super::upstream::Licence;
@@ -21,12 +21,30 @@ pub enum KrtError {
     Unauthorized,
     #[error("krt unavailable: {0}")]
     Unavailable(String),
-    #[error("krt refused the request with {0}")]
-    Refused(u16),
+    /// A 4xx other than 401/429: KRT will not take this request as it is, however often it is
+    /// retried. `excerpt` is the start of KRT's answer (may echo personal data: redact before
+    /// storing or logging).
+    #[error("krt refused the request with {status}")]
+    Refused { status: u16, excerpt: String },
+    /// A 2xx whose body is not the documented answer.
+    #[error("krt answered something that is not the documented answer: {0}")]
+    Malformed(String),
     #[error("token store")]
     Store(#[from] tokio_postgres::Error),
     #[error("token store pool")]
     Pool(#[from] deadpool_postgres::PoolError),
+}
+
+/// Longest excerpt of a KRT answer kept with a refused row.
+pub const EXCERPT_MAX: usize = 500;
+
+/// The first [`EXCERPT_MAX`] bytes of `body` (cut at a character boundary).
+pub fn excerpt(body: &str) -> String {
+    let mut end = body.len().min(EXCERPT_MAX);
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    body[..end].to_owned()
 }
 
 /// A secret passed to Postgres: tokio-postgres logs statement parameters at debug level, so
@@ -129,6 +147,10 @@ struct StatusRequest<'a> {
 /// KRT's answer for one item, in request order.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StatusResult {
+    /// Whatever else KRT says about the item (a reason for a rejection, say); kept as the
+    /// answer excerpt of a rejected row.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
     /// `ok` or `rejected`.
     pub result: String,
     /// State of the work shift, e.g. `open`, `closed`.
@@ -160,6 +182,36 @@ struct CheckResponse {
 pub struct KrtClient {
     http: reqwest::Client,
     cfg: KrtConfig,
+    /// Paces per-driver requests (`single_rate_per_sec`), shared by every clone.
+    pace: std::sync::Arc<Pace>,
+}
+
+/// Spaces request starts at least `1 / rate` apart, across every task of this instance.
+pub struct Pace {
+    every: Option<Duration>,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pace {
+    /// At most `per_sec` starts per second; 0 = no limit.
+    pub fn new(per_sec: u32) -> Self {
+        Self {
+            every: (per_sec > 0).then(|| Duration::from_secs(1) / per_sec),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for this request's slot.
+    pub async fn wait(&self) {
+        let Some(every) = self.every else { return };
+        let at = {
+            let mut next = self.next.lock().await;
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + every;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
 }
 
 impl KrtClient {
@@ -171,7 +223,13 @@ impl KrtClient {
         Ok(Self {
             http,
             cfg: cfg.clone(),
+            pace: std::sync::Arc::new(Pace::new(cfg.single_rate_per_sec)),
         })
+    }
+
+    /// Bulk requests, or one request per driver.
+    pub fn mode(&self) -> KrtMode {
+        self.cfg.mode
     }
 
     async fn post<B: Serialize + ?Sized, T: serde::de::DeserializeOwned>(
@@ -212,15 +270,23 @@ impl KrtClient {
         if status.as_u16() == 401 {
             return Err(KrtError::Unauthorized);
         }
-        if status.is_server_error() || status.as_u16() == 429 {
+        // Down, not a refusal of what was sent: 5xx, throttling, and answers that say the
+        // endpoint or our access is wrong (a refusal would move every row to deptrans.rejected).
+        if status.is_server_error() || matches!(status.as_u16(), 403 | 404 | 405 | 408 | 429) {
             return Err(KrtError::Unavailable(format!("status {status}")));
         }
         if !status.is_success() {
-            return Err(KrtError::Refused(status.as_u16()));
+            let body = resp.text().await.unwrap_or_default();
+            return Err(KrtError::Refused {
+                status: status.as_u16(),
+                excerpt: excerpt(&body),
+            });
         }
-        resp.json()
+        let body = resp
+            .bytes()
             .await
-            .map_err(|e| KrtError::Unavailable(e.to_string()))
+            .map_err(|e| KrtError::Unavailable(e.to_string()))?;
+        serde_json::from_slice(&body).map_err(|e| KrtError::Malformed(e.to_string()))
     }
 
     async fn auth(&self) -> Result<Token, KrtError> {
@@ -245,13 +311,23 @@ impl KrtClient {
             .post("/v1/statuses", Some(token), &StatusRequest { items })
             .await?;
         if resp.results.len() != items.len() {
-            return Err(KrtError::Unavailable(format!(
+            return Err(KrtError::Malformed(format!(
                 "{} results for {} items",
                 resp.results.len(),
                 items.len()
             )));
         }
         Ok(resp.results)
+    }
+
+    /// `POST /v1/drivers/status`: KRT's per-driver handle, one status, one result.
+    pub async fn push_one(
+        &self,
+        token: &Token,
+        item: &StatusItem,
+    ) -> Result<StatusResult, KrtError> {
+        self.pace.wait().await;
+        self.post("/v1/drivers/status", Some(token), item).await
     }
 
     /// `POST /v1/drivers/check`: does `deptrans_id` belong to the holder of `license`?

@@ -6,12 +6,19 @@
 //!
 //! - [`config`]: `DeptransConfig` (regions, categories, KRT, upstreams, sender, API keys);
 //!   `geo`: region polygons.
-//! - [`consumer`]: the status topic into the send queue (filter by region and category).
-//! - [`sender`]: the queue to KRT in batches; [`krt`]: the KRT client and its token store.
+//! - [`consumer`]: the status topic into the send queue (filter by region and category; an
+//!   offline status that closes an open shift passes wherever the driver is).
+//! - [`sender`]: the queue to KRT in batches, KRT's answers classified, deferred rows retried;
+//!   [`krt`]: the KRT client (bulk or per-driver) and its token store; [`rejected`]: rows
+//!   refused for good, out of the queue.
 //! - [`upstream`]: driver profiles, categories, personal data and trackstory;
 //!   [`cache`]: their in-memory caches, refreshed in the background.
-//! - `api`: the driver KRT id API; `feeds`: the internal cache feeds it also serves.
-//! - [`retention`]: trims old queue rows; `queue_stats`: queue gauges.
+//! - `api`: the HTTP API, a folder: `mod` (router and state), `driver_id` (the driver's KRT
+//!   id), `feeds` (internal cache feeds), `rejected` (refused statuses, listed and re-queued),
+//!   `error`, `keys` (internal API keys) and `openapi` (the document derived from the
+//!   handlers, see [`openapi_document`]).
+//! - [`retention`]: trims old session history and sent marks; `queue_stats`: queue gauges
+//!   (due, deferred, rejected).
 //! - [`db`]: the pool, the migrations in `migrations/` (schema `deptrans`), advisory locks.
 //! - [`metrics`]: every metric deptrans exports.
 
@@ -20,11 +27,11 @@ pub mod cache;
 pub mod config;
 pub mod consumer;
 pub mod db;
-mod feeds;
 mod geo;
 pub mod krt;
 pub mod metrics;
 mod queue_stats;
+pub mod rejected;
 pub mod retention;
 pub mod sender;
 pub mod upstream;
@@ -65,6 +72,11 @@ pub enum DeptransError {
     Io(#[from] std::io::Error),
     #[error("task failed")]
     Join(#[from] tokio::task::JoinError),
+}
+
+/// The OpenAPI document of deptrans's HTTP API, as committed in `schemas/openapi/deptrans.json`.
+pub fn openapi_document() -> String {
+    api::openapi::document()
 }
 
 /// Runs deptrans until `shutdown`; `listener` serves the HTTP API.
@@ -137,6 +149,7 @@ pub async fn run(
             caches: caches.clone(),
             upstream: upstream.clone(),
             metrics: metrics.clone(),
+            pool: pool.clone(),
         };
         let worker = consumer::StatusConsumer {
             consumer,
@@ -187,14 +200,27 @@ pub async fn run(
         });
     }
 
+    let keys = api::keys::ApiKeys::new(cfg.api.clients.values().cloned().collect());
     let state = api::ApiState {
-        pool,
-        caches,
-        upstream,
-        tokens,
+        driver_id: api::driver_id::DriverIdState {
+            pool: pool.clone(),
+            caches: caches.clone(),
+            upstream,
+            tokens,
+        },
+        feeds: api::feeds::FeedsState {
+            pool: pool.clone(),
+            caches,
+            keys: keys.clone(),
+            max_page: cfg.api.max_page,
+        },
+        rejected: api::rejected::RejectedState {
+            pool,
+            keys,
+            max_page: cfg.api.max_page,
+            metrics: metrics.clone(),
+        },
         metrics,
-        api_keys: Arc::new(cfg.api.clients.values().cloned().collect()),
-        max_page: cfg.api.max_page,
     };
     let app = api::router(state);
     let stop = shutdown.token();

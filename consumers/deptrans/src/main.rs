@@ -13,11 +13,18 @@ struct Args {
     /// TOML config file (env vars SWITCHYARD_DEPTRANS_* override it).
     #[arg(long, env = "SWITCHYARD_DEPTRANS_CONFIG")]
     config: Option<PathBuf>,
+    /// Print the HTTP API's OpenAPI document and exit.
+    #[arg(long)]
+    print_openapi: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.print_openapi {
+        print!("{}", switchyard_deptrans::openapi_document());
+        return Ok(());
+    }
     telemetry::init_tracing("deptrans");
     let config = DeptransConfig::load(args.config.as_deref())?;
     let listener = tokio::net::TcpListener::bind(&config.listen)

@@ -19,11 +19,17 @@ pub const TOKEN_REFRESHES: &str = "switchyard_deptrans_token_refreshes";
 pub const CACHE_REFRESH_FAILURES: &str = "switchyard_deptrans_cache_refresh_failures";
 pub const RETENTION_DELETED: &str = "switchyard_deptrans_retention_deleted";
 pub const QUEUE_ROWS: &str = "switchyard_deptrans_queue_rows";
+pub const QUEUE_DUE_ROWS: &str = "switchyard_deptrans_queue_due_rows";
+pub const QUEUE_DEFERRED_ROWS: &str = "switchyard_deptrans_queue_deferred_rows";
 pub const QUEUE_OLDEST_SECONDS: &str = "switchyard_deptrans_queue_oldest_seconds";
 pub const CACHE_LOOKUPS: &str = "switchyard_deptrans_cache_lookups";
 pub const REQUESTS: &str = "switchyard_deptrans_requests";
 pub const REQUEST_DURATION_SECONDS: &str = "switchyard_deptrans_request_duration_seconds";
 pub const CONSUMER_LAG: &str = "switchyard_deptrans_consumer_lag";
+pub const REJECTED: &str = "switchyard_deptrans_rejected";
+pub const KRT_BISECTIONS: &str = "switchyard_deptrans_krt_bisections";
+pub const REQUEUED: &str = "switchyard_deptrans_requeued";
+pub const REJECTED_ROWS: &str = "switchyard_deptrans_rejected_rows";
 
 /// `cache` label of the driver-profiles cache (lookups and refresh failures).
 pub const CACHE_PROFILES: &str = "driver-profiles";
@@ -34,6 +40,12 @@ pub const CACHE_CATEGORIES: &str = "driver-categories";
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
+}
+
+/// Why a row left the queue unsent (`crate::rejected::reason`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -106,12 +118,24 @@ pub struct DeptransMetrics {
     pub retention_deleted: Counter,
     /// Rows in `deptrans.status_queue`, refreshed periodically.
     pub queue_rows: Gauge,
-    /// Age of the oldest queued status (its `updated_at`), 0 when the queue is empty.
+    /// Queued rows the sender tries on every run.
+    pub queue_due_rows: Gauge,
+    /// Queued rows waiting for their driver to become known or get a licence.
+    pub queue_deferred_rows: Gauge,
+    /// Age of the oldest due status (its `updated_at`), 0 when none is due.
     pub queue_oldest_seconds: Gauge<f64, AtomicU64>,
     pub cache_lookups: Family<CacheLookupLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: DurationFamily,
     pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// Rows moved to `deptrans.rejected`, by reason.
+    pub rejected: Family<ReasonLabels, Counter>,
+    /// Refused KRT requests halved to find the rows at fault.
+    pub krt_bisections: Counter,
+    /// Rejected rows put back into the queue through the API.
+    pub requeued: Counter,
+    /// Rows in `deptrans.rejected`, refreshed with the queue gauges.
+    pub rejected_rows: Gauge,
 }
 
 impl DeptransMetrics {
@@ -125,6 +149,11 @@ impl DeptransMetrics {
         self.sent
             .get_or_create(&OutcomeLabels { outcome })
             .inc_by(n);
+    }
+
+    /// Counts one row moved to `deptrans.rejected`.
+    pub fn rejected(&self, reason: &'static str) {
+        self.rejected.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// The pre-created hit/miss counters of `cache`.
@@ -170,12 +199,21 @@ impl Default for DeptransMetrics {
             cache_refresh_failures: Family::default(),
             retention_deleted: Counter::default(),
             queue_rows: Gauge::default(),
+            queue_due_rows: Gauge::default(),
+            queue_deferred_rows: Gauge::default(),
             queue_oldest_seconds: Gauge::default(),
             cache_lookups: Family::default(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(request_histogram),
             consumer_lag: Family::default(),
+            rejected: Family::default(),
+            krt_bisections: Counter::default(),
+            requeued: Counter::default(),
+            rejected_rows: Gauge::default(),
         };
+        for reason in crate::rejected::reason::ALL {
+            m.rejected.get_or_create(&ReasonLabels { reason }).get();
+        }
         // Both results of both caches exist from the start, so a ratio never divides by a
         // missing series.
         for cache in [CACHE_PROFILES, CACHE_CATEGORIES] {
@@ -233,8 +271,18 @@ impl Default for DeptransMetrics {
             m.queue_rows.clone(),
         );
         registry.register(
+            QUEUE_DUE_ROWS,
+            "Rows in deptrans.status_queue the sender tries on every run",
+            m.queue_due_rows.clone(),
+        );
+        registry.register(
+            QUEUE_DEFERRED_ROWS,
+            "Rows in deptrans.status_queue waiting for an unknown driver or a licence (retried with back-off)",
+            m.queue_deferred_rows.clone(),
+        );
+        registry.register(
             QUEUE_OLDEST_SECONDS,
-            "Age of the oldest queued status by its updated_at, 0 when the queue is empty",
+            "Age of the oldest due status by its updated_at (deferred rows excluded), 0 when none is due",
             m.queue_oldest_seconds.clone(),
         );
         registry.register(
@@ -256,6 +304,26 @@ impl Default for DeptransMetrics {
             CONSUMER_LAG,
             "Records behind the high watermark per partition of the status topic (stored offsets)",
             m.consumer_lag.clone(),
+        );
+        registry.register(
+            REJECTED,
+            "Queue rows refused for good and moved to deptrans.rejected, by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            KRT_BISECTIONS,
+            "KRT requests refused (4xx, malformed answer) and halved to find the rows at fault",
+            m.krt_bisections.clone(),
+        );
+        registry.register(
+            REQUEUED,
+            "Rejected rows put back into the queue through the internal API",
+            m.requeued.clone(),
+        );
+        registry.register(
+            REJECTED_ROWS,
+            "Rows in deptrans.rejected (refreshed with the queue gauges)",
+            m.rejected_rows.clone(),
         );
         Self { registry, ..m }
     }

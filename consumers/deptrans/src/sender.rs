@@ -1,6 +1,9 @@
 //! The periodic sender: claims queued statuses (`FOR UPDATE SKIP LOCKED` plus a lease, so
 //! instances never send the same row twice), pushes them to KRT with bounded concurrency, and
 //! in one transaction records KRT's answers and deletes exactly the row versions it sent.
+//! KRT's answers are classified: KRT down keeps rows queued (and the sender backs off); a
+//! refused chunk is bisected down to the rows at fault, which move to `deptrans.rejected`, so
+//! one bad driver never stalls the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,11 +16,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::cache::Caches;
-use super::config::SenderConfig;
+use super::config::{KrtMode, SenderConfig};
 use super::db::lock;
-use super::krt::{KrtError, KrtStatus, StatusItem, StatusResult, TokenStore};
+use super::krt::{excerpt, KrtError, KrtStatus, StatusItem, StatusResult, TokenStore};
 use super::metrics::DeptransMetrics;
-use super::upstream::{Upstream, UpstreamError};
+use super::rejected::{self, reason, redact, Refusal, RejectedRow};
+use super::upstream::{Licence, Upstream, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -39,7 +43,8 @@ FROM (SELECT park_id, driver_id FROM deptrans.status_queue
       ORDER BY updated_at LIMIT $1
       FOR UPDATE SKIP LOCKED) c
 WHERE q.park_id = c.park_id AND q.driver_id = c.driver_id
-RETURNING q.park_id, q.driver_id, q.status, q.updated_at, q.traceparent";
+RETURNING q.park_id, q.driver_id, q.status, q.updated_at, q.traceparent, q.deferred_since,
+          q.attempts";
 
 /// Rows whose version is unchanged are deleted; whatever is left of the batch (updated
 /// meanwhile, failed, deferred) gets its claim set to `$5` (NULL = claimable now).
@@ -49,14 +54,27 @@ USING unnest($1::text[], $2::text[], $3::timestamptz[]) AS s(park_id, driver_id,
 WHERE q.park_id = s.park_id AND q.driver_id = s.driver_id AND q.updated_at = s.updated_at";
 
 const RELEASE: &str = "
-UPDATE deptrans.status_queue q SET claimed_until = s.until
-FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS s(park_id, driver_id, until)
+UPDATE deptrans.status_queue q
+SET claimed_until = NULL, deferred_reason = NULL, deferred_since = NULL, attempts = 0
+FROM unnest($1::text[], $2::text[]) AS s(park_id, driver_id)
 WHERE q.park_id = s.park_id AND q.driver_id = s.driver_id";
 
+/// Deferred rows wait until `until`; `deferred_since` keeps the first deferral.
+const DEFER: &str = "
+UPDATE deptrans.status_queue q
+SET claimed_until = s.until, deferred_reason = s.reason,
+    deferred_since = COALESCE(q.deferred_since, now()), attempts = q.attempts + 1
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS s(park_id, driver_id, until, reason)
+WHERE q.park_id = s.park_id AND q.driver_id = s.driver_id";
+
+/// `$4` is the status KRT took (NULL for a refused row: the last status KRT has stays).
 const MARK_SENT: &str = "
-INSERT INTO deptrans.sent_marks AS m (park_id, driver_id, updated_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
-ON CONFLICT (park_id, driver_id) DO UPDATE SET updated_at = GREATEST(m.updated_at, excluded.updated_at)";
+INSERT INTO deptrans.sent_marks AS m (park_id, driver_id, updated_at, status)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[])
+ON CONFLICT (park_id, driver_id) DO UPDATE
+SET updated_at = GREATEST(m.updated_at, excluded.updated_at),
+    status = CASE WHEN excluded.updated_at >= m.updated_at
+                  THEN COALESCE(excluded.status, m.status) ELSE m.status END";
 
 /// Write time strictly after every committed row, under the feed lock: cursor readers
 /// never miss a row committed behind their cursor.
@@ -71,10 +89,39 @@ SET session_status = excluded.session_status, status_at = excluded.status_at,
     updated_at = excluded.updated_at, ended_at = excluded.ended_at
 WHERE s.status_at <= excluded.status_at";
 
-/// Row indices of one bulk request and KRT's answer to it.
-type ChunkAnswer = (Vec<usize>, Result<Vec<StatusResult>, KrtError>);
+/// The rows of one bulk request (index into the claimed rows, item) and KRT's answer to it.
+type ChunkAnswer = (
+    Vec<(usize, StatusItem)>,
+    Result<Vec<StatusResult>, KrtError>,
+);
 /// Session status, the status time it answers, and when the shift ends.
 type Session = (String, DateTime<Utc>, Option<DateTime<Utc>>);
+
+/// What became of one claimed row.
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// KRT took it.
+    Sent(StatusResult),
+    /// Refused for good: moves to `deptrans.rejected` and leaves the queue.
+    Refused(Refusal),
+    /// Cannot be sent yet (`reason::UNKNOWN_DRIVER`, `reason::NO_LICENCE`): retried with
+    /// growing delays, refused past `deferred_max_age_ms`.
+    Deferred(&'static str),
+    /// KRT (or a lookup) is down: the row stays queued and the sender backs off.
+    Down,
+}
+
+/// Wait before try `attempts + 1` of a deferred row: `initial * 2^attempts`, at most `max`.
+pub fn deferral_delay(initial_ms: u64, max_ms: u64, attempts: i32) -> Duration {
+    let factor = 1u64 << attempts.clamp(0, 30);
+    Duration::from_millis(initial_ms.saturating_mul(factor).min(max_ms))
+}
+
+/// A KRT error about what was sent (so bisecting the request finds the rows at fault), as
+/// opposed to KRT being down.
+fn refuses_content(e: &KrtError) -> bool {
+    matches!(e, KrtError::Refused { .. } | KrtError::Malformed(_))
+}
 
 #[derive(Debug, Clone)]
 struct Claimed {
@@ -83,6 +130,8 @@ struct Claimed {
     status: KrtStatus,
     updated_at: DateTime<Utc>,
     traceparent: Option<String>,
+    deferred_since: Option<DateTime<Utc>>,
+    attempts: i32,
 }
 
 /// What one run did.
@@ -90,7 +139,9 @@ struct Claimed {
 pub struct RunReport {
     pub claimed: usize,
     pub sent: usize,
+    /// Rows refused for good, moved to `deptrans.rejected`.
     pub rejected: usize,
+    /// Rows that cannot be sent yet (unknown driver, no licence), retried later.
     pub deferred: usize,
     /// Rows left for later because KRT or personal was down.
     pub failed: usize,
@@ -157,6 +208,8 @@ impl Sender {
                     status: KrtStatus::parse(r.get(2))?,
                     updated_at: r.get(3),
                     traceparent: r.get(4),
+                    deferred_since: r.get(5),
+                    attempts: r.get(6),
                 })
             })
             .collect();
@@ -180,23 +233,33 @@ impl Sender {
 
         // Licence pd ids from the profiles cache; unknown drivers wait for the cache.
         let mut known = Vec::new();
-        let mut deferred = Vec::new();
+        let mut unknown = Vec::new();
         for c in claimed {
             match self.caches.profiles.licence_pd_id(&c.park_id, &c.driver_id) {
                 Some(pd) => known.push((c, pd)),
-                None => deferred.push(c),
+                None => unknown.push(c),
             }
         }
-        report.deferred = deferred.len();
 
         let results = match self.push(&known).instrument(span.clone()).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, rows = known.len(), "push failed, rows stay queued");
-                vec![None; known.len()]
+                vec![Outcome::Down; known.len()]
             }
         };
-        self.commit(&known, &results, &deferred, &mut report)
+        let mut rows: Vec<(Claimed, Option<String>, Outcome)> = known
+            .into_iter()
+            .zip(results)
+            .map(|((c, pd), o)| (c, Some(pd), o))
+            .collect();
+        rows.extend(
+            unknown
+                .into_iter()
+                .map(|c| (c, None, Outcome::Deferred(reason::UNKNOWN_DRIVER))),
+        );
+        self.expire_deferred(&mut rows);
+        self.commit(&rows, &mut report)
             .instrument(span.clone())
             .await?;
         span.record("sent", report.sent);
@@ -208,12 +271,11 @@ impl Sender {
         Ok(report)
     }
 
-    /// Pushes in chunks of `bulk_size`, `concurrency` at a time; `None` marks rows of a
-    /// chunk that failed (KRT down): they stay queued.
-    async fn push(
-        &self,
-        rows: &[(Claimed, String)],
-    ) -> Result<Vec<Option<StatusResult>>, SendError> {
+    /// Pushes in chunks of `bulk_size`, `concurrency` at a time, and classifies every row:
+    /// KRT down (5xx, timeout, connection, 401 after a refresh) leaves the chunk's rows
+    /// queued; a refused chunk (4xx, malformed answer) is halved and pushed again until the
+    /// refused rows stand alone; a row KRT's answer marks `rejected` is refused by itself.
+    async fn push(&self, rows: &[(Claimed, String)]) -> Result<Vec<Outcome>, SendError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -236,140 +298,218 @@ impl Sender {
             .collect();
         need.sort();
         need.dedup();
-        let licences: HashMap<String, _> = self
+        // personal down is transient: rows that need a licence wait like rows for KRT down,
+        // never taken for "no licence".
+        let (licences, personal_up): (HashMap<String, _>, bool) = match self
             .upstream
             .licences(need)
-            .await?
-            .into_iter()
-            .map(|i| (i.id, i.license))
+            .await
+        {
+            Ok(items) => (items.into_iter().map(|i| (i.id, i.license)).collect(), true),
+            Err(e) => {
+                tracing::warn!(error = %e, "personal lookup failed, rows without a bound id stay queued");
+                (HashMap::new(), false)
+            }
+        };
+        // Personal data KRT may echo in an answer: never stored or logged.
+        let secrets: Vec<&str> = licences
+            .values()
+            .map(Licence::expose)
+            .chain(bound.values().map(String::as_str))
             .collect();
 
-        let items: Vec<Option<StatusItem>> = rows
-            .iter()
-            .map(|(c, pd)| {
-                let deptrans_id = bound.get(pd).cloned();
-                let license = if deptrans_id.is_none() {
-                    Some(licences.get(pd)?.clone())
-                } else {
-                    None
-                };
-                Some(StatusItem {
+        let mut out: Vec<Outcome> = vec![Outcome::Down; rows.len()];
+        let mut pending: Vec<Vec<(usize, StatusItem)>> = Vec::new();
+        let mut sendable = Vec::new();
+        for (i, (c, pd)) in rows.iter().enumerate() {
+            let deptrans_id = bound.get(pd).cloned();
+            let license = match (&deptrans_id, licences.get(pd)) {
+                (Some(_), _) => None,
+                (None, Some(l)) => Some(l.clone()),
+                (None, None) if personal_up => {
+                    out[i] = Outcome::Deferred(reason::NO_LICENCE);
+                    continue;
+                }
+                (None, None) => continue,
+            };
+            sendable.push((
+                i,
+                StatusItem {
                     deptrans_id,
                     license,
                     status: c.status,
                     timestamp: c.updated_at,
-                })
-            })
-            .collect();
-        let sendable: Vec<(usize, StatusItem)> = items
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, it)| Some((i, it?)))
-            .collect();
-        let chunks: Vec<Vec<(usize, StatusItem)>> = sendable
-            .chunks(self.cfg.bulk_size)
-            .map(<[_]>::to_vec)
-            .collect();
-        let answers: Vec<ChunkAnswer> = stream::iter(chunks)
-            .map(|chunk| async move {
-                let (idx, items): (Vec<usize>, Vec<StatusItem>) = chunk.into_iter().unzip();
-                let res = self
-                    .tokens
-                    .with_token(|t| {
-                        let items = &items;
-                        async move { self.tokens.client.push(&t, items).await }
-                    })
-                    .await;
-                (idx, res)
-            })
-            .buffer_unordered(self.cfg.concurrency)
-            .collect()
-            .await;
-
-        let mut out: Vec<Option<StatusResult>> = vec![None; rows.len()];
-        // Rows without a licence: KRT cannot take them; reported as rejected.
-        for (i, row) in out.iter_mut().enumerate() {
-            if !bound.contains_key(&rows[i].1) && !licences.contains_key(&rows[i].1) {
-                *row = Some(StatusResult {
-                    result: "no_license".into(),
-                    session_status: None,
-                    ended_at: None,
-                });
-            }
+                },
+            ));
         }
-        let mut first_err = None;
-        for (idx, res) in answers {
-            match res {
-                Ok(results) => {
-                    for (i, r) in idx.into_iter().zip(results) {
-                        out[i] = Some(r);
+        let per_request = match self.tokens.client.mode() {
+            KrtMode::Bulk => self.cfg.bulk_size,
+            KrtMode::Single => 1,
+        };
+        pending.extend(sendable.chunks(per_request).map(<[_]>::to_vec));
+
+        while !pending.is_empty() {
+            let answers: Vec<ChunkAnswer> = stream::iter(std::mem::take(&mut pending))
+                .map(|chunk| async move {
+                    let items: Vec<StatusItem> = chunk.iter().map(|(_, it)| it.clone()).collect();
+                    let res = match self.tokens.client.mode() {
+                        KrtMode::Bulk => {
+                            self.tokens
+                                .with_token(|t| {
+                                    let items = &items;
+                                    async move { self.tokens.client.push(&t, items).await }
+                                })
+                                .await
+                        }
+                        KrtMode::Single => {
+                            let item = &items[0];
+                            self.tokens
+                                .with_token(|t| async move {
+                                    self.tokens.client.push_one(&t, item).await
+                                })
+                                .await
+                                .map(|r| vec![r])
+                        }
+                    };
+                    (chunk, res)
+                })
+                .buffer_unordered(self.cfg.concurrency)
+                .collect()
+                .await;
+            for (chunk, res) in answers {
+                match res {
+                    Ok(results) => {
+                        for ((i, _), r) in chunk.iter().zip(results) {
+                            out[*i] = if r.result == "ok" {
+                                Outcome::Sent(r)
+                            } else {
+                                let answer = serde_json::to_string(&r).unwrap_or_default();
+                                Outcome::Refused(Refusal {
+                                    reason: reason::KRT_REJECTED,
+                                    krt_status: None,
+                                    answer: redact(&excerpt(&answer), secrets.iter().copied()),
+                                })
+                            };
+                        }
+                    }
+                    Err(e) if refuses_content(&e) && chunk.len() > 1 => {
+                        self.metrics.krt_bisections.inc();
+                        tracing::info!(error = %e, rows = chunk.len(), "krt refused a chunk, halving it");
+                        let (a, b) = chunk.split_at(chunk.len() / 2);
+                        pending.push(a.to_vec());
+                        pending.push(b.to_vec());
+                    }
+                    Err(KrtError::Refused { status, excerpt }) => {
+                        out[chunk[0].0] = Outcome::Refused(Refusal {
+                            reason: reason::KRT_REFUSED,
+                            krt_status: Some(i32::from(status)),
+                            answer: redact(&excerpt, secrets.iter().copied()),
+                        });
+                    }
+                    Err(KrtError::Malformed(why)) => {
+                        out[chunk[0].0] = Outcome::Refused(Refusal {
+                            reason: reason::KRT_MALFORMED,
+                            krt_status: None,
+                            answer: redact(&excerpt(&why), secrets.iter().copied()),
+                        });
+                    }
+                    Err(e) => {
+                        self.metrics.krt_failures.inc();
+                        tracing::warn!(error = %e, rows = chunk.len(), "krt push failed, rows stay queued");
                     }
                 }
-                Err(e) => {
-                    self.metrics.krt_failures.inc();
-                    tracing::warn!(error = %e, rows = idx.len(), "krt push failed, rows stay queued");
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        if out.iter().all(Option::is_none) {
-            if let Some(e) = first_err {
-                return Err(e.into());
             }
         }
         Ok(out)
     }
 
+    /// Deferred rows deferred for longer than `deferred_max_age_ms` are refused with their
+    /// reason.
+    fn expire_deferred(&self, rows: &mut [(Claimed, Option<String>, Outcome)]) {
+        let max_age = chrono::Duration::milliseconds(
+            i64::try_from(self.cfg.deferred_max_age_ms).unwrap_or(i64::MAX),
+        );
+        let now = Utc::now();
+        for (c, _, outcome) in rows.iter_mut() {
+            if let Outcome::Deferred(why) = *outcome {
+                if c.deferred_since.is_some_and(|t| now - t >= max_age) {
+                    *outcome = Outcome::Refused(Refusal {
+                        reason: why,
+                        krt_status: None,
+                        answer: String::new(),
+                    });
+                }
+            }
+        }
+    }
+
     async fn commit(
         &self,
-        rows: &[(Claimed, String)],
-        results: &[Option<StatusResult>],
-        deferred: &[Claimed],
+        rows: &[(Claimed, Option<String>, Outcome)],
         report: &mut RunReport,
     ) -> Result<(), SendError> {
         let (mut del_p, mut del_d, mut del_t) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut rel_p, mut rel_d, mut rel_u) =
-            (Vec::new(), Vec::new(), Vec::<Option<DateTime<Utc>>>::new());
+        let mut del_s: Vec<Option<&str>> = Vec::new();
+        let (mut rel_p, mut rel_d) = (Vec::new(), Vec::new());
+        let (mut def_p, mut def_d, mut def_u, mut def_r) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut sessions: HashMap<String, Session> = HashMap::new();
-        for ((c, pd), res) in rows.iter().zip(results) {
+        let mut refused = Vec::new();
+        let now = Utc::now();
+        for (c, pd, res) in rows {
             match res {
-                Some(r) => {
-                    if r.result == "ok" {
-                        report.sent += 1;
-                        let st = r.session_status.clone().unwrap_or_else(|| "unknown".into());
+                Outcome::Sent(r) => {
+                    report.sent += 1;
+                    let st = r.session_status.clone().unwrap_or_else(|| "unknown".into());
+                    if let Some(pd) = pd {
                         let newer = sessions
                             .get(pd)
                             .is_none_or(|(_, at, _)| *at <= c.updated_at);
                         if newer {
                             sessions.insert(pd.clone(), (st, c.updated_at, r.ended_at));
                         }
-                    } else {
-                        report.rejected += 1;
-                        tracing::warn!(park_id = %c.park_id, driver_id = %c.driver_id, result = %r.result, "krt rejected a status, dropping it");
                     }
-                    del_p.push(c.park_id.as_str());
-                    del_d.push(c.driver_id.as_str());
-                    del_t.push(c.updated_at);
-                    rel_p.push(c.park_id.as_str());
-                    rel_d.push(c.driver_id.as_str());
-                    rel_u.push(None);
                 }
-                None => {
+                Outcome::Refused(why) => {
+                    report.rejected += 1;
+                    self.metrics.rejected(why.reason);
+                    tracing::warn!(park_id = %c.park_id, driver_id = %c.driver_id, reason = why.reason, krt_status = why.krt_status, "status refused, moved to deptrans.rejected");
+                    refused.push(RejectedRow {
+                        park_id: &c.park_id,
+                        driver_id: &c.driver_id,
+                        status: c.status.as_str(),
+                        status_at: c.updated_at,
+                        traceparent: c.traceparent.as_deref(),
+                        refusal: why,
+                    });
+                }
+                Outcome::Deferred(why) => {
+                    report.deferred += 1;
+                    let wait = deferral_delay(
+                        self.cfg.unknown_driver_delay_ms,
+                        self.cfg.deferred_delay_max_ms,
+                        c.attempts,
+                    );
+                    def_p.push(c.park_id.as_str());
+                    def_d.push(c.driver_id.as_str());
+                    def_u.push(now + chrono::Duration::from_std(wait).unwrap_or_default());
+                    def_r.push(*why);
+                    continue;
+                }
+                Outcome::Down => {
                     report.failed += 1;
                     rel_p.push(c.park_id.as_str());
                     rel_d.push(c.driver_id.as_str());
-                    rel_u.push(None);
+                    continue;
                 }
             }
-        }
-        let later = Utc::now()
-            + chrono::Duration::milliseconds(
-                i64::try_from(self.cfg.unknown_driver_delay_ms).unwrap_or(60_000),
-            );
-        for c in deferred {
+            // Sent or refused: this version leaves the queue (a newer one stays, due now).
+            del_s.push(matches!(res, Outcome::Sent(_)).then(|| c.status.as_str()));
+            del_p.push(c.park_id.as_str());
+            del_d.push(c.driver_id.as_str());
+            del_t.push(c.updated_at);
             rel_p.push(c.park_id.as_str());
             rel_d.push(c.driver_id.as_str());
-            rel_u.push(Some(later));
         }
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -389,12 +529,33 @@ impl Sender {
         }
         if !del_p.is_empty() {
             tx.execute(DELETE_SENT, &[&del_p, &del_d, &del_t]).await?;
-            tx.execute(MARK_SENT, &[&del_p, &del_d, &del_t]).await?;
+            tx.execute(MARK_SENT, &[&del_p, &del_d, &del_t, &del_s])
+                .await?;
         }
+        rejected::insert(&tx, &refused).await?;
         if !rel_p.is_empty() {
-            tx.execute(RELEASE, &[&rel_p, &rel_d, &rel_u]).await?;
+            tx.execute(RELEASE, &[&rel_p, &rel_d]).await?;
+        }
+        if !def_p.is_empty() {
+            tx.execute(DEFER, &[&def_p, &def_d, &def_u, &def_r]).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deferral_delays_double_up_to_the_maximum() {
+        let d = |attempts| deferral_delay(1_000, 15_000, attempts).as_millis();
+        assert_eq!(
+            (0..6).map(d).collect::<Vec<_>>(),
+            vec![1_000, 2_000, 4_000, 8_000, 15_000, 15_000]
+        );
+        assert_eq!(d(1_000), 15_000);
+        assert_eq!(d(-1), 1_000);
     }
 }

@@ -37,7 +37,9 @@ impl std::fmt::Debug for Licence {
 }
 
 /// A driver as the platform names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct DriverRef {
     pub park_id: String,
     pub driver_profile_id: String,

@@ -422,3 +422,161 @@ async fn retention_deletes_only_old_session_history_in_batches() {
     );
     assert_eq!(env.count("sent_marks").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_matches_the_generated_openapi_document() {
+    let spec = DeptransOpenApi::load();
+    let env = env(0).await;
+    let f = &env.fakes.state;
+    f.add_driver("p1", "d1", "77AA123456", &["econom"], MOSCOW.0, MOSCOW.1);
+    f.add_driver("p1", "d2", "77BB123456", &["econom"], MOSCOW.0, MOSCOW.1);
+    f.krt_ids
+        .lock()
+        .unwrap()
+        .insert("0123456789".into(), "77AA123456".into());
+    f.refuse("lic:77BB123456");
+    let mut cfg = env.config();
+    cfg.consumer.enabled = false;
+    let svc = start(cfg).await;
+    let http = reqwest::Client::new();
+    let id_path = "/driver/v1/deptrans-status/v1/id";
+    let call = |req: reqwest::RequestBuilder| async move {
+        let r = req.send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.expect("json"))
+    };
+    let driver = |req: reqwest::RequestBuilder, d: &str| {
+        req.header("x-yataxi-park-id", "p1")
+            .header("x-yataxi-driver-profile-id", d.to_owned())
+    };
+    let mut seen = Vec::new();
+    let mut check = |method: &str, path: &str, want: u16, (status, body): (u16, Value)| {
+        assert_eq!(status, want, "{method} {path}: {body}");
+        spec.check(method, path, status, &body);
+        seen.push(format!("{method} {path} {status}"));
+    };
+
+    let url = svc.url(id_path);
+    check("get", id_path, 400, call(http.get(&url)).await);
+    check(
+        "get",
+        id_path,
+        404,
+        call(
+            http.get(&url)
+                .header("x-yataxi-park-id", "p1")
+                .header("x-yataxi-driver-profile-id", "nobody"),
+        )
+        .await,
+    );
+    check(
+        "get",
+        id_path,
+        200,
+        call(driver(http.get(&url), "d1")).await,
+    );
+    let post = |id: &str| driver(http.post(&url), "d1").json(&json!({ "deptrans_id": id }));
+    check("post", id_path, 400, call(post("12")).await);
+    check("post", id_path, 409, call(post("9999999999")).await);
+    f.krt_down.store(true, Ordering::Relaxed);
+    check("post", id_path, 503, call(post("0123456789")).await);
+    f.krt_down.store(false, Ordering::Relaxed);
+    check("post", id_path, 200, call(post("0123456789")).await);
+    check(
+        "get",
+        id_path,
+        200,
+        call(driver(http.get(&url), "d1")).await,
+    );
+
+    // Statuses: d1 is sent, d2 is refused by KRT.
+    let pool = db::pool(&env.db_url, 2).expect("pool");
+    consumer::upsert(
+        &pool,
+        &[
+            ev("p1", "d1", KrtStatus::Online, at(1)),
+            ev("p1", "d2", KrtStatus::Online, at(1)),
+        ],
+    )
+    .await
+    .expect("upsert");
+    eventually("queue drained", || async {
+        env.count("status_queue").await == 0
+    })
+    .await;
+    for path in [
+        "/internal/v1/id/updates",
+        "/internal/v1/status/updates",
+        "/internal/v1/rejected",
+    ] {
+        let url = svc.url(path);
+        check("get", path, 401, call(http.get(&url)).await);
+        let keyed = || http.get(&url).header("x-api-key", API_KEY);
+        check(
+            "get",
+            path,
+            400,
+            call(keyed().query(&[("limit", "0")])).await,
+        );
+        let (status, body) = call(keyed()).await;
+        assert_eq!(
+            body["items"].as_array().map(Vec::len),
+            Some(1),
+            "{path}: {body}"
+        );
+        check("get", path, 200, (status, body));
+    }
+    let path = "/internal/v1/rejected/requeue";
+    let url = svc.url(path);
+    let requeue = |body: Value| http.post(&url).header("x-api-key", API_KEY).json(&body);
+    check(
+        "post",
+        path,
+        401,
+        call(http.post(&url).json(&json!({}))).await,
+    );
+    check(
+        "post",
+        path,
+        400,
+        call(requeue(json!({"drivers": []}))).await,
+    );
+    check(
+        "post",
+        path,
+        200,
+        call(requeue(
+            json!({"drivers": [{"park_id": "p1", "driver_id": "d2"}]}),
+        ))
+        .await,
+    );
+    // Every documented answer but the 500s was exercised.
+    assert_eq!(seen.len(), 20, "{seen:#?}");
+    svc.stop().await;
+}
+
+#[test]
+fn the_deptrans_openapi_check_refuses_answers_that_break_the_document() {
+    let spec = DeptransOpenApi::load();
+    let path = "/driver/v1/deptrans-status/v1/id";
+    spec.check("get", path, 200, &json!({"bound": false}));
+    for wrong in [
+        json!({"bound": "no"}),
+        json!({"deptrans_id_masked": "******6789"}),
+    ] {
+        let broke = std::panic::catch_unwind(|| spec.check("get", path, 200, &wrong));
+        assert!(broke.is_err(), "accepted {wrong}");
+    }
+    let broke = std::panic::catch_unwind(|| {
+        spec.check(
+            "get",
+            "/internal/v1/rejected",
+            200,
+            &json!({"items": [{"park_id": "p"}], "cursor": ""}),
+        )
+    });
+    assert!(
+        broke.is_err(),
+        "a rejected item without its fields was accepted"
+    );
+}

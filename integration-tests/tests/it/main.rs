@@ -17,6 +17,8 @@ mod attempt_log;
 mod crate_edges;
 mod deptrans;
 mod deptrans_api;
+mod deptrans_poison;
+mod deptrans_shifts;
 mod dispatcher_restart;
 mod domain_events;
 mod ingress;

@@ -2,20 +2,42 @@
 //! statuses. Cursor = (updated_at, key), opaque to clients; writers stamp updated_at under an
 //! advisory lock, strictly after every committed row, so no row is skipped or repeated.
 
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::api::{ApiError, ApiState, API_KEY_HEADER};
-use super::upstream::DriverRef;
+use super::error::{query_error, ApiError, ErrorBody};
+use super::keys::ApiKeys;
+use crate::cache::Caches;
+use crate::upstream::DriverRef;
 
-#[derive(Debug, Deserialize)]
+/// What the feeds need.
+#[derive(Clone)]
+pub struct FeedsState {
+    pub pool: Pool,
+    pub caches: Arc<Caches>,
+    pub keys: ApiKeys,
+    /// Largest `limit`.
+    pub max_page: i64,
+}
+
+/// Paging of a feed.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Where the previous page ended; absent or empty = from the beginning.
     pub cursor: Option<String>,
+    /// Items per page, 1 to `api.max_page` (default 100).
+    #[param(value_type = Option<i64>)]
     pub limit: Option<String>,
 }
 
@@ -52,7 +74,8 @@ impl Cursor {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A bound KRT id.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct IdItem {
     pub driver_license_pd_id: String,
     pub deptrans_id: String,
@@ -61,14 +84,16 @@ pub struct IdItem {
     pub drivers: Vec<DriverRef>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A page of the bound-id feed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct IdPage {
     pub items: Vec<IdItem>,
     /// Pass as `cursor` for the next page; unchanged when nothing new.
     pub cursor: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// KRT's latest answer for a licence: the state of the work shift.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatusItem {
     pub driver_license_pd_id: String,
     pub session_status: String,
@@ -79,34 +104,14 @@ pub struct StatusItem {
     pub drivers: Vec<DriverRef>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A page of the session-status feed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatusPage {
     pub items: Vec<StatusItem>,
     pub cursor: String,
 }
 
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let key = headers
-        .get(API_KEY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(ApiError::Unauthorized)?;
-    // Compare every key fully so timing does not reveal a prefix.
-    let mut ok = false;
-    for k in state.api_keys.iter() {
-        ok |= k.len() == key.len()
-            && k.bytes()
-                .zip(key.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0;
-    }
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
-}
-
-fn page_args(state: &ApiState, q: &PageQuery) -> Result<(Cursor, i64), ApiError> {
+fn page_args(state: &FeedsState, q: &PageQuery) -> Result<(Cursor, i64), ApiError> {
     let cursor = match q.cursor.as_deref() {
         None | Some("") => Cursor::start(),
         Some(c) => Cursor::decode(c)
@@ -128,12 +133,29 @@ fn page_args(state: &ApiState, q: &PageQuery) -> Result<(Cursor, i64), ApiError>
     Ok((cursor, limit))
 }
 
+/// Bound KRT ids in write order, for other services' caches.
+#[utoipa::path(
+    get,
+    path = "/internal/v1/id/updates",
+    params(
+        ("X-API-Key" = String, Header, description = "Key of an internal client (`[api.clients]`)"),
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "The ids written after `cursor`", body = IdPage),
+        (status = 400, description = "Bad `cursor` or `limit`, named in `field`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or unknown API key", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ),
+    tag = "internal"
+)]
 pub async fn id_updates(
-    State(state): State<ApiState>,
+    State(state): State<FeedsState>,
     headers: HeaderMap,
-    Query(q): Query<PageQuery>,
+    q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<IdPage>, ApiError> {
-    authorize(&state, &headers)?;
+    state.keys.check(&headers)?;
+    let Query(q) = q.map_err(query_error)?;
     let (cursor, limit) = page_args(&state, &q)?;
     let client = state.pool.get().await?;
     let rows = client
@@ -167,12 +189,29 @@ pub async fn id_updates(
     }))
 }
 
+/// KRT's session statuses in write order, for other services' caches.
+#[utoipa::path(
+    get,
+    path = "/internal/v1/status/updates",
+    params(
+        ("X-API-Key" = String, Header, description = "Key of an internal client (`[api.clients]`)"),
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "The statuses written after `cursor`", body = StatusPage),
+        (status = 400, description = "Bad `cursor` or `limit`, named in `field`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or unknown API key", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ),
+    tag = "internal"
+)]
 pub async fn status_updates(
-    State(state): State<ApiState>,
+    State(state): State<FeedsState>,
     headers: HeaderMap,
-    Query(q): Query<PageQuery>,
+    q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<StatusPage>, ApiError> {
-    authorize(&state, &headers)?;
+    state.keys.check(&headers)?;
+    let Query(q) = q.map_err(query_error)?;
     let (cursor, limit) = page_args(&state, &q)?;
     let client = state.pool.get().await?;
     let rows = client

@@ -1,0 +1,57 @@
+//! The deptrans API's OpenAPI document, derived from the handlers and their typed bodies, and
+//! committed under `schemas/openapi/deptrans.json`.
+
+use utoipa::OpenApi;
+
+use super::{driver_id, error, feeds, rejected};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "switchyard deptrans",
+        description = "The driver's KRT id (masked GET, POST checked by KRT), the internal \
+                       cursor-paged feeds of bound ids and KRT session statuses, and the \
+                       statuses KRT refused for good (listed, re-queued). `/ping` and \
+                       `/metrics` are served beside them."
+    ),
+    paths(
+        driver_id::get_id,
+        driver_id::post_id,
+        feeds::id_updates,
+        feeds::status_updates,
+        rejected::list,
+        rejected::requeue
+    ),
+    components(schemas(error::ErrorBody)),
+    tags(
+        (name = "driver", description = "Called on behalf of a driver (X-YaTaxi headers)"),
+        (name = "internal", description = "Other services; `X-API-Key` of an `[api.clients]` entry")
+    )
+)]
+pub struct DeptransApi;
+
+/// The document as committed in `schemas/openapi/deptrans.json`.
+pub fn document() -> String {
+    let mut json = DeptransApi::openapi().to_pretty_json().unwrap_or_default();
+    json.push('\n');
+    json
+}
+
+#[cfg(test)]
+mod tests {
+    /// Fails when the committed document drifts from the code; regenerate with
+    /// `cargo run -p switchyard-deptrans -- --print-openapi > schemas/openapi/deptrans.json`.
+    #[test]
+    fn committed_openapi_matches_code() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/openapi/deptrans.json"
+        );
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == super::document(),
+            "schemas/openapi/deptrans.json is stale: run \
+             `cargo run -p switchyard-deptrans -- --print-openapi > schemas/openapi/deptrans.json`"
+        );
+    }
+}
