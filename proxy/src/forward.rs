@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use switchyard_runtime::trace;
 use tracing::Instrument;
 
 use crate::body::{self, ProxyBody};
-use crate::client::HttpClient;
+use crate::client::{set_trace_headers, HttpClient};
 use crate::config::{read_secret, ApiKeyConfig, InvalidConfig};
 use crate::error::ProxyError;
 use crate::metrics::{BackendLabels, ProxyMetrics};
@@ -234,22 +233,6 @@ pub async fn send(
         scrub_secret(&mut parts.headers, name, value);
     }
     Ok(Response::from_parts(parts, body::stream(body)))
-}
-
-/// Replaces the caller's `traceparent`/`tracestate` with the context of `span` (which continues
-/// the caller's trace), so the backend's spans are children of ours. Without a span context
-/// (tracing not set up) the caller's headers pass through untouched.
-pub fn set_trace_headers(headers: &mut HeaderMap, span: &tracing::Span) {
-    let Some(ours) = trace::headers(span) else {
-        return;
-    };
-    headers.remove(trace::HEADER);
-    headers.remove(trace::STATE_HEADER);
-    for (name, value) in ours.pairs() {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
-        }
-    }
 }
 
 /// Drops the API key header and any header whose value carries the key, so a backend that

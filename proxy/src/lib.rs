@@ -11,9 +11,15 @@
 //! - `identity`: our phone id to the partner's user id; `jwt`: partner tokens, signed and
 //!   checked.
 //! - `forward`: header hygiene and the forwarding of one request; `client`: the one HTTP
-//!   client to backends; `body`: the one streamed body type.
+//!   client to backends and lookups (with the trace headers every outgoing request carries);
+//!   `body`: the one streamed body type.
 //! - `error`: the one mapping from errors to HTTP; `metrics`: every metric the proxy exports.
 //! - [`run`] / [`serve`]: routing by `x-api-tag` under graceful shutdown.
+//!
+//! Imports point one way, from the request path down to the leaves: this file -> `guard`,
+//! `identity`, `jwt`, `forward`; `identity` -> `forward` (API-key headers), `client`;
+//! `forward` -> `client` -> `body`; everything -> `error`, `config`, `metrics`. No module
+//! imports back from a module that imports it.
 //!
 //! No Kafka here: the proxy takes `switchyard-runtime` without its `kafka` feature.
 
