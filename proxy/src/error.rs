@@ -41,6 +41,8 @@ pub enum ProxyError {
     InvalidHeader(String),
     #[error("{0}")]
     Unauthorized(&'static str),
+    #[error("too many callback tokens in flight; retry with a new token")]
+    ReplayCacheFull,
     #[error("no partner user for this phone id")]
     IdentityNotFound,
     #[error("identity lookup unavailable")]
@@ -70,7 +72,7 @@ impl ProxyError {
             Self::ForeignHost => StatusCode::MISDIRECTED_REQUEST,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::IdentityUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::IdentityUnavailable(_) | Self::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::IdentityBadGateway(_) | Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -90,6 +92,7 @@ impl ProxyError {
             Self::MissingHeader(_) => "missing_header",
             Self::InvalidHeader(_) => "invalid_header",
             Self::Unauthorized(_) => "unauthorized",
+            Self::ReplayCacheFull => "replay_cache_full",
             Self::IdentityNotFound => "identity_not_found",
             Self::IdentityUnavailable(_) => "identity_unavailable",
             Self::IdentityBadGateway(_) => "identity_bad_gateway",

@@ -366,7 +366,7 @@ async fn dispatch<'s>(
         extra.push((identity.user_id_header.clone(), id));
     }
     if let Some((header, signer)) = &backend.signer {
-        extra.push((header.clone(), signer.bearer(user_id.as_deref()).await?));
+        extra.push((header.clone(), signer.bearer(user_id.as_deref())?));
     }
     let path_and_query = req
         .uri()
@@ -419,6 +419,7 @@ async fn callback<'s>(
     if !guard::prefix_allowed(&guard::check_path(inner_path)?, &cb.prefixes) {
         return Err(ProxyError::PathNotAllowed);
     }
+    cb.verifier.use_up(&claims).await?;
     let forwarded = forwarded.to_owned();
     let mut extra = vec![(
         X_PARTNER_TAG.clone(),
