@@ -14,8 +14,12 @@ pub const ENV_PREFIX: &str = "SWITCHYARD_PROXY";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
-    /// Address the proxy listens on.
+    /// Address internal callers send requests to be forwarded by `x-api-tag`.
     pub listen: String,
+    /// Address the partner's callbacks (`/callbacks/<tag>/...`) arrive at; serves nothing else.
+    pub partner_listen: String,
+    /// Address of `/_proxy/ping` and `/_proxy/metrics`; never expose it to the partner.
+    pub ops_listen: String,
     /// Host names (port ignored) clients may put in `Host`; anything else is refused with 421.
     pub allowed_hosts: Vec<String>,
     /// Replace (false) or append to (true) an incoming `X-Forwarded-For`; only trust it when
@@ -39,6 +43,8 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8090".into(),
+            partner_listen: "127.0.0.1:8091".into(),
+            ops_listen: "127.0.0.1:9090".into(),
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into()],
             trust_forwarded_for: false,
             strip_headers: ["authorization", "cookie", "x-api-tag", "x-real-ip"]
@@ -288,6 +294,18 @@ impl ProxyConfig {
     /// Checks what serde cannot: URLs, tags, references between sections. Key material is
     /// checked when the state is built (`ProxyState::new`).
     pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.partner_listen == self.listen {
+            return Err(InvalidConfig::key(
+                "partner_listen",
+                "must differ from listen: partner callbacks get a port of their own",
+            ));
+        }
+        if self.ops_listen == self.listen || self.ops_listen == self.partner_listen {
+            return Err(InvalidConfig::key(
+                "ops_listen",
+                "must differ from listen and partner_listen",
+            ));
+        }
         if self.allowed_hosts.is_empty() {
             return Err(InvalidConfig::key(
                 "allowed_hosts",

@@ -19,6 +19,8 @@ pub struct ErrorBody<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    #[error("no such route on this listener")]
+    NotFound,
     #[error("header x-api-tag is required")]
     MissingTag,
     #[error("no backend for this x-api-tag")]
@@ -66,7 +68,7 @@ impl ProxyError {
             | Self::AmbiguousFraming(_)
             | Self::MissingHeader(_)
             | Self::InvalidHeader(_) => StatusCode::BAD_REQUEST,
-            Self::UnknownTag | Self::PathNotAllowed | Self::IdentityNotFound => {
+            Self::NotFound | Self::UnknownTag | Self::PathNotAllowed | Self::IdentityNotFound => {
                 StatusCode::NOT_FOUND
             }
             Self::ForeignHost => StatusCode::MISDIRECTED_REQUEST,
@@ -81,6 +83,7 @@ impl ProxyError {
 
     pub fn code(&self) -> &'static str {
         match self {
+            Self::NotFound => "not_found",
             Self::MissingTag => "missing_tag",
             Self::UnknownTag => "unknown_tag",
             Self::PathNotAllowed => "path_not_allowed",

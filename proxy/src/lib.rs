@@ -14,7 +14,9 @@
 //!   client to backends and lookups (with the trace headers every outgoing request carries);
 //!   `body`: the one streamed body type.
 //! - `error`: the one mapping from errors to HTTP; `metrics`: every metric the proxy exports.
-//! - [`run`] / [`serve`]: routing by `x-api-tag` under graceful shutdown.
+//! - [`run`] / [`serve`]: three listeners under one graceful shutdown, each with its own
+//!   routes ([`Listener`]): internal forwarding by `x-api-tag`, partner callbacks, and the
+//!   ops endpoints (`/_proxy/ping`, `/_proxy/metrics`).
 //!
 //! Imports point one way, from the request path down to the leaves: this file -> `guard`,
 //! `identity`, `jwt`, `forward`; `identity` -> `forward` (API-key headers), `client`;
@@ -67,6 +69,40 @@ pub static X_API_TAG: HeaderName = HeaderName::from_static("x-api-tag");
 pub static X_PARTNER_SUBJECT: HeaderName = HeaderName::from_static("x-partner-subject");
 /// Header naming the backend tag a callback came for.
 pub static X_PARTNER_TAG: HeaderName = HeaderName::from_static("x-partner-tag");
+
+/// Which port a request came in on; each serves its own routes and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Our services: requests forwarded to a backend by `x-api-tag`.
+    Internal,
+    /// The partner: `/callbacks/<tag>/...` with a valid partner JWT, nothing else.
+    Partner,
+    /// Probes and scrapes: `GET /_proxy/ping` and `GET /_proxy/metrics`, nothing else.
+    Ops,
+}
+
+/// The three bound sockets the proxy serves on.
+pub struct Listeners {
+    pub internal: TcpListener,
+    pub partner: TcpListener,
+    pub ops: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `listen`, `partner_listen` and `ops_listen` from the config.
+    pub async fn bind(config: &ProxyConfig) -> std::io::Result<Self> {
+        let bind = |addr: String| async move {
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("binding {addr}: {e}")))
+        };
+        Ok(Self {
+            internal: bind(config.listen.clone()).await?,
+            partner: bind(config.partner_listen.clone()).await?,
+            ops: bind(config.ops_listen.clone()).await?,
+        })
+    }
+}
 
 struct Backend {
     target: Target,
@@ -178,28 +214,73 @@ pub enum RunError {
     Config(#[from] InvalidConfig),
 }
 
-/// Serves the proxy on `listener` until `shutdown`, then lets in-flight requests finish for
+/// Serves the proxy on `listeners` until `shutdown`, then lets in-flight requests finish for
 /// `drain_timeout_ms`.
 pub async fn run(
     config: ProxyConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
     let state = ProxyState::new(&config)?;
-    serve(state, &config, listener, shutdown).await;
+    serve(state, &config, listeners, shutdown).await;
     Ok(())
 }
 
-/// The accept loop: HTTP/1.1 only, so the request target is always what the client sent.
+/// Serves every listener until `shutdown`, then drains all their connections together.
 pub async fn serve(
     state: Arc<ProxyState>,
     config: &ProxyConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: Shutdown,
 ) {
     let graceful = GracefulShutdown::new();
     let header_timeout = Duration::from_millis(config.header_read_timeout_ms);
-    tracing::info!(addr = ?listener.local_addr().ok(), backends = state.backends.len(), "proxy listening");
+    tracing::info!(backends = state.backends.len(), "proxy starting");
+    tokio::join!(
+        accept(
+            Listener::Internal,
+            listeners.internal,
+            &state,
+            &graceful,
+            header_timeout,
+            &shutdown
+        ),
+        accept(
+            Listener::Partner,
+            listeners.partner,
+            &state,
+            &graceful,
+            header_timeout,
+            &shutdown
+        ),
+        accept(
+            Listener::Ops,
+            listeners.ops,
+            &state,
+            &graceful,
+            header_timeout,
+            &shutdown
+        ),
+    );
+    let drain = Duration::from_millis(config.drain_timeout_ms);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain deadline passed with requests in flight");
+    }
+}
+
+/// One accept loop: HTTP/1.1 only, so the request target is always what the client sent.
+async fn accept(
+    role: Listener,
+    listener: TcpListener,
+    state: &Arc<ProxyState>,
+    graceful: &GracefulShutdown,
+    header_timeout: Duration,
+    shutdown: &Shutdown,
+) {
+    tracing::info!(addr = ?listener.local_addr().ok(), listener = ?role, "proxy listening");
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.triggered() => break,
@@ -216,7 +297,7 @@ pub async fn serve(
         let state = state.clone();
         let flag = FramingFlag::default();
         let io = TokioIo::new(SniffedIo::new(stream, flag.clone()));
-        let service = service_fn(move |req| handle(state.clone(), peer, flag.clone(), req));
+        let service = service_fn(move |req| handle(state.clone(), role, peer, flag.clone(), req));
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
@@ -228,33 +309,39 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
-    let drain = Duration::from_millis(config.drain_timeout_ms);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain deadline passed with requests in flight");
-    }
 }
 
 async fn handle(
     state: Arc<ProxyState>,
+    role: Listener,
     peer: SocketAddr,
     framing: FramingFlag,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let request_id = request_id(req.headers());
-    let span = request_span(&req, &request_id);
+    let span = match role {
+        Listener::Ops => tracing::Span::none(),
+        Listener::Internal | Listener::Partner => request_span(&req, &request_id),
+    };
     let mut label = NO_BACKEND;
     let result = if framing.is_ambiguous() {
         Err(ProxyError::AmbiguousFraming(
             "both content-length and transfer-encoding",
         ))
     } else {
-        dispatch(&state, peer, req, &request_id, &mut label)
-            .instrument(span.clone())
-            .await
+        match role {
+            Listener::Internal => {
+                dispatch(&state, peer, req, &request_id, &mut label)
+                    .instrument(span.clone())
+                    .await
+            }
+            Listener::Partner => {
+                partner(&state, peer, req, &request_id, &mut label)
+                    .instrument(span.clone())
+                    .await
+            }
+            Listener::Ops => ops(&state, &req).await,
+        }
     };
     let mut resp = result.unwrap_or_else(ProxyError::into_response);
     resp.headers_mut()
@@ -307,6 +394,51 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
         })
 }
 
+/// The ops listener: probes and scrapes only. It forwards nothing, so the `Host` allow-list
+/// (a guard against DNS rebinding onto the forwarding port) does not apply; Prometheus
+/// scrapes by pod address.
+async fn ops(
+    state: &ProxyState,
+    req: &Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if req.method() != Method::GET {
+        return Err(ProxyError::MethodNotAllowed(req.method().clone()));
+    }
+    match req.uri().path() {
+        "/_proxy/ping" => Ok(plain(StatusCode::OK, "text/plain", "pong".into())),
+        "/_proxy/metrics" => {
+            for identity in &state.identities {
+                identity.update_size_metric().await;
+            }
+            let text = switchyard_runtime::metrics::render(&state.metrics.registry);
+            Ok(plain(
+                StatusCode::OK,
+                switchyard_runtime::metrics::CONTENT_TYPE,
+                text,
+            ))
+        }
+        _ => Err(ProxyError::NotFound),
+    }
+}
+
+/// The partner-facing listener: `/callbacks/<tag>/...` and nothing else; `x-api-tag` means
+/// nothing here.
+async fn partner<'s>(
+    state: &'s ProxyState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    request_id: &HeaderValue,
+    label: &mut &'s str,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    guard::check_request(&req, &state.allowed_hosts)?;
+    let decoded = guard::check_path(req.uri().path())?;
+    match decoded.strip_prefix("/callbacks/") {
+        Some(rest) => callback(state, peer, req, rest, request_id, label).await,
+        None => Err(ProxyError::NotFound),
+    }
+}
+
+/// The internal listener: forwarding by `x-api-tag` only; no ops endpoints, no callbacks.
 async fn dispatch<'s>(
     state: &'s ProxyState,
     peer: SocketAddr,
@@ -317,28 +449,9 @@ async fn dispatch<'s>(
     guard::check_request(&req, &state.allowed_hosts)?;
     let path = req.uri().path();
     let tag = req.headers().get(&X_API_TAG);
-    if tag.is_none() && req.method() == Method::GET {
-        match path {
-            "/_proxy/ping" => return Ok(plain(StatusCode::OK, "text/plain", "pong".into())),
-            "/_proxy/metrics" => {
-                for identity in &state.identities {
-                    identity.update_size_metric().await;
-                }
-                let text = switchyard_runtime::metrics::render(&state.metrics.registry);
-                return Ok(plain(
-                    StatusCode::OK,
-                    switchyard_runtime::metrics::CONTENT_TYPE,
-                    text,
-                ));
-            }
-            _ => {}
-        }
-    }
     let decoded = guard::check_path(path)?;
-    if tag.is_none() {
-        if let Some(rest) = decoded.strip_prefix("/callbacks/") {
-            return callback(state, peer, req, rest, request_id, label).await;
-        }
+    if decoded.starts_with("/_proxy/") {
+        return Err(ProxyError::NotFound);
     }
     let tag = tag.ok_or(ProxyError::MissingTag)?;
     let backend = tag

@@ -75,9 +75,9 @@ async fn miss_then_hit_forwards_the_partner_user_id_and_no_personal_data() {
         (1, 1),
         "second request was not a hit"
     );
-    assert_eq!(metric(&c, proxy.addr, HITS).await, 1.0);
-    assert_eq!(metric(&c, proxy.addr, MISSES).await, 1.0);
-    assert_eq!(metric(&c, proxy.addr, SIZE).await, 1.0);
+    assert_eq!(metric(&c, proxy.ops_addr, HITS).await, 1.0);
+    assert_eq!(metric(&c, proxy.ops_addr, MISSES).await, 1.0);
+    assert_eq!(metric(&c, proxy.ops_addr, SIZE).await, 1.0);
 
     // Another id is another miss.
     let a = send(&c, ride(proxy.addr, "other-id-7")).await;
@@ -114,7 +114,7 @@ async fn concurrent_misses_for_one_id_make_one_upstream_call() {
         })
         .collect();
     // Every request has missed the cache and is waiting on the one held lookup.
-    while metric(&c, proxy.addr, MISSES).await < 20.0 {
+    while metric(&c, proxy.ops_addr, MISSES).await < 20.0 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     lookups.gate.add_permits(100);
@@ -215,10 +215,10 @@ async fn a_full_cache_drops_the_least_recently_used_id() {
     let (_backend, proxy, c) = setup_with_capacity(lookups_addr, 600_000, 2).await;
     for id in ["lru-a", "lru-b", "lru-a", "lru-c"] {
         assert_eq!(send(&c, ride(proxy.addr, id)).await.status, 200, "{id}");
-        metric(&c, proxy.addr, SIZE).await;
+        metric(&c, proxy.ops_addr, SIZE).await;
     }
     assert_eq!(lookups.personal(), 3, "a, b and c looked up once each");
-    assert_eq!(metric(&c, proxy.addr, SIZE).await, 2.0);
+    assert_eq!(metric(&c, proxy.ops_addr, SIZE).await, 2.0);
     assert_eq!(send(&c, ride(proxy.addr, "lru-a")).await.status, 200);
     assert_eq!(
         lookups.personal(),

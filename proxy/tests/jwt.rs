@@ -259,7 +259,11 @@ async fn valid_callbacks_reach_the_internal_upstream() {
     );
     let a = send(
         &c,
-        callback(proxy.addr, "/callbacks/scooter/rides/42?x=1", Some(&es)),
+        callback(
+            proxy.partner_addr,
+            "/callbacks/scooter/rides/42?x=1",
+            Some(&es),
+        ),
     )
     .await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
@@ -281,7 +285,7 @@ async fn valid_callbacks_reach_the_internal_upstream() {
     );
     let a = send(
         &c,
-        callback(proxy.addr, "/callbacks/scooter/rides/43", Some(&hs)),
+        callback(proxy.partner_addr, "/callbacks/scooter/rides/43", Some(&hs)),
     )
     .await;
     assert_eq!(a.status, 200);
@@ -289,7 +293,7 @@ async fn valid_callbacks_reach_the_internal_upstream() {
     // A valid token does not widen the allowed paths.
     let a = send(
         &c,
-        callback(proxy.addr, "/callbacks/scooter/admin", Some(&hs)),
+        callback(proxy.partner_addr, "/callbacks/scooter/admin", Some(&hs)),
     )
     .await;
     assert_eq!(
@@ -417,7 +421,11 @@ async fn every_bad_callback_token_is_a_401() {
     for (case, token) in cases {
         let a = send(
             &c,
-            callback(proxy.addr, "/callbacks/scooter/rides/1", token.as_deref()),
+            callback(
+                proxy.partner_addr,
+                "/callbacks/scooter/rides/1",
+                token.as_deref(),
+            ),
         )
         .await;
         assert_eq!(
@@ -435,7 +443,11 @@ async fn every_bad_callback_token_is_a_401() {
 #[tokio::test]
 async fn callbacks_for_backends_without_callbacks_are_404() {
     let (internal, proxy, c) = callback_setup().await;
-    let a = send(&c, callback(proxy.addr, "/callbacks/trains/rides/1", None)).await;
+    let a = send(
+        &c,
+        callback(proxy.partner_addr, "/callbacks/trains/rides/1", None),
+    )
+    .await;
     assert_eq!((a.status, a.error_code().as_str()), (404, "unknown_tag"));
     assert!(internal.seen().is_empty());
 }
@@ -449,12 +461,16 @@ async fn a_replayed_callback_token_is_refused() {
     let first = token(Algorithm::HS256, "partner-hs", &hs, good_claims());
     let a = send(
         &c,
-        callback(proxy.addr, "/callbacks/scooter/rides/1", Some(&first)),
+        callback(
+            proxy.partner_addr,
+            "/callbacks/scooter/rides/1",
+            Some(&first),
+        ),
     )
     .await;
     assert_eq!(a.status, 200);
     for path in ["/callbacks/scooter/rides/1", "/callbacks/scooter/rides/2"] {
-        let a = send(&c, callback(proxy.addr, path, Some(&first))).await;
+        let a = send(&c, callback(proxy.partner_addr, path, Some(&first))).await;
         assert_eq!((a.status, a.error_code().as_str()), (401, "unauthorized"));
         assert!(a.json()["message"]
             .as_str()
@@ -466,7 +482,7 @@ async fn a_replayed_callback_token_is_refused() {
     let fresh = token(Algorithm::HS256, "partner-hs", &hs, good_claims());
     let tries: Vec<_> = (0..8)
         .map(|_| {
-            let (c, t, addr) = (c.clone(), fresh.clone(), proxy.addr);
+            let (c, t, addr) = (c.clone(), fresh.clone(), proxy.partner_addr);
             tokio::spawn(async move {
                 send(&c, callback(addr, "/callbacks/scooter/rides/3", Some(&t)))
                     .await

@@ -269,19 +269,36 @@ pub fn proxy_config(backends: BTreeMap<String, BackendConfig>) -> ProxyConfig {
 
 /// A running proxy; dropped tests just leave it to the runtime.
 pub struct Proxy {
+    /// Internal forwarding (`x-api-tag`).
     pub addr: SocketAddr,
+    /// Partner callbacks.
+    pub partner_addr: SocketAddr,
+    /// `/_proxy/ping` and `/_proxy/metrics`.
+    pub ops_addr: SocketAddr,
     pub shutdown: Shutdown,
 }
 
 pub async fn start_proxy(config: ProxyConfig) -> Proxy {
     switchyard_runtime::telemetry::init_tracing("proxy-test");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let bind = || async { TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    let listeners = switchyard_proxy::Listeners {
+        internal: bind().await,
+        partner: bind().await,
+        ops: bind().await,
+    };
+    let addr = listeners.internal.local_addr().unwrap();
+    let partner_addr = listeners.partner.local_addr().unwrap();
+    let ops_addr = listeners.ops.local_addr().unwrap();
     let shutdown = Shutdown::new();
     let state = switchyard_proxy::ProxyState::new(&config).expect("valid config");
     let s = shutdown.clone();
-    tokio::spawn(async move { switchyard_proxy::serve(state, &config, listener, s).await });
-    Proxy { addr, shutdown }
+    tokio::spawn(async move { switchyard_proxy::serve(state, &config, listeners, s).await });
+    Proxy {
+        addr,
+        partner_addr,
+        ops_addr,
+        shutdown,
+    }
 }
 
 /// A response read whole.
@@ -356,9 +373,11 @@ pub async fn raw(proxy: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The value of a metric line such as `name_total{labels} 3`, or 0 when absent.
-pub async fn metric(client: &TestClient, proxy: SocketAddr, line_prefix: &str) -> f64 {
-    let answer = send(client, get(proxy, "/_proxy/metrics", None, &[])).await;
+/// The value of a metric line such as `name_total{labels} 3`, or 0 when absent; `ops` is the
+/// proxy's ops listener.
+pub async fn metric(client: &TestClient, ops: SocketAddr, line_prefix: &str) -> f64 {
+    let answer = send(client, get(ops, "/_proxy/metrics", None, &[])).await;
+    assert_eq!(answer.status, 200, "metrics not served");
     let text = String::from_utf8_lossy(&answer.body).into_owned();
     text.lines()
         .find(|l| l.starts_with(line_prefix))
