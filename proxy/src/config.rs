@@ -33,6 +33,9 @@ pub struct ProxyConfig {
     pub header_read_timeout_ms: u64,
     /// How long in-flight requests may finish after shutdown was requested.
     pub drain_timeout_ms: u64,
+    /// Internal callers by name: who may use the internal listener, and for which backends.
+    /// None configured means every internal request is refused.
+    pub callers: BTreeMap<String, CallerConfig>,
     /// Partner APIs by the tag clients put in `x-api-tag`.
     pub backends: BTreeMap<String, BackendConfig>,
     /// Identity exchanges by name; a backend refers to one by its `identity` key.
@@ -55,10 +58,25 @@ impl Default for ProxyConfig {
                 .to_vec(),
             header_read_timeout_ms: 10_000,
             drain_timeout_ms: 10_000,
+            callers: BTreeMap::new(),
             backends: BTreeMap::new(),
             identity: BTreeMap::new(),
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// sha256 of the caller's token, 64 hex digits (`printf %s TOKEN | sha256sum`); the token
+    /// itself is never stored. Or use `token_file`.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// File holding the caller's token (a mounted secret), hashed at start.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Backend tags this caller may send in `x-api-tag`; any other is a 403.
+    pub backends: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -343,6 +361,16 @@ impl ProxyConfig {
                     return Err(InvalidConfig::key(
                         key("callback.keys"),
                         "needs at least one key",
+                    ));
+                }
+            }
+        }
+        for (name, caller) in &self.callers {
+            for tag in &caller.backends {
+                if !self.backends.contains_key(tag) {
+                    return Err(InvalidConfig::key(
+                        format!("callers.{name}.backends"),
+                        format!("no [backends.{tag}]"),
                     ));
                 }
             }

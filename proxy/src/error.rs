@@ -43,6 +43,8 @@ pub enum ProxyError {
     InvalidHeader(String),
     #[error("{0}")]
     Unauthorized(&'static str),
+    #[error("this caller may not use this x-api-tag")]
+    Forbidden,
     #[error("too many callback tokens in flight; retry with a new token")]
     ReplayCacheFull,
     #[error("no partner user for this phone id")]
@@ -74,6 +76,7 @@ impl ProxyError {
             Self::ForeignHost => StatusCode::MISDIRECTED_REQUEST,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::IdentityUnavailable(_) | Self::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::IdentityBadGateway(_) | Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -95,6 +98,7 @@ impl ProxyError {
             Self::MissingHeader(_) => "missing_header",
             Self::InvalidHeader(_) => "invalid_header",
             Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::ReplayCacheFull => "replay_cache_full",
             Self::IdentityNotFound => "identity_not_found",
             Self::IdentityUnavailable(_) => "identity_unavailable",

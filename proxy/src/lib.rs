@@ -6,6 +6,7 @@
 //! # Layout
 //!
 //! - [`config`]: `ProxyConfig` (backends, identity, API keys, secrets).
+//! - `access`: internal callers, their credentials and the backends each may use.
 //! - `guard`: what a request must satisfy before routing; `framing`: request-smuggling
 //!   detection below hyper.
 //! - `identity`: our phone id to the partner's user id; `jwt`: partner tokens, signed and
@@ -18,13 +19,14 @@
 //!   routes ([`Listener`]): internal forwarding by `x-api-tag`, partner callbacks, and the
 //!   ops endpoints (`/_proxy/ping`, `/_proxy/metrics`).
 //!
-//! Imports point one way, from the request path down to the leaves: this file -> `guard`,
+//! Imports point one way, from the request path down to the leaves: this file -> `access`, `guard`,
 //! `identity`, `jwt`, `forward`; `identity` -> `forward` (API-key headers), `client`;
 //! `forward` -> `client` -> `body`; everything -> `error`, `config`, `metrics`. No module
 //! imports back from a module that imports it.
 //!
 //! No Kafka here: the proxy takes `switchyard-runtime` without its `kafka` feature.
 
+mod access;
 mod body;
 mod client;
 pub mod config;
@@ -53,6 +55,7 @@ use switchyard_runtime::{trace, Shutdown};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+pub use crate::access::{sha256_hex, X_PROXY_KEY};
 use crate::body::ProxyBody;
 pub use crate::config::ProxyConfig;
 use crate::config::{BackendConfig, InvalidConfig};
@@ -126,6 +129,7 @@ pub struct ProxyState {
     strip: StripRules,
     backends: HashMap<String, Backend>,
     identities: Vec<Arc<IdentityExchange>>,
+    callers: access::Callers,
     client: client::HttpClient,
     pub metrics: Arc<ProxyMetrics>,
 }
@@ -162,6 +166,7 @@ impl ProxyState {
             strip: StripRules { names, prefixes },
             backends,
             identities: identities.into_values().collect(),
+            callers: access::Callers::new(&cfg.callers)?,
             client,
             metrics,
         }))
@@ -442,17 +447,27 @@ async fn partner<'s>(
 async fn dispatch<'s>(
     state: &'s ProxyState,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     request_id: &HeaderValue,
     label: &mut &'s str,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     guard::check_request(&req, &state.allowed_hosts)?;
-    let path = req.uri().path();
-    let tag = req.headers().get(&X_API_TAG);
-    let decoded = guard::check_path(path)?;
+    let decoded = guard::check_path(req.uri().path())?;
+    let (caller, credential) = match state.callers.authenticate(req.headers()) {
+        Ok(found) => found,
+        Err(e) => {
+            state
+                .metrics
+                .record_access(NO_BACKEND, NO_BACKEND, "unauthenticated");
+            return Err(e);
+        }
+    };
+    // The caller's credential never leaves for a backend, whatever the strip lists say.
+    req.headers_mut().remove(credential);
     if decoded.starts_with("/_proxy/") {
         return Err(ProxyError::NotFound);
     }
+    let tag = req.headers().get(&X_API_TAG);
     let tag = tag.ok_or(ProxyError::MissingTag)?;
     let backend = tag
         .to_str()
@@ -461,6 +476,11 @@ async fn dispatch<'s>(
         .ok_or(ProxyError::UnknownTag);
     let (tag, backend) = backend?;
     *label = tag;
+    if !caller.may_use(tag) {
+        state.metrics.record_access(&caller.name, tag, "forbidden");
+        return Err(ProxyError::Forbidden);
+    }
+    state.metrics.record_access(&caller.name, tag, "allowed");
     if !guard::prefix_allowed(&decoded, &backend.prefixes) {
         return Err(ProxyError::PathNotAllowed);
     }

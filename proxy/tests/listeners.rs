@@ -106,10 +106,25 @@ async fn every_cross_listener_attempt_is_refused() {
             "{path}"
         );
     }
+    // A valid partner JWT is not an internal credential (these requests carry no harness key).
     let a = send(&c, callback(proxy.addr, "/callbacks/scooter/rides/1")).await;
+    assert_eq!((a.status, a.error_code().as_str()), (401, "unauthorized"));
+    let mut forward = callback(proxy.addr, "/v1/rides");
+    forward
+        .headers_mut()
+        .insert("x-api-tag", http::HeaderValue::from_static("scooter"));
+    let a = send(&c, forward).await;
+    assert_eq!((a.status, a.error_code().as_str()), (401, "unauthorized"));
+    // With the internal credential a callback path still names no backend.
+    let mut authed = callback(proxy.addr, "/callbacks/scooter/rides/1");
+    authed
+        .headers_mut()
+        .insert("x-proxy-key", http::HeaderValue::from_static(CALLER_TOKEN));
+    let a = send(&c, authed).await;
     assert_eq!((a.status, a.error_code().as_str()), (400, "missing_tag"));
 
-    // Partner port: no forwarding by tag, no ops endpoints.
+    // Partner port: no forwarding by tag, no ops endpoints, even with the internal
+    // credential (`get` sends the harness caller's key).
     for path in ["/v1/rides", "/_proxy/metrics", "/_proxy/ping", "/"] {
         let a = send(&c, get(proxy.partner_addr, path, Some("scooter"), &[])).await;
         assert_eq!(

@@ -38,6 +38,7 @@ async fn a_100mb_upload_streams_with_flat_memory() {
     let before = peak_rss_kb();
     let req = http::Request::post(format!("http://{}/v1/upload", proxy.addr))
         .header("x-api-tag", "big")
+        .header("x-proxy-key", CALLER_TOKEN)
         .body(Body::from_stream(pattern_stream(SIZE)))
         .unwrap();
     let a = send(&c, req).await;

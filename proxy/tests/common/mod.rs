@@ -17,13 +17,17 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use switchyard_proxy::config::{ApiKeyConfig, BackendConfig, IdentityConfig, ProxyConfig, Secret};
+use switchyard_proxy::config::{
+    ApiKeyConfig, BackendConfig, CallerConfig, IdentityConfig, ProxyConfig, Secret,
+};
 use switchyard_runtime::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub const API_KEY: &str = "partner-api-key-0123456789";
 pub const LOOKUP_KEY: &str = "lookup-api-key-abcdef";
+/// The internal caller every harness request authenticates as (`x-proxy-key`).
+pub const CALLER_TOKEN: &str = "test-caller-token-0123456789";
 
 pub async fn serve(app: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -260,8 +264,21 @@ pub fn identity_config(lookups: SocketAddr) -> IdentityConfig {
     }
 }
 
+/// A caller with `token` that may use `backends`.
+pub fn caller(token: &str, backends: &[&str]) -> CallerConfig {
+    CallerConfig {
+        token_sha256: Some(switchyard_proxy::sha256_hex(token)),
+        token_file: None,
+        backends: backends.iter().map(|b| (*b).to_owned()).collect(),
+    }
+}
+
+/// The proxy config over `backends`, with the harness caller (`CALLER_TOKEN`) allowed on all.
 pub fn proxy_config(backends: BTreeMap<String, BackendConfig>) -> ProxyConfig {
+    let tags: Vec<&str> = backends.keys().map(String::as_str).collect();
+    let callers = BTreeMap::from([("test".to_owned(), caller(CALLER_TOKEN, &tags))]);
     ProxyConfig {
+        callers,
         backends,
         ..ProxyConfig::default()
     }
@@ -346,14 +363,16 @@ pub async fn send(client: &TestClient, req: http::Request<Body>) -> Answer {
     }
 }
 
-/// A GET to the proxy at `path` with `x-api-tag: tag` (if any) and extra headers.
+/// A GET to the proxy at `path` with `x-api-tag: tag` (if any), extra headers, and the
+/// harness caller's `x-proxy-key`.
 pub fn get(
     proxy: SocketAddr,
     path: &str,
     tag: Option<&str>,
     headers: &[(&str, &str)],
 ) -> http::Request<Body> {
-    let mut b = http::Request::get(format!("http://{proxy}{path}"));
+    let mut b =
+        http::Request::get(format!("http://{proxy}{path}")).header("x-proxy-key", CALLER_TOKEN);
     if let Some(tag) = tag {
         b = b.header("x-api-tag", tag);
     }
