@@ -31,6 +31,11 @@ pub struct ProxyConfig {
     pub strip_header_prefixes: Vec<String>,
     /// Time a client gets to send the request head before the connection is closed.
     pub header_read_timeout_ms: u64,
+    /// Upper bound on a whole request, head to last response byte, on every listener;
+    /// then 504 `request_timeout` or, once the response has started, a cut connection.
+    pub request_timeout_ms: u64,
+    /// Largest request body on any route unless a backend sets its own; then 413.
+    pub max_body_bytes: u64,
     /// How long in-flight requests may finish after shutdown was requested.
     pub drain_timeout_ms: u64,
     /// Internal callers by name: who may use the internal listener, and for which backends.
@@ -57,6 +62,8 @@ impl Default for ProxyConfig {
                 .map(String::from)
                 .to_vec(),
             header_read_timeout_ms: 10_000,
+            request_timeout_ms: 60_000,
+            max_body_bytes: 10 * 1024 * 1024,
             drain_timeout_ms: 10_000,
             callers: BTreeMap::new(),
             backends: BTreeMap::new(),
@@ -89,6 +96,9 @@ pub struct BackendConfig {
     pub timeout_ms: u64,
     /// Path prefixes (segment-wise) that may be forwarded; everything else is a 404.
     pub allowed_prefixes: Vec<String>,
+    /// Largest request body forwarded to this backend (default: the global `max_body_bytes`).
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
     /// Name of the `[identity.<name>]` exchange to apply; none means no phone id is needed.
     #[serde(default)]
     pub identity: Option<String>,
@@ -324,6 +334,12 @@ impl ProxyConfig {
                 "must differ from listen and partner_listen",
             ));
         }
+        if self.request_timeout_ms == 0 || self.header_read_timeout_ms == 0 {
+            return Err(InvalidConfig::key(
+                "request_timeout_ms",
+                "request_timeout_ms and header_read_timeout_ms must be > 0",
+            ));
+        }
         if self.allowed_hosts.is_empty() {
             return Err(InvalidConfig::key(
                 "allowed_hosts",
@@ -455,6 +471,7 @@ mod tests {
             base_url: url.into(),
             timeout_ms: 1000,
             allowed_prefixes: vec!["/v1".into()],
+            max_body_bytes: None,
             identity: None,
             api_key: None,
             jwt: None,

@@ -53,6 +53,10 @@ pub enum ProxyError {
     IdentityUnavailable(#[source] BoxError),
     #[error("identity lookup answered badly")]
     IdentityBadGateway(#[source] BoxError),
+    #[error("request body exceeds {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("request did not complete within the proxy's request timeout")]
+    RequestTimeout,
     #[error("backend did not answer in time")]
     UpstreamTimeout,
     #[error("backend unreachable")]
@@ -79,7 +83,8 @@ impl ProxyError {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::IdentityUnavailable(_) | Self::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::IdentityBadGateway(_) | Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
-            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamTimeout | Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +109,8 @@ impl ProxyError {
             Self::IdentityUnavailable(_) => "identity_unavailable",
             Self::IdentityBadGateway(_) => "identity_bad_gateway",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::RequestTimeout => "request_timeout",
+            Self::BodyTooLarge(_) => "body_too_large",
             Self::UpstreamUnavailable(_) => "upstream_unavailable",
             Self::Internal(_) => "internal",
         }

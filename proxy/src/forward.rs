@@ -10,7 +10,7 @@ use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use crate::body::{self, ProxyBody};
+use crate::body::{Bounded, Deadline, ProxyBody, Tripped};
 use crate::client::{set_trace_headers, HttpClient};
 use crate::config::{read_secret, ApiKeyConfig, InvalidConfig};
 use crate::error::ProxyError;
@@ -111,6 +111,8 @@ pub struct Target {
     pub timeout: Duration,
     /// Secret header added to requests and scrubbed from responses.
     pub api_key: Option<(HeaderName, HeaderValue)>,
+    /// Largest request body forwarded; then 413.
+    pub max_body: u64,
 }
 
 impl Target {
@@ -120,6 +122,7 @@ impl Target {
             base: base_url.trim_end_matches('/').to_owned(),
             timeout: Duration::from_millis(timeout_ms),
             api_key: None,
+            max_body: u64::MAX,
         }
     }
 }
@@ -144,6 +147,19 @@ pub async fn send(
     fwd: Forwarding<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > target.max_body) {
+        return Err(ProxyError::BodyTooLarge(target.max_body));
+    }
+    let deadline = parts
+        .extensions
+        .get::<Deadline>()
+        .map_or_else(|| tokio::time::Instant::now() + target.timeout, |d| d.0);
+    let tripped = Tripped::default();
     let uri: Uri = format!("{}{path_and_query}", target.base)
         .parse()
         .map_err(|e: http::uri::InvalidUri| ProxyError::Internal(e.into()))?;
@@ -198,7 +214,8 @@ pub async fn send(
     set_trace_headers(headers, &span);
     parts.uri = uri;
     parts.version = Version::HTTP_11;
-    let upstream = Request::from_parts(parts, body::stream(body));
+    let bounded = Bounded::new(body, target.max_body, deadline, tripped.clone());
+    let upstream = Request::from_parts(parts, http_body_util::BodyExt::boxed(bounded));
 
     let started = Instant::now();
     let result = tokio::time::timeout(target.timeout, client.request(upstream))
@@ -224,6 +241,8 @@ pub async fn send(
         .observe(started.elapsed().as_secs_f64());
     let resp = match result {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
+        Ok(Err(_)) if tripped.too_large() => return Err(ProxyError::BodyTooLarge(target.max_body)),
+        Ok(Err(_)) if tripped.deadline() => return Err(ProxyError::RequestTimeout),
         Ok(Err(e)) => return Err(ProxyError::UpstreamUnavailable(e.into())),
         Ok(Ok(resp)) => resp,
     };
@@ -232,7 +251,12 @@ pub async fn send(
     if let Some((name, value)) = &target.api_key {
         scrub_secret(&mut parts.headers, name, value);
     }
-    Ok(Response::from_parts(parts, body::stream(body)))
+    // The response body is cut at the same deadline: a backend stalling mid-body ends there.
+    let bounded = Bounded::new(body, u64::MAX, deadline, Tripped::default());
+    Ok(Response::from_parts(
+        parts,
+        http_body_util::BodyExt::boxed(bounded),
+    ))
 }
 
 /// Drops the API key header and any header whose value carries the key, so a backend that

@@ -44,7 +44,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{
+    HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
+};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -130,6 +132,7 @@ pub struct ProxyState {
     backends: HashMap<String, Backend>,
     identities: Vec<Arc<IdentityExchange>>,
     callers: access::Callers,
+    request_timeout: Duration,
     client: client::HttpClient,
     pub metrics: Arc<ProxyMetrics>,
 }
@@ -146,7 +149,10 @@ impl ProxyState {
         }
         let mut backends = HashMap::new();
         for (tag, b) in &cfg.backends {
-            backends.insert(tag.clone(), build_backend(tag, b, &identities)?);
+            backends.insert(
+                tag.clone(),
+                build_backend(tag, b, &identities, cfg.max_body_bytes)?,
+            );
         }
         let names = cfg
             .strip_headers
@@ -167,6 +173,7 @@ impl ProxyState {
             backends,
             identities: identities.into_values().collect(),
             callers: access::Callers::new(&cfg.callers)?,
+            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             client,
             metrics,
         }))
@@ -177,9 +184,11 @@ fn build_backend(
     tag: &str,
     b: &BackendConfig,
     identities: &HashMap<String, Arc<IdentityExchange>>,
+    max_body: u64,
 ) -> Result<Backend, InvalidConfig> {
     let key = |field: &str| format!("backends.{tag}.{field}");
     let mut target = Target::new(tag, &b.base_url, b.timeout_ms);
+    target.max_body = b.max_body_bytes.unwrap_or(max_body);
     target.api_key = b
         .api_key
         .as_ref()
@@ -195,7 +204,10 @@ fn build_backend(
     };
     let callback = match &b.callback {
         Some(cb) => Some(Callback {
-            target: Target::new(tag, &cb.upstream, cb.timeout_ms),
+            target: Target {
+                max_body,
+                ..Target::new(tag, &cb.upstream, cb.timeout_ms)
+            },
             prefixes: cb.allowed_prefixes.clone(),
             verifier: Verifier::new(&key("callback"), cb)?,
         }),
@@ -329,24 +341,32 @@ async fn handle(
         Listener::Internal | Listener::Partner => request_span(&req, &request_id),
     };
     let mut label = NO_BACKEND;
+    let deadline = tokio::time::Instant::now() + state.request_timeout;
+    let mut req = req;
+    req.extensions_mut().insert(body::Deadline(deadline));
     let result = if framing.is_ambiguous() {
         Err(ProxyError::AmbiguousFraming(
             "both content-length and transfer-encoding",
         ))
     } else {
-        match role {
-            Listener::Internal => {
-                dispatch(&state, peer, req, &request_id, &mut label)
-                    .instrument(span.clone())
-                    .await
+        let routed = async {
+            match role {
+                Listener::Internal => {
+                    dispatch(&state, peer, req, &request_id, &mut label)
+                        .instrument(span.clone())
+                        .await
+                }
+                Listener::Partner => {
+                    partner(&state, peer, req, &request_id, &mut label)
+                        .instrument(span.clone())
+                        .await
+                }
+                Listener::Ops => ops(&state, &req).await,
             }
-            Listener::Partner => {
-                partner(&state, peer, req, &request_id, &mut label)
-                    .instrument(span.clone())
-                    .await
-            }
-            Listener::Ops => ops(&state, &req).await,
-        }
+        };
+        tokio::time::timeout_at(deadline, routed)
+            .await
+            .unwrap_or(Err(ProxyError::RequestTimeout))
     };
     let mut resp = result.unwrap_or_else(ProxyError::into_response);
     resp.headers_mut()
@@ -408,6 +428,11 @@ async fn ops(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if req.method() != Method::GET {
         return Err(ProxyError::MethodNotAllowed(req.method().clone()));
+    }
+    // Nothing here reads a body: refuse one rather than leave it on the connection.
+    let declared = req.headers().get(CONTENT_LENGTH).map(|v| v.as_bytes());
+    if req.headers().contains_key(TRANSFER_ENCODING) || declared.is_some_and(|v| v != b"0") {
+        return Err(ProxyError::BodyTooLarge(0));
     }
     match req.uri().path() {
         "/_proxy/ping" => Ok(plain(StatusCode::OK, "text/plain", "pong".into())),

@@ -24,11 +24,10 @@ fn peak_rss_kb() -> u64 {
 
 async fn setup() -> (Backend, Proxy, TestClient) {
     let (backend, addr) = Backend::start().await;
-    let proxy = start_proxy(proxy_config(BTreeMap::from([(
-        "big".to_owned(),
-        backend_config(addr),
-    )])))
-    .await;
+    let mut big = backend_config(addr);
+    // Above the default body limit: this backend takes uploads of this size.
+    big.max_body_bytes = Some(2 * SIZE);
+    let proxy = start_proxy(proxy_config(BTreeMap::from([("big".to_owned(), big)]))).await;
     (backend, proxy, client())
 }
 

@@ -236,6 +236,7 @@ pub fn backend_config(addr: SocketAddr) -> BackendConfig {
         base_url: format!("http://{addr}"),
         timeout_ms: 2_000,
         allowed_prefixes: vec!["/v1".into(), "/api/rides/".into()],
+        max_body_bytes: None,
         identity: None,
         api_key: Some(ApiKeyConfig {
             header: "x-api-key".into(),
