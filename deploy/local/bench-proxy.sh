@@ -54,12 +54,12 @@ cat >"$TMP/proxy.toml" <<TOML
 listen = "127.0.0.1:$PROXY_PORT"
 partner_listen = "127.0.0.1:$PARTNER_PORT"
 ops_listen = "127.0.0.1:$OPS_PORT"
+allowed_hosts = ["127.0.0.1", "localhost"]
 
 # proxy-bench's load generator sends x-proxy-key: bench-caller-token-0123456789.
 [callers.bench]
 token_sha256 = "$(printf %s bench-caller-token-0123456789 | sha256sum | cut -d' ' -f1)"
 backends = ["bench-plain", "bench-full"]
-allowed_hosts = ["127.0.0.1", "localhost"]
 
 [backends.bench-plain]
 base_url = "http://$BACKEND"
