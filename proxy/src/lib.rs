@@ -13,16 +13,17 @@
 //!   checked.
 //! - `forward`: header hygiene and the forwarding of one request; `client`: the one HTTP
 //!   client to backends and lookups (with the trace headers every outgoing request carries);
-//!   `body`: the one streamed body type.
-//! - `error`: the one mapping from errors to HTTP; `metrics`: every metric the proxy exports.
+//!   `body`: the one streamed body type and the size/deadline bound every body passes.
+//! - `error`: the one mapping from errors to HTTP; `metrics`: every metric the proxy exports;
+//!   `ops`: the ops listener's two endpoints.
 //! - [`run`] / [`serve`]: three listeners under one graceful shutdown, each with its own
 //!   routes ([`Listener`]): internal forwarding by `x-api-tag`, partner callbacks, and the
 //!   ops endpoints (`/_proxy/ping`, `/_proxy/metrics`).
 //!
-//! Imports point one way, from the request path down to the leaves: this file -> `access`, `guard`,
-//! `identity`, `jwt`, `forward`; `identity` -> `forward` (API-key headers), `client`;
-//! `forward` -> `client` -> `body`; everything -> `error`, `config`, `metrics`. No module
-//! imports back from a module that imports it.
+//! Imports point one way, from the request path down to the leaves: this file -> `access`,
+//! `guard`, `identity`, `jwt`, `forward`, `ops`; `identity` -> `forward` (API-key headers),
+//! `client`; `ops` -> `identity`, `metrics`; `forward` -> `client` -> `body`; the others ->
+//! `error`, `config`, `metrics`. No module imports back from a module that imports it.
 //!
 //! No Kafka here: the proxy takes `switchyard-runtime` without its `kafka` feature.
 
@@ -37,6 +38,7 @@ mod guard;
 mod identity;
 mod jwt;
 mod metrics;
+mod ops;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -44,10 +46,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{
-    HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
-};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -361,7 +361,7 @@ async fn handle(
                         .instrument(span.clone())
                         .await
                 }
-                Listener::Ops => ops(&state, &req).await,
+                Listener::Ops => ops::serve(&state.identities, &state.metrics, &req).await,
             }
         };
         tokio::time::timeout_at(deadline, routed)
@@ -417,38 +417,6 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
             HeaderValue::from_str(&uuid::Uuid::now_v7().simple().to_string())
                 .unwrap_or(HeaderValue::from_static("-"))
         })
-}
-
-/// The ops listener: probes and scrapes only. It forwards nothing, so the `Host` allow-list
-/// (a guard against DNS rebinding onto the forwarding port) does not apply; Prometheus
-/// scrapes by pod address.
-async fn ops(
-    state: &ProxyState,
-    req: &Request<Incoming>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    if req.method() != Method::GET {
-        return Err(ProxyError::MethodNotAllowed(req.method().clone()));
-    }
-    // Nothing here reads a body: refuse one rather than leave it on the connection.
-    let declared = req.headers().get(CONTENT_LENGTH).map(|v| v.as_bytes());
-    if req.headers().contains_key(TRANSFER_ENCODING) || declared.is_some_and(|v| v != b"0") {
-        return Err(ProxyError::BodyTooLarge(0));
-    }
-    match req.uri().path() {
-        "/_proxy/ping" => Ok(plain(StatusCode::OK, "text/plain", "pong".into())),
-        "/_proxy/metrics" => {
-            for identity in &state.identities {
-                identity.update_size_metric().await;
-            }
-            let text = switchyard_runtime::metrics::render(&state.metrics.registry);
-            Ok(plain(
-                StatusCode::OK,
-                switchyard_runtime::metrics::CONTENT_TYPE,
-                text,
-            ))
-        }
-        _ => Err(ProxyError::NotFound),
-    }
 }
 
 /// The partner-facing listener: `/callbacks/<tag>/...` and nothing else; `x-api-tag` means
@@ -602,12 +570,4 @@ async fn callback<'s>(
         fwd,
     )
     .await
-}
-
-fn plain(status: StatusCode, content_type: &'static str, text: String) -> Response<ProxyBody> {
-    let mut resp = Response::new(body::full(text));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
 }
