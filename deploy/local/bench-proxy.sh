@@ -46,11 +46,20 @@ for _ in $(seq 100); do [ -s "$TMP/addrs" ] && break; sleep 0.1; done
 BACKEND=$(sed -n 's/^backend=//p' "$TMP/addrs")
 LOOKUPS=$(sed -n 's/^lookups=//p' "$TMP/addrs")
 PROXY_PORT=$("$BENCH_BIN" free-port)
+PARTNER_PORT=$("$BENCH_BIN" free-port)
+OPS_PORT=$("$BENCH_BIN" free-port)
 NGINX_PORT=$("$BENCH_BIN" free-port)
 
 cat >"$TMP/proxy.toml" <<TOML
 listen = "127.0.0.1:$PROXY_PORT"
+partner_listen = "127.0.0.1:$PARTNER_PORT"
+ops_listen = "127.0.0.1:$OPS_PORT"
 allowed_hosts = ["127.0.0.1", "localhost"]
+
+# proxy-bench's load generator sends x-proxy-key: bench-caller-token-0123456789.
+[callers.bench]
+token_sha256 = "$(printf %s bench-caller-token-0123456789 | sha256sum | cut -d' ' -f1)"
+backends = ["bench-plain", "bench-full"]
 
 [backends.bench-plain]
 base_url = "http://$BACKEND"

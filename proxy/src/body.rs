@@ -1,8 +1,16 @@
 //! The one body type requests and responses travel in: streamed bodies are boxed, never buffered.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 /// Boxed error of any body the proxy passes along.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -17,7 +25,87 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed()
 }
 
-/// A streamed body from hyper, passed through frame by frame.
-pub fn stream(body: hyper::body::Incoming) -> ProxyBody {
-    body.map_err(BoxError::from).boxed()
+/// The deadline of a whole request (head to last body byte), put in the request's
+/// extensions when it arrives.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Instant);
+
+/// Why a [`Bounded`] body stopped: not yet, too many bytes, or the deadline.
+#[derive(Debug, Clone, Default)]
+pub struct Tripped(Arc<AtomicU8>);
+
+impl Tripped {
+    const TOO_LARGE: u8 = 1;
+    const DEADLINE: u8 = 2;
+
+    pub fn too_large(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::TOO_LARGE
+    }
+
+    pub fn deadline(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::DEADLINE
+    }
+}
+
+/// A streamed body cut off with an error once it passes `limit` bytes or `deadline`; `tripped`
+/// tells the caller which, so it can answer 413 or 504 instead of a generic 502.
+pub struct Bounded<B> {
+    inner: B,
+    left: u64,
+    deadline: Pin<Box<Sleep>>,
+    tripped: Tripped,
+}
+
+impl<B> Bounded<B> {
+    pub fn new(inner: B, limit: u64, deadline: Instant, tripped: Tripped) -> Self {
+        Self {
+            inner,
+            left: limit,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            tripped,
+        }
+    }
+}
+
+impl<B> Body for Bounded<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.tripped.0.store(Tripped::DEADLINE, Ordering::Relaxed);
+            return Poll::Ready(Some(Err("request deadline passed".into())));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > this.left {
+                        this.tripped.0.store(Tripped::TOO_LARGE, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err("body too large".into())));
+                    }
+                    this.left -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            other => other.map(|o| o.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST};
-use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -13,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use switchyard_runtime::trace;
 
 use crate::body::{full, BoxError, ProxyBody};
 
@@ -86,7 +87,7 @@ pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
         req = req.header(name, value);
     }
     if let Some(headers) = req.headers_mut() {
-        crate::forward::set_trace_headers(headers, &tracing::Span::current());
+        set_trace_headers(headers, &tracing::Span::current());
     }
     let req = req
         .body(full(payload))
@@ -116,4 +117,20 @@ pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| LookupError::Timeout { service })?
+}
+
+/// Replaces the caller's `traceparent`/`tracestate` with the context of `span` (which continues
+/// the caller's trace), so the backend's spans are children of ours. Without a span context
+/// (tracing not set up) the caller's headers pass through untouched.
+pub fn set_trace_headers(headers: &mut HeaderMap, span: &tracing::Span) {
+    let Some(ours) = trace::headers(span) else {
+        return;
+    };
+    headers.remove(trace::HEADER);
+    headers.remove(trace::STATE_HEADER);
+    for (name, value) in ours.pairs() {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
 }

@@ -14,8 +14,12 @@ pub const ENV_PREFIX: &str = "SWITCHYARD_PROXY";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
-    /// Address the proxy listens on.
+    /// Address internal callers send requests to be forwarded by `x-api-tag`.
     pub listen: String,
+    /// Address the partner's callbacks (`/callbacks/<tag>/...`) arrive at; serves nothing else.
+    pub partner_listen: String,
+    /// Address of `/_proxy/ping` and `/_proxy/metrics`; never expose it to the partner.
+    pub ops_listen: String,
     /// Host names (port ignored) clients may put in `Host`; anything else is refused with 421.
     pub allowed_hosts: Vec<String>,
     /// Replace (false) or append to (true) an incoming `X-Forwarded-For`; only trust it when
@@ -27,8 +31,16 @@ pub struct ProxyConfig {
     pub strip_header_prefixes: Vec<String>,
     /// Time a client gets to send the request head before the connection is closed.
     pub header_read_timeout_ms: u64,
+    /// Upper bound on a whole request, head to last response byte, on every listener;
+    /// then 504 `request_timeout` or, once the response has started, a cut connection.
+    pub request_timeout_ms: u64,
+    /// Largest request body on any route unless a backend sets its own; then 413.
+    pub max_body_bytes: u64,
     /// How long in-flight requests may finish after shutdown was requested.
     pub drain_timeout_ms: u64,
+    /// Internal callers by name: who may use the internal listener, and for which backends.
+    /// None configured means every internal request is refused.
+    pub callers: BTreeMap<String, CallerConfig>,
     /// Partner APIs by the tag clients put in `x-api-tag`.
     pub backends: BTreeMap<String, BackendConfig>,
     /// Identity exchanges by name; a backend refers to one by its `identity` key.
@@ -39,6 +51,8 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8090".into(),
+            partner_listen: "127.0.0.1:8091".into(),
+            ops_listen: "127.0.0.1:9090".into(),
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into()],
             trust_forwarded_for: false,
             strip_headers: ["authorization", "cookie", "x-api-tag", "x-real-ip"]
@@ -48,11 +62,28 @@ impl Default for ProxyConfig {
                 .map(String::from)
                 .to_vec(),
             header_read_timeout_ms: 10_000,
+            request_timeout_ms: 60_000,
+            max_body_bytes: 10 * 1024 * 1024,
             drain_timeout_ms: 10_000,
+            callers: BTreeMap::new(),
             backends: BTreeMap::new(),
             identity: BTreeMap::new(),
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// sha256 of the caller's token, 64 hex digits (`printf %s TOKEN | sha256sum`); the token
+    /// itself is never stored. Or use `token_file`.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// File holding the caller's token (a mounted secret), hashed at start.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Backend tags this caller may send in `x-api-tag`; any other is a 403.
+    pub backends: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +96,9 @@ pub struct BackendConfig {
     pub timeout_ms: u64,
     /// Path prefixes (segment-wise) that may be forwarded; everything else is a 404.
     pub allowed_prefixes: Vec<String>,
+    /// Largest request body forwarded to this backend (default: the global `max_body_bytes`).
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
     /// Name of the `[identity.<name>]` exchange to apply; none means no phone id is needed.
     #[serde(default)]
     pub identity: Option<String>,
@@ -288,6 +322,24 @@ impl ProxyConfig {
     /// Checks what serde cannot: URLs, tags, references between sections. Key material is
     /// checked when the state is built (`ProxyState::new`).
     pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.partner_listen == self.listen {
+            return Err(InvalidConfig::key(
+                "partner_listen",
+                "must differ from listen: partner callbacks get a port of their own",
+            ));
+        }
+        if self.ops_listen == self.listen || self.ops_listen == self.partner_listen {
+            return Err(InvalidConfig::key(
+                "ops_listen",
+                "must differ from listen and partner_listen",
+            ));
+        }
+        if self.request_timeout_ms == 0 || self.header_read_timeout_ms == 0 {
+            return Err(InvalidConfig::key(
+                "request_timeout_ms",
+                "request_timeout_ms and header_read_timeout_ms must be > 0",
+            ));
+        }
         if self.allowed_hosts.is_empty() {
             return Err(InvalidConfig::key(
                 "allowed_hosts",
@@ -325,6 +377,16 @@ impl ProxyConfig {
                     return Err(InvalidConfig::key(
                         key("callback.keys"),
                         "needs at least one key",
+                    ));
+                }
+            }
+        }
+        for (name, caller) in &self.callers {
+            for tag in &caller.backends {
+                if !self.backends.contains_key(tag) {
+                    return Err(InvalidConfig::key(
+                        format!("callers.{name}.backends"),
+                        format!("no [backends.{tag}]"),
                     ));
                 }
             }
@@ -409,6 +471,7 @@ mod tests {
             base_url: url.into(),
             timeout_ms: 1000,
             allowed_prefixes: vec!["/v1".into()],
+            max_body_bytes: None,
             identity: None,
             api_key: None,
             jwt: None,

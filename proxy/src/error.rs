@@ -19,6 +19,8 @@ pub struct ErrorBody<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    #[error("no such route on this listener")]
+    NotFound,
     #[error("header x-api-tag is required")]
     MissingTag,
     #[error("no backend for this x-api-tag")]
@@ -41,12 +43,20 @@ pub enum ProxyError {
     InvalidHeader(String),
     #[error("{0}")]
     Unauthorized(&'static str),
+    #[error("this caller may not use this x-api-tag")]
+    Forbidden,
+    #[error("too many callback tokens in flight; retry with a new token")]
+    ReplayCacheFull,
     #[error("no partner user for this phone id")]
     IdentityNotFound,
     #[error("identity lookup unavailable")]
     IdentityUnavailable(#[source] BoxError),
     #[error("identity lookup answered badly")]
     IdentityBadGateway(#[source] BoxError),
+    #[error("request body exceeds {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("request did not complete within the proxy's request timeout")]
+    RequestTimeout,
     #[error("backend did not answer in time")]
     UpstreamTimeout,
     #[error("backend unreachable")]
@@ -64,21 +74,24 @@ impl ProxyError {
             | Self::AmbiguousFraming(_)
             | Self::MissingHeader(_)
             | Self::InvalidHeader(_) => StatusCode::BAD_REQUEST,
-            Self::UnknownTag | Self::PathNotAllowed | Self::IdentityNotFound => {
+            Self::NotFound | Self::UnknownTag | Self::PathNotAllowed | Self::IdentityNotFound => {
                 StatusCode::NOT_FOUND
             }
             Self::ForeignHost => StatusCode::MISDIRECTED_REQUEST,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::IdentityUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::IdentityUnavailable(_) | Self::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::IdentityBadGateway(_) | Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
-            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamTimeout | Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
+            Self::NotFound => "not_found",
             Self::MissingTag => "missing_tag",
             Self::UnknownTag => "unknown_tag",
             Self::PathNotAllowed => "path_not_allowed",
@@ -90,10 +103,14 @@ impl ProxyError {
             Self::MissingHeader(_) => "missing_header",
             Self::InvalidHeader(_) => "invalid_header",
             Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::ReplayCacheFull => "replay_cache_full",
             Self::IdentityNotFound => "identity_not_found",
             Self::IdentityUnavailable(_) => "identity_unavailable",
             Self::IdentityBadGateway(_) => "identity_bad_gateway",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::RequestTimeout => "request_timeout",
+            Self::BodyTooLarge(_) => "body_too_large",
             Self::UpstreamUnavailable(_) => "upstream_unavailable",
             Self::Internal(_) => "internal",
         }

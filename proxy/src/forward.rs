@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use switchyard_runtime::trace;
 use tracing::Instrument;
 
-use crate::body::{self, ProxyBody};
-use crate::client::HttpClient;
+use crate::body::{Bounded, Deadline, ProxyBody, Tripped};
+use crate::client::{set_trace_headers, HttpClient};
 use crate::config::{read_secret, ApiKeyConfig, InvalidConfig};
 use crate::error::ProxyError;
 use crate::metrics::{BackendLabels, ProxyMetrics};
@@ -112,6 +111,8 @@ pub struct Target {
     pub timeout: Duration,
     /// Secret header added to requests and scrubbed from responses.
     pub api_key: Option<(HeaderName, HeaderValue)>,
+    /// Largest request body forwarded; then 413.
+    pub max_body: u64,
 }
 
 impl Target {
@@ -121,6 +122,7 @@ impl Target {
             base: base_url.trim_end_matches('/').to_owned(),
             timeout: Duration::from_millis(timeout_ms),
             api_key: None,
+            max_body: u64::MAX,
         }
     }
 }
@@ -145,6 +147,19 @@ pub async fn send(
     fwd: Forwarding<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > target.max_body) {
+        return Err(ProxyError::BodyTooLarge(target.max_body));
+    }
+    let deadline = parts
+        .extensions
+        .get::<Deadline>()
+        .map_or_else(|| tokio::time::Instant::now() + target.timeout, |d| d.0);
+    let tripped = Tripped::default();
     let uri: Uri = format!("{}{path_and_query}", target.base)
         .parse()
         .map_err(|e: http::uri::InvalidUri| ProxyError::Internal(e.into()))?;
@@ -199,7 +214,8 @@ pub async fn send(
     set_trace_headers(headers, &span);
     parts.uri = uri;
     parts.version = Version::HTTP_11;
-    let upstream = Request::from_parts(parts, body::stream(body));
+    let bounded = Bounded::new(body, target.max_body, deadline, tripped.clone());
+    let upstream = Request::from_parts(parts, http_body_util::BodyExt::boxed(bounded));
 
     let started = Instant::now();
     let result = tokio::time::timeout(target.timeout, client.request(upstream))
@@ -225,6 +241,8 @@ pub async fn send(
         .observe(started.elapsed().as_secs_f64());
     let resp = match result {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
+        Ok(Err(_)) if tripped.too_large() => return Err(ProxyError::BodyTooLarge(target.max_body)),
+        Ok(Err(_)) if tripped.deadline() => return Err(ProxyError::RequestTimeout),
         Ok(Err(e)) => return Err(ProxyError::UpstreamUnavailable(e.into())),
         Ok(Ok(resp)) => resp,
     };
@@ -233,23 +251,12 @@ pub async fn send(
     if let Some((name, value)) = &target.api_key {
         scrub_secret(&mut parts.headers, name, value);
     }
-    Ok(Response::from_parts(parts, body::stream(body)))
-}
-
-/// Replaces the caller's `traceparent`/`tracestate` with the context of `span` (which continues
-/// the caller's trace), so the backend's spans are children of ours. Without a span context
-/// (tracing not set up) the caller's headers pass through untouched.
-pub fn set_trace_headers(headers: &mut HeaderMap, span: &tracing::Span) {
-    let Some(ours) = trace::headers(span) else {
-        return;
-    };
-    headers.remove(trace::HEADER);
-    headers.remove(trace::STATE_HEADER);
-    for (name, value) in ours.pairs() {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
-        }
-    }
+    // The response body is cut at the same deadline: a backend stalling mid-body ends there.
+    let bounded = Bounded::new(body, u64::MAX, deadline, Tripped::default());
+    Ok(Response::from_parts(
+        parts,
+        http_body_util::BodyExt::boxed(bounded),
+    ))
 }
 
 /// Drops the API key header and any header whose value carries the key, so a backend that

@@ -1,5 +1,5 @@
 //! Identity exchange: our personal phone id becomes the partner's user id through `personal`
-//! (phone number) and the partner's lookup, cached in a bounded TTL cache. The phone number
+//! (phone number) and the partner's lookup, cached in a bounded LRU cache with a TTL. The phone number
 //! lives only on the stack of one lookup: never cached, never logged.
 
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use moka::future::Cache;
+use moka::policy::EvictionPolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::client::{post_json, HttpClient, LookupError};
@@ -64,11 +65,11 @@ impl IdentityExchange {
             .as_ref()
             .map(|k| crate::forward::api_key_header(&key("partner_api_key"), k))
             .transpose()?;
-        let cache = Cache::builder()
-            .name(name)
-            .max_capacity(cfg.cache_capacity)
-            .time_to_live(Duration::from_millis(cfg.cache_ttl_ms))
-            .build();
+        let cache = lru_cache(
+            name,
+            cfg.cache_capacity,
+            Duration::from_millis(cfg.cache_ttl_ms),
+        );
         Ok(Self {
             name: name.to_owned(),
             personal_url: cfg.personal_url.clone(),
@@ -168,6 +169,19 @@ impl IdentityExchange {
     }
 }
 
+/// The phone-id cache: at most `capacity` entries, each trusted for `ttl`. Plain LRU, not
+/// moka's default TinyLFU: TinyLFU may refuse to admit a new id while the cache is full, so a
+/// user whose first ride comes after a burst of others would be looked up on every request;
+/// LRU always admits and drops the mapping used least recently.
+fn lru_cache(name: &str, capacity: u64, ttl: Duration) -> Cache<String, HeaderValue> {
+    Cache::builder()
+        .name(name)
+        .max_capacity(capacity)
+        .eviction_policy(EvictionPolicy::lru())
+        .time_to_live(ttl)
+        .build()
+}
+
 /// Phone ids are opaque ids (hex or uuid-like); anything else is refused before any lookup.
 fn valid_phone_id(id: &str) -> bool {
     !id.is_empty()
@@ -192,6 +206,32 @@ impl std::error::Error for ArcError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_least_recently_used_mapping_goes_first() {
+        let cache = lru_cache("t", 3, Duration::from_secs(600));
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        for id in ["a", "b", "c"] {
+            cache.insert(id.to_owned(), v(id)).await;
+        }
+        cache.run_pending_tasks().await;
+        // `a` is the oldest insert but was just read: `b` is now the least recently used.
+        assert_eq!(cache.get("a").await, Some(v("a")));
+        cache.run_pending_tasks().await;
+        cache.insert("d".to_owned(), v("d")).await;
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.entry_count(), 3);
+        assert_eq!(cache.get("b").await, None, "b should have been evicted");
+        for id in ["a", "c", "d"] {
+            assert_eq!(cache.get(id).await, Some(v(id)), "{id} was evicted");
+        }
+        cache.run_pending_tasks().await;
+        // Reads of c, d (and a before them) leave a the least recent now.
+        cache.insert("e".to_owned(), v("e")).await;
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.get("a").await, None, "a should have been evicted");
+        assert_eq!(cache.entry_count(), 3);
+    }
 
     #[test]
     fn phone_ids_are_opaque_ids() {

@@ -1,11 +1,13 @@
 //! Partner JWTs: short-lived tokens the proxy signs for a backend (HS256 or ES256, `kid` in
-//! the header) and the checks on tokens the partner sends back with callbacks.
+//! the header), one per request with a fresh `jti`, and the checks on tokens the partner
+//! sends back with callbacks, which may each be used once.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use moka::future::Cache;
+use moka::Expiry;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{read_secret, CallbackConfig, InvalidConfig, JwtAlg, JwtSignConfig};
@@ -33,16 +35,14 @@ pub struct SignedClaims {
     pub jti: String,
 }
 
-/// Signs the tokens sent to a backend. A token is reused for the same `sub` during the first
-/// half of its life, so it always has at least half its TTL left when it reaches the partner
-/// and the hot path does not sign per request.
+/// Signs the tokens sent to a backend: a new token with a new `jti` for every request, as the
+/// partner contract says, so the partner can refuse a replayed token.
 pub struct Signer {
     header: Header,
     key: EncodingKey,
     issuer: String,
     audience: String,
     ttl: Duration,
-    reuse: Cache<String, HeaderValue>,
 }
 
 impl Signer {
@@ -79,24 +79,14 @@ impl Signer {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             ttl: Duration::from_secs(cfg.ttl_secs.max(1)),
-            reuse: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_millis(cfg.ttl_secs.max(1) * 500))
-                .build(),
         })
     }
 
-    /// `Bearer <token>` for `sub`, freshly signed or reused (see the type's docs).
-    pub async fn bearer(&self, sub: Option<&str>) -> Result<HeaderValue, ProxyError> {
-        let key = sub.unwrap_or_default();
-        if let Some(value) = self.reuse.get(key).await {
-            return Ok(value);
-        }
-        let value = HeaderValue::try_from(format!("Bearer {}", self.sign(sub)?))
+    /// `Bearer <token>` for `sub`, freshly signed (see the type's docs).
+    pub fn bearer(&self, sub: Option<&str>) -> Result<HeaderValue, ProxyError> {
+        let mut value = HeaderValue::try_from(format!("Bearer {}", self.sign(sub)?))
             .map_err(|e| ProxyError::Internal(e.into()))?;
-        let mut stored = value.clone();
-        stored.set_sensitive(true);
-        self.reuse.insert(key.to_owned(), stored).await;
+        value.set_sensitive(true);
         Ok(value)
     }
 
@@ -122,6 +112,28 @@ impl Signer {
 pub struct CallbackClaims {
     #[serde(default)]
     pub sub: Option<String>,
+    /// Required: the key the token is remembered by until it expires.
+    #[serde(default)]
+    pub jti: Option<String>,
+    pub exp: u64,
+}
+
+/// Most callback tokens remembered at once per backend. Past this the verifier refuses new
+/// tokens (503) rather than forget one that could then be replayed.
+pub const REPLAY_CAPACITY: u64 = 100_000;
+/// Longest a callback token may still be valid for when it arrives; it bounds how long a `jti`
+/// is remembered.
+pub const MAX_CALLBACK_TOKEN_LIFETIME: Duration = Duration::from_secs(3_600);
+/// Longest `jti` accepted (bounds the memory of the replay cache).
+const MAX_JTI_LEN: usize = 128;
+
+/// Keeps a seen `jti` until the unix second stored with it (its `exp` plus the leeway).
+struct UntilExpiry;
+
+impl Expiry<String, u64> for UntilExpiry {
+    fn expire_after_create(&self, _jti: &String, until: &u64, _at: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(until.saturating_sub(unix_now()).max(1)))
+    }
 }
 
 struct VerifyKey {
@@ -131,12 +143,14 @@ struct VerifyKey {
 }
 
 /// Checks partner tokens: known `kid`, that key's algorithm only, signature, `exp`, `nbf`,
-/// `iss` and `aud`.
+/// `iss`, `aud`, and a `jti` not seen before while the token is still valid.
 pub struct Verifier {
     keys: Vec<VerifyKey>,
     issuer: String,
     audience: String,
     leeway: u64,
+    /// `jti` -> unix second it may be forgotten at.
+    seen: Cache<String, u64>,
 }
 
 impl Verifier {
@@ -172,10 +186,18 @@ impl Verifier {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             leeway: cfg.leeway_secs,
+            // Room above REPLAY_CAPACITY so moka never evicts a live entry before `verify`
+            // starts refusing.
+            seen: Cache::builder()
+                .max_capacity(REPLAY_CAPACITY * 2)
+                .expire_after(UntilExpiry)
+                .build(),
         })
     }
 
-    /// Validates `Authorization: Bearer <token>`; every failure is a 401.
+    /// Validates `Authorization: Bearer <token>`; every failure is a 401. The caller then
+    /// [`use_up`](Self::use_up)s the token once the request is known to be routable, so a
+    /// refused path does not burn the partner's token.
     pub fn verify(
         &self,
         authorization: Option<&http::HeaderValue>,
@@ -208,7 +230,7 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.validate_nbf = true;
         validation.leeway = self.leeway;
-        jsonwebtoken::decode::<CallbackClaims>(token, &key.key, &validation)
+        let claims = jsonwebtoken::decode::<CallbackClaims>(token, &key.key, &validation)
             .map(|data| data.claims)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -221,7 +243,38 @@ impl Verifier {
                     ErrorKind::MissingRequiredClaim(_) => "missing claim",
                     _ => "invalid token",
                 })
-            })
+            })?;
+        Ok(claims)
+    }
+
+    /// Remembers the token's `jti` until it expires; a second use is a 401 (a full replay
+    /// cache a 503). Only called on tokens [`verify`](Self::verify) passed, so nobody without
+    /// the partner's key can fill the cache.
+    pub async fn use_up(&self, claims: &CallbackClaims) -> Result<(), ProxyError> {
+        let jti = claims
+            .jti
+            .as_deref()
+            .filter(|j| !j.is_empty())
+            .ok_or(ProxyError::Unauthorized("missing claim jti"))?;
+        if jti.len() > MAX_JTI_LEN {
+            return Err(ProxyError::Unauthorized("jti too long"));
+        }
+        let until = claims.exp.saturating_add(self.leeway);
+        if until > unix_now() + MAX_CALLBACK_TOKEN_LIFETIME.as_secs() {
+            return Err(ProxyError::Unauthorized("token lives too long"));
+        }
+        if self.seen.entry_count() >= REPLAY_CAPACITY {
+            self.seen.run_pending_tasks().await;
+            if self.seen.entry_count() >= REPLAY_CAPACITY {
+                return Err(ProxyError::ReplayCacheFull);
+            }
+        }
+        let entry = self.seen.entry_by_ref(jti).or_insert(until).await;
+        if entry.is_fresh() {
+            Ok(())
+        } else {
+            Err(ProxyError::Unauthorized("token already used"))
+        }
     }
 }
 
@@ -252,8 +305,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn signed_tokens_verify_with_the_same_settings() {
+    #[tokio::test]
+    async fn signed_tokens_verify_with_the_same_settings() {
         let signer = Signer::new("jwt", &sign_cfg()).unwrap();
         let token = signer.sign(Some("user-1")).unwrap();
         let verifier = Verifier::new(
@@ -279,6 +332,37 @@ mod tests {
         let claims = verifier.verify(Some(&value)).unwrap();
         assert_eq!(claims.sub.as_deref(), Some("user-1"));
         assert!(verifier.verify(None).is_err());
+        verifier.use_up(&claims).await.unwrap();
+        // The same token a second time is a replay.
+        let claims = verifier.verify(Some(&value)).unwrap();
+        let replay = verifier.use_up(&claims).await.unwrap_err();
+        assert_eq!(replay.to_string(), "token already used");
+        // A new token for the same user carries a new jti and passes.
+        let again = signer.sign(Some("user-1")).unwrap();
+        assert_ne!(again, token);
+        let value = HeaderValue::from_str(&format!("Bearer {again}")).unwrap();
+        let claims = verifier.verify(Some(&value)).unwrap();
+        assert!(verifier.use_up(&claims).await.is_ok());
+    }
+
+    #[test]
+    fn every_signed_token_has_its_own_jti() {
+        let signer = Signer::new("jwt", &sign_cfg()).unwrap();
+        let jti = |t: String| {
+            let mut v = Validation::new(Algorithm::HS256);
+            v.set_audience(&["partner"]);
+            jsonwebtoken::decode::<SignedClaims>(
+                &t,
+                &DecodingKey::from_secret(SECRET.as_bytes()),
+                &v,
+            )
+            .unwrap()
+            .claims
+            .jti
+        };
+        let a = jti(signer.sign(Some("u")).unwrap());
+        let b = jti(signer.sign(Some("u")).unwrap());
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -6,17 +6,28 @@
 //! # Layout
 //!
 //! - [`config`]: `ProxyConfig` (backends, identity, API keys, secrets).
+//! - `access`: internal callers, their credentials and the backends each may use.
 //! - `guard`: what a request must satisfy before routing; `framing`: request-smuggling
 //!   detection below hyper.
 //! - `identity`: our phone id to the partner's user id; `jwt`: partner tokens, signed and
 //!   checked.
 //! - `forward`: header hygiene and the forwarding of one request; `client`: the one HTTP
-//!   client to backends; `body`: the one streamed body type.
-//! - `error`: the one mapping from errors to HTTP; `metrics`: every metric the proxy exports.
-//! - [`run`] / [`serve`]: routing by `x-api-tag` under graceful shutdown.
+//!   client to backends and lookups (with the trace headers every outgoing request carries);
+//!   `body`: the one streamed body type and the size/deadline bound every body passes.
+//! - `error`: the one mapping from errors to HTTP; `metrics`: every metric the proxy exports;
+//!   `ops`: the ops listener's two endpoints.
+//! - [`run`] / [`serve`]: three listeners under one graceful shutdown, each with its own
+//!   routes ([`Listener`]): internal forwarding by `x-api-tag`, partner callbacks, and the
+//!   ops endpoints (`/_proxy/ping`, `/_proxy/metrics`).
+//!
+//! Imports point one way, from the request path down to the leaves: this file -> `access`,
+//! `guard`, `identity`, `jwt`, `forward`, `ops`; `identity` -> `forward` (API-key headers),
+//! `client`; `ops` -> `identity`, `metrics`; `forward` -> `client` -> `body`; the others ->
+//! `error`, `config`, `metrics`. No module imports back from a module that imports it.
 //!
 //! No Kafka here: the proxy takes `switchyard-runtime` without its `kafka` feature.
 
+mod access;
 mod body;
 mod client;
 pub mod config;
@@ -27,6 +38,7 @@ mod guard;
 mod identity;
 mod jwt;
 mod metrics;
+mod ops;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -34,8 +46,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -45,6 +57,7 @@ use switchyard_runtime::{trace, Shutdown};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+pub use crate::access::{sha256_hex, X_PROXY_KEY};
 use crate::body::ProxyBody;
 pub use crate::config::ProxyConfig;
 use crate::config::{BackendConfig, InvalidConfig};
@@ -61,6 +74,40 @@ pub static X_API_TAG: HeaderName = HeaderName::from_static("x-api-tag");
 pub static X_PARTNER_SUBJECT: HeaderName = HeaderName::from_static("x-partner-subject");
 /// Header naming the backend tag a callback came for.
 pub static X_PARTNER_TAG: HeaderName = HeaderName::from_static("x-partner-tag");
+
+/// Which port a request came in on; each serves its own routes and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Our services: requests forwarded to a backend by `x-api-tag`.
+    Internal,
+    /// The partner: `/callbacks/<tag>/...` with a valid partner JWT, nothing else.
+    Partner,
+    /// Probes and scrapes: `GET /_proxy/ping` and `GET /_proxy/metrics`, nothing else.
+    Ops,
+}
+
+/// The three bound sockets the proxy serves on.
+pub struct Listeners {
+    pub internal: TcpListener,
+    pub partner: TcpListener,
+    pub ops: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `listen`, `partner_listen` and `ops_listen` from the config.
+    pub async fn bind(config: &ProxyConfig) -> std::io::Result<Self> {
+        let bind = |addr: String| async move {
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("binding {addr}: {e}")))
+        };
+        Ok(Self {
+            internal: bind(config.listen.clone()).await?,
+            partner: bind(config.partner_listen.clone()).await?,
+            ops: bind(config.ops_listen.clone()).await?,
+        })
+    }
+}
 
 struct Backend {
     target: Target,
@@ -84,6 +131,8 @@ pub struct ProxyState {
     strip: StripRules,
     backends: HashMap<String, Backend>,
     identities: Vec<Arc<IdentityExchange>>,
+    callers: access::Callers,
+    request_timeout: Duration,
     client: client::HttpClient,
     pub metrics: Arc<ProxyMetrics>,
 }
@@ -100,7 +149,10 @@ impl ProxyState {
         }
         let mut backends = HashMap::new();
         for (tag, b) in &cfg.backends {
-            backends.insert(tag.clone(), build_backend(tag, b, &identities)?);
+            backends.insert(
+                tag.clone(),
+                build_backend(tag, b, &identities, cfg.max_body_bytes)?,
+            );
         }
         let names = cfg
             .strip_headers
@@ -120,6 +172,8 @@ impl ProxyState {
             strip: StripRules { names, prefixes },
             backends,
             identities: identities.into_values().collect(),
+            callers: access::Callers::new(&cfg.callers)?,
+            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             client,
             metrics,
         }))
@@ -130,9 +184,11 @@ fn build_backend(
     tag: &str,
     b: &BackendConfig,
     identities: &HashMap<String, Arc<IdentityExchange>>,
+    max_body: u64,
 ) -> Result<Backend, InvalidConfig> {
     let key = |field: &str| format!("backends.{tag}.{field}");
     let mut target = Target::new(tag, &b.base_url, b.timeout_ms);
+    target.max_body = b.max_body_bytes.unwrap_or(max_body);
     target.api_key = b
         .api_key
         .as_ref()
@@ -148,7 +204,10 @@ fn build_backend(
     };
     let callback = match &b.callback {
         Some(cb) => Some(Callback {
-            target: Target::new(tag, &cb.upstream, cb.timeout_ms),
+            target: Target {
+                max_body,
+                ..Target::new(tag, &cb.upstream, cb.timeout_ms)
+            },
             prefixes: cb.allowed_prefixes.clone(),
             verifier: Verifier::new(&key("callback"), cb)?,
         }),
@@ -172,28 +231,73 @@ pub enum RunError {
     Config(#[from] InvalidConfig),
 }
 
-/// Serves the proxy on `listener` until `shutdown`, then lets in-flight requests finish for
+/// Serves the proxy on `listeners` until `shutdown`, then lets in-flight requests finish for
 /// `drain_timeout_ms`.
 pub async fn run(
     config: ProxyConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
     let state = ProxyState::new(&config)?;
-    serve(state, &config, listener, shutdown).await;
+    serve(state, &config, listeners, shutdown).await;
     Ok(())
 }
 
-/// The accept loop: HTTP/1.1 only, so the request target is always what the client sent.
+/// Serves every listener until `shutdown`, then drains all their connections together.
 pub async fn serve(
     state: Arc<ProxyState>,
     config: &ProxyConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: Shutdown,
 ) {
     let graceful = GracefulShutdown::new();
     let header_timeout = Duration::from_millis(config.header_read_timeout_ms);
-    tracing::info!(addr = ?listener.local_addr().ok(), backends = state.backends.len(), "proxy listening");
+    tracing::info!(backends = state.backends.len(), "proxy starting");
+    tokio::join!(
+        accept(
+            Listener::Internal,
+            listeners.internal,
+            &state,
+            &graceful,
+            header_timeout,
+            &shutdown
+        ),
+        accept(
+            Listener::Partner,
+            listeners.partner,
+            &state,
+            &graceful,
+            header_timeout,
+            &shutdown
+        ),
+        accept(
+            Listener::Ops,
+            listeners.ops,
+            &state,
+            &graceful,
+            header_timeout,
+            &shutdown
+        ),
+    );
+    let drain = Duration::from_millis(config.drain_timeout_ms);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain deadline passed with requests in flight");
+    }
+}
+
+/// One accept loop: HTTP/1.1 only, so the request target is always what the client sent.
+async fn accept(
+    role: Listener,
+    listener: TcpListener,
+    state: &Arc<ProxyState>,
+    graceful: &GracefulShutdown,
+    header_timeout: Duration,
+    shutdown: &Shutdown,
+) {
+    tracing::info!(addr = ?listener.local_addr().ok(), listener = ?role, "proxy listening");
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.triggered() => break,
@@ -210,7 +314,7 @@ pub async fn serve(
         let state = state.clone();
         let flag = FramingFlag::default();
         let io = TokioIo::new(SniffedIo::new(stream, flag.clone()));
-        let service = service_fn(move |req| handle(state.clone(), peer, flag.clone(), req));
+        let service = service_fn(move |req| handle(state.clone(), role, peer, flag.clone(), req));
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
@@ -222,33 +326,47 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
-    let drain = Duration::from_millis(config.drain_timeout_ms);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain deadline passed with requests in flight");
-    }
 }
 
 async fn handle(
     state: Arc<ProxyState>,
+    role: Listener,
     peer: SocketAddr,
     framing: FramingFlag,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let request_id = request_id(req.headers());
-    let span = request_span(&req, &request_id);
+    let span = match role {
+        Listener::Ops => tracing::Span::none(),
+        Listener::Internal | Listener::Partner => request_span(&req, &request_id),
+    };
     let mut label = NO_BACKEND;
+    let deadline = tokio::time::Instant::now() + state.request_timeout;
+    let mut req = req;
+    req.extensions_mut().insert(body::Deadline(deadline));
     let result = if framing.is_ambiguous() {
         Err(ProxyError::AmbiguousFraming(
             "both content-length and transfer-encoding",
         ))
     } else {
-        dispatch(&state, peer, req, &request_id, &mut label)
-            .instrument(span.clone())
+        let routed = async {
+            match role {
+                Listener::Internal => {
+                    dispatch(&state, peer, req, &request_id, &mut label)
+                        .instrument(span.clone())
+                        .await
+                }
+                Listener::Partner => {
+                    partner(&state, peer, req, &request_id, &mut label)
+                        .instrument(span.clone())
+                        .await
+                }
+                Listener::Ops => ops::serve(&state.identities, &state.metrics, &req).await,
+            }
+        };
+        tokio::time::timeout_at(deadline, routed)
             .await
+            .unwrap_or(Err(ProxyError::RequestTimeout))
     };
     let mut resp = result.unwrap_or_else(ProxyError::into_response);
     resp.headers_mut()
@@ -301,7 +419,9 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
         })
 }
 
-async fn dispatch<'s>(
+/// The partner-facing listener: `/callbacks/<tag>/...` and nothing else; `x-api-tag` means
+/// nothing here.
+async fn partner<'s>(
     state: &'s ProxyState,
     peer: SocketAddr,
     req: Request<Incoming>,
@@ -309,31 +429,38 @@ async fn dispatch<'s>(
     label: &mut &'s str,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     guard::check_request(&req, &state.allowed_hosts)?;
-    let path = req.uri().path();
+    let decoded = guard::check_path(req.uri().path())?;
+    match decoded.strip_prefix("/callbacks/") {
+        Some(rest) => callback(state, peer, req, rest, request_id, label).await,
+        None => Err(ProxyError::NotFound),
+    }
+}
+
+/// The internal listener: forwarding by `x-api-tag` only; no ops endpoints, no callbacks.
+async fn dispatch<'s>(
+    state: &'s ProxyState,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+    request_id: &HeaderValue,
+    label: &mut &'s str,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    guard::check_request(&req, &state.allowed_hosts)?;
+    let decoded = guard::check_path(req.uri().path())?;
+    let (caller, credential) = match state.callers.authenticate(req.headers()) {
+        Ok(found) => found,
+        Err(e) => {
+            state
+                .metrics
+                .record_access(NO_BACKEND, NO_BACKEND, "unauthenticated");
+            return Err(e);
+        }
+    };
+    // The caller's credential never leaves for a backend, whatever the strip lists say.
+    req.headers_mut().remove(credential);
+    if decoded.starts_with("/_proxy/") {
+        return Err(ProxyError::NotFound);
+    }
     let tag = req.headers().get(&X_API_TAG);
-    if tag.is_none() && req.method() == Method::GET {
-        match path {
-            "/_proxy/ping" => return Ok(plain(StatusCode::OK, "text/plain", "pong".into())),
-            "/_proxy/metrics" => {
-                for identity in &state.identities {
-                    identity.update_size_metric().await;
-                }
-                let text = switchyard_runtime::metrics::render(&state.metrics.registry);
-                return Ok(plain(
-                    StatusCode::OK,
-                    switchyard_runtime::metrics::CONTENT_TYPE,
-                    text,
-                ));
-            }
-            _ => {}
-        }
-    }
-    let decoded = guard::check_path(path)?;
-    if tag.is_none() {
-        if let Some(rest) = decoded.strip_prefix("/callbacks/") {
-            return callback(state, peer, req, rest, request_id, label).await;
-        }
-    }
     let tag = tag.ok_or(ProxyError::MissingTag)?;
     let backend = tag
         .to_str()
@@ -342,6 +469,11 @@ async fn dispatch<'s>(
         .ok_or(ProxyError::UnknownTag);
     let (tag, backend) = backend?;
     *label = tag;
+    if !caller.may_use(tag) {
+        state.metrics.record_access(&caller.name, tag, "forbidden");
+        return Err(ProxyError::Forbidden);
+    }
+    state.metrics.record_access(&caller.name, tag, "allowed");
     if !guard::prefix_allowed(&decoded, &backend.prefixes) {
         return Err(ProxyError::PathNotAllowed);
     }
@@ -360,7 +492,7 @@ async fn dispatch<'s>(
         extra.push((identity.user_id_header.clone(), id));
     }
     if let Some((header, signer)) = &backend.signer {
-        extra.push((header.clone(), signer.bearer(user_id.as_deref()).await?));
+        extra.push((header.clone(), signer.bearer(user_id.as_deref())?));
     }
     let path_and_query = req
         .uri()
@@ -413,6 +545,7 @@ async fn callback<'s>(
     if !guard::prefix_allowed(&guard::check_path(inner_path)?, &cb.prefixes) {
         return Err(ProxyError::PathNotAllowed);
     }
+    cb.verifier.use_up(&claims).await?;
     let forwarded = forwarded.to_owned();
     let mut extra = vec![(
         X_PARTNER_TAG.clone(),
@@ -437,12 +570,4 @@ async fn callback<'s>(
         fwd,
     )
     .await
-}
-
-fn plain(status: StatusCode, content_type: &'static str, text: String) -> Response<ProxyBody> {
-    let mut resp = Response::new(body::full(text));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
 }

@@ -31,10 +31,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&config.listen)
+        let listeners = switchyard_proxy::Listeners::bind(&config)
             .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        switchyard_proxy::run(config, listener, Shutdown::on_signals()).await?;
+            .context("binding the listeners")?;
+        switchyard_proxy::run(config, listeners, Shutdown::on_signals()).await?;
         anyhow::Ok(())
     });
     telemetry::shutdown_tracing();

@@ -15,6 +15,7 @@ pub const CACHE_HITS: &str = "switchyard_proxy_identity_cache_hits";
 pub const CACHE_MISSES: &str = "switchyard_proxy_identity_cache_misses";
 pub const CACHE_SIZE: &str = "switchyard_proxy_identity_cache_size";
 pub const LOOKUP_CALLS: &str = "switchyard_proxy_identity_lookups";
+pub const CALLER_REQUESTS: &str = "switchyard_proxy_caller_requests";
 
 /// Label for requests that matched no backend.
 pub const NO_BACKEND: &str = "-";
@@ -23,6 +24,15 @@ pub const NO_BACKEND: &str = "-";
 pub struct StatusLabels {
     pub backend: String,
     pub status: u16,
+}
+
+/// Internal-listener access decisions. `caller` and `backend` are config names or `-`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccessLabels {
+    pub caller: String,
+    pub backend: String,
+    /// `allowed`, `unauthenticated` or `forbidden`.
+    pub outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +61,7 @@ pub struct ProxyMetrics {
     pub cache_misses: Family<IdentityLabels, Counter>,
     pub cache_size: Family<IdentityLabels, Gauge>,
     pub lookups: Family<LookupLabels, Counter>,
+    pub caller_requests: Family<AccessLabels, Counter>,
 }
 
 impl Default for ProxyMetrics {
@@ -65,6 +76,12 @@ impl Default for ProxyMetrics {
         let cache_misses = Family::<IdentityLabels, Counter>::default();
         let cache_size = Family::<IdentityLabels, Gauge>::default();
         let lookups = Family::<LookupLabels, Counter>::default();
+        let caller_requests = Family::<AccessLabels, Counter>::default();
+        registry.register(
+            CALLER_REQUESTS,
+            "Internal-listener requests by caller, backend and access outcome",
+            caller_requests.clone(),
+        );
         registry.register(
             REQUESTS,
             "Requests by backend tag and status",
@@ -109,11 +126,21 @@ impl Default for ProxyMetrics {
             cache_misses,
             cache_size,
             lookups,
+            caller_requests,
         }
     }
 }
 
 impl ProxyMetrics {
+    pub fn record_access(&self, caller: &str, backend: &str, outcome: &'static str) {
+        let labels = AccessLabels {
+            caller: caller.to_owned(),
+            backend: backend.to_owned(),
+            outcome,
+        };
+        self.caller_requests.get_or_create(&labels).inc();
+    }
+
     pub fn record_response(&self, backend: &str, status: u16) {
         let labels = StatusLabels {
             backend: backend.to_owned(),

@@ -17,12 +17,21 @@ const MISSES: &str = "switchyard_proxy_identity_cache_misses_total{identity=\"sc
 const SIZE: &str = "switchyard_proxy_identity_cache_size{identity=\"scooter\"}";
 
 async fn setup(lookups_addr: SocketAddr, ttl_ms: u64) -> (Backend, Proxy, TestClient) {
+    setup_with_capacity(lookups_addr, ttl_ms, 1_000).await
+}
+
+async fn setup_with_capacity(
+    lookups_addr: SocketAddr,
+    ttl_ms: u64,
+    capacity: u64,
+) -> (Backend, Proxy, TestClient) {
     let (backend, backend_addr) = Backend::start().await;
     let mut cfg = backend_config(backend_addr);
     cfg.identity = Some("scooter".into());
     let mut config = proxy_config(BTreeMap::from([("scooter".to_owned(), cfg)]));
     let mut identity = identity_config(lookups_addr);
     identity.cache_ttl_ms = ttl_ms;
+    identity.cache_capacity = capacity;
     config.identity.insert("scooter".into(), identity);
     (backend, start_proxy(config).await, client())
 }
@@ -70,9 +79,9 @@ async fn miss_then_hit_forwards_the_partner_user_id_and_no_personal_data() {
         (1, 1),
         "second request was not a hit"
     );
-    assert_eq!(metric(&c, proxy.addr, HITS).await, 1.0);
-    assert_eq!(metric(&c, proxy.addr, MISSES).await, 1.0);
-    assert_eq!(metric(&c, proxy.addr, SIZE).await, 1.0);
+    assert_eq!(metric(&c, proxy.ops_addr, HITS).await, 1.0);
+    assert_eq!(metric(&c, proxy.ops_addr, MISSES).await, 1.0);
+    assert_eq!(metric(&c, proxy.ops_addr, SIZE).await, 1.0);
 
     // Another id is another miss.
     let a = send(&c, ride(proxy.addr, "other-id-7")).await;
@@ -109,7 +118,7 @@ async fn concurrent_misses_for_one_id_make_one_upstream_call() {
         })
         .collect();
     // Every request has missed the cache and is waiting on the one held lookup.
-    while metric(&c, proxy.addr, MISSES).await < 20.0 {
+    while metric(&c, proxy.ops_addr, MISSES).await < 20.0 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     lookups.gate.add_permits(100);
@@ -199,4 +208,31 @@ async fn missing_malformed_and_unknown_phone_ids() {
     );
     assert_eq!(lookups.personal(), 1);
     assert!(backend.seen().is_empty());
+}
+
+/// Capacity 2: after a, b, a read again, then c, the least recently used id (b) is the one
+/// dropped, so a is still a hit and b costs a new lookup. Scraping the metrics runs the cache's
+/// pending maintenance, which makes each eviction happen at a known point.
+#[tokio::test]
+async fn a_full_cache_drops_the_least_recently_used_id() {
+    let (lookups, lookups_addr) = Lookups::start().await;
+    let (_backend, proxy, c) = setup_with_capacity(lookups_addr, 600_000, 2).await;
+    for id in ["lru-a", "lru-b", "lru-a", "lru-c"] {
+        assert_eq!(send(&c, ride(proxy.addr, id)).await.status, 200, "{id}");
+        metric(&c, proxy.ops_addr, SIZE).await;
+    }
+    assert_eq!(lookups.personal(), 3, "a, b and c looked up once each");
+    assert_eq!(metric(&c, proxy.ops_addr, SIZE).await, 2.0);
+    assert_eq!(send(&c, ride(proxy.addr, "lru-a")).await.status, 200);
+    assert_eq!(
+        lookups.personal(),
+        3,
+        "a was evicted though used more recently than b"
+    );
+    assert_eq!(send(&c, ride(proxy.addr, "lru-b")).await.status, 200);
+    assert_eq!(
+        lookups.personal(),
+        4,
+        "b, the least recently used, was kept"
+    );
 }

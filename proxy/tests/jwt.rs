@@ -117,7 +117,8 @@ async fn hs256_token_carries_the_partner_user_id() {
         &Validation::new(Algorithm::HS256),
     );
     assert!(wrong.is_err());
-    // Within half its TTL the token is reused for the same user, never for another one.
+    // Every request gets a freshly signed token with its own jti, also for the same user
+    // (issue 16 item 3; this assertion used to require the token to be reused).
     let _ = send(
         &c,
         get(
@@ -128,7 +129,15 @@ async fn hs256_token_carries_the_partner_user_id() {
         ),
     )
     .await;
-    assert_eq!(backend.last().headers["authorization"], auth.as_str());
+    let again = backend.last().headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(again, auth);
+    let key = DecodingKey::from_secret(HS_SECRET.as_bytes());
+    let again_claims = partner_verifies(&again, Algorithm::HS256, &key);
+    assert_eq!(again_claims["sub"], user_of("j1"));
+    assert_ne!(again_claims["jti"], claims["jti"]);
     let _ = send(
         &c,
         get(
@@ -222,9 +231,11 @@ fn token(alg: Algorithm, kid: &str, key: &EncodingKey, claims: serde_json::Value
     jsonwebtoken::encode(&header, &claims, key).unwrap()
 }
 
+/// Valid claims with a `jti` of their own (a token is single-use).
 fn good_claims() -> serde_json::Value {
     let now = now();
-    json!({"iss": "scooter-partner", "aud": "talaria", "sub": "ride-42", "iat": now, "nbf": now - 1, "exp": now + 60})
+    let jti = uuid::Uuid::new_v4().to_string();
+    json!({"iss": "scooter-partner", "aud": "talaria", "sub": "ride-42", "iat": now, "nbf": now - 1, "exp": now + 60, "jti": jti})
 }
 
 fn with(mut claims: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
@@ -252,7 +263,11 @@ async fn valid_callbacks_reach_the_internal_upstream() {
     );
     let a = send(
         &c,
-        callback(proxy.addr, "/callbacks/scooter/rides/42?x=1", Some(&es)),
+        callback(
+            proxy.partner_addr,
+            "/callbacks/scooter/rides/42?x=1",
+            Some(&es),
+        ),
     )
     .await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
@@ -274,7 +289,7 @@ async fn valid_callbacks_reach_the_internal_upstream() {
     );
     let a = send(
         &c,
-        callback(proxy.addr, "/callbacks/scooter/rides/43", Some(&hs)),
+        callback(proxy.partner_addr, "/callbacks/scooter/rides/43", Some(&hs)),
     )
     .await;
     assert_eq!(a.status, 200);
@@ -282,7 +297,7 @@ async fn valid_callbacks_reach_the_internal_upstream() {
     // A valid token does not widen the allowed paths.
     let a = send(
         &c,
-        callback(proxy.addr, "/callbacks/scooter/admin", Some(&hs)),
+        callback(proxy.partner_addr, "/callbacks/scooter/admin", Some(&hs)),
     )
     .await;
     assert_eq!(
@@ -380,6 +395,24 @@ async fn every_bad_callback_token_is_a_401() {
             Some(token(Algorithm::HS256, "partner-xx", &hs, good_claims())),
         ),
         (
+            "no jti",
+            Some(token(
+                Algorithm::HS256,
+                "partner-hs",
+                &hs,
+                json!({"iss": "scooter-partner", "aud": "talaria", "exp": now + 60}),
+            )),
+        ),
+        (
+            "lives longer than an hour",
+            Some(token(
+                Algorithm::HS256,
+                "partner-hs",
+                &hs,
+                with(good_claims(), "exp", json!(now + 7_200)),
+            )),
+        ),
+        (
             "no exp",
             Some(token(
                 Algorithm::HS256,
@@ -392,7 +425,11 @@ async fn every_bad_callback_token_is_a_401() {
     for (case, token) in cases {
         let a = send(
             &c,
-            callback(proxy.addr, "/callbacks/scooter/rides/1", token.as_deref()),
+            callback(
+                proxy.partner_addr,
+                "/callbacks/scooter/rides/1",
+                token.as_deref(),
+            ),
         )
         .await;
         assert_eq!(
@@ -410,7 +447,66 @@ async fn every_bad_callback_token_is_a_401() {
 #[tokio::test]
 async fn callbacks_for_backends_without_callbacks_are_404() {
     let (internal, proxy, c) = callback_setup().await;
-    let a = send(&c, callback(proxy.addr, "/callbacks/trains/rides/1", None)).await;
+    let a = send(
+        &c,
+        callback(proxy.partner_addr, "/callbacks/trains/rides/1", None),
+    )
+    .await;
     assert_eq!((a.status, a.error_code().as_str()), (404, "unknown_tag"));
     assert!(internal.seen().is_empty());
+}
+
+/// A callback token is single-use: the same token again is refused until it expires, while a
+/// new token (new `jti`) with the same claims passes.
+#[tokio::test]
+async fn a_replayed_callback_token_is_refused() {
+    let (internal, proxy, c) = callback_setup().await;
+    let hs = EncodingKey::from_secret(PARTNER_HS_SECRET.as_bytes());
+    let first = token(Algorithm::HS256, "partner-hs", &hs, good_claims());
+    let a = send(
+        &c,
+        callback(
+            proxy.partner_addr,
+            "/callbacks/scooter/rides/1",
+            Some(&first),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    for path in ["/callbacks/scooter/rides/1", "/callbacks/scooter/rides/2"] {
+        let a = send(&c, callback(proxy.partner_addr, path, Some(&first))).await;
+        assert_eq!((a.status, a.error_code().as_str()), (401, "unauthorized"));
+        assert!(a.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used"));
+    }
+    assert_eq!(internal.seen().len(), 1, "a replay reached the upstream");
+    // Concurrent replays of one fresh token: exactly one gets through.
+    let fresh = token(Algorithm::HS256, "partner-hs", &hs, good_claims());
+    let tries: Vec<_> = (0..8)
+        .map(|_| {
+            let (c, t, addr) = (c.clone(), fresh.clone(), proxy.partner_addr);
+            tokio::spawn(async move {
+                send(&c, callback(addr, "/callbacks/scooter/rides/3", Some(&t)))
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tries {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(internal.seen().len(), 2);
 }

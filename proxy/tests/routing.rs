@@ -308,14 +308,14 @@ async fn slow_backend_is_a_504_and_dead_backend_a_502() {
     assert!(!String::from_utf8_lossy(&a.body).contains("127.0.0.1"));
     let errors = metric(
         &c,
-        proxy.addr,
+        proxy.ops_addr,
         "switchyard_proxy_server_errors_total{backend=\"dead\",status=\"502\"}",
     )
     .await;
     assert_eq!(errors, 1.0);
     let timeouts = metric(
         &c,
-        proxy.addr,
+        proxy.ops_addr,
         "switchyard_proxy_requests_total{backend=\"slow\",status=\"504\"}",
     )
     .await;

@@ -28,11 +28,10 @@ fn peak_rss_kb() -> u64 {
 
 async fn setup() -> (Backend, Proxy, TestClient) {
     let (backend, addr) = Backend::start().await;
-    let proxy = start_proxy(proxy_config(BTreeMap::from([(
-        "big".to_owned(),
-        backend_config(addr),
-    )])))
-    .await;
+    let mut big = backend_config(addr);
+    // Above the default body limit: this backend takes uploads of this size.
+    big.max_body_bytes = Some(2 * SIZE);
+    let proxy = start_proxy(proxy_config(BTreeMap::from([("big".to_owned(), big)]))).await;
     (backend, proxy, client())
 }
 
@@ -42,6 +41,7 @@ async fn a_100mb_upload_streams_with_flat_memory() {
     let before = peak_rss_kb();
     let req = http::Request::post(format!("http://{}/v1/upload", proxy.addr))
         .header("x-api-tag", "big")
+        .header("x-proxy-key", CALLER_TOKEN)
         .body(Body::from_stream(pattern_stream(SIZE)))
         .unwrap();
     let a = send(&c, req).await;

@@ -22,6 +22,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
+/// The internal caller the load generator authenticates as; deploy/local/bench-proxy.sh
+/// configures its sha256.
+const BENCH_CALLER_TOKEN: &str = "bench-caller-token-0123456789";
+
 #[derive(Parser)]
 #[command(about = "talaria-proxy benchmark helper")]
 struct Args {
@@ -390,7 +394,10 @@ async fn connection(
         while Instant::now() < deadline {
             let mut req = Request::get("/v1/rides/r-1").header("host", "127.0.0.1");
             if let Some(tag) = tag {
-                req = req.header("x-api-tag", tag);
+                // The proxy authenticates its internal callers; nginx gets neither header.
+                req = req
+                    .header("x-api-tag", tag)
+                    .header("x-proxy-key", BENCH_CALLER_TOKEN);
             }
             match phone {
                 Phone::None => {}

@@ -17,13 +17,17 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use switchyard_proxy::config::{ApiKeyConfig, BackendConfig, IdentityConfig, ProxyConfig, Secret};
+use switchyard_proxy::config::{
+    ApiKeyConfig, BackendConfig, CallerConfig, IdentityConfig, ProxyConfig, Secret,
+};
 use switchyard_runtime::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub const API_KEY: &str = "partner-api-key-0123456789";
 pub const LOOKUP_KEY: &str = "lookup-api-key-abcdef";
+/// The internal caller every harness request authenticates as (`x-proxy-key`).
+pub const CALLER_TOKEN: &str = "test-caller-token-0123456789";
 
 pub async fn serve(app: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -232,6 +236,7 @@ pub fn backend_config(addr: SocketAddr) -> BackendConfig {
         base_url: format!("http://{addr}"),
         timeout_ms: 2_000,
         allowed_prefixes: vec!["/v1".into(), "/api/rides/".into()],
+        max_body_bytes: None,
         identity: None,
         api_key: Some(ApiKeyConfig {
             header: "x-api-key".into(),
@@ -260,8 +265,21 @@ pub fn identity_config(lookups: SocketAddr) -> IdentityConfig {
     }
 }
 
+/// A caller with `token` that may use `backends`.
+pub fn caller(token: &str, backends: &[&str]) -> CallerConfig {
+    CallerConfig {
+        token_sha256: Some(switchyard_proxy::sha256_hex(token)),
+        token_file: None,
+        backends: backends.iter().map(|b| (*b).to_owned()).collect(),
+    }
+}
+
+/// The proxy config over `backends`, with the harness caller (`CALLER_TOKEN`) allowed on all.
 pub fn proxy_config(backends: BTreeMap<String, BackendConfig>) -> ProxyConfig {
+    let tags: Vec<&str> = backends.keys().map(String::as_str).collect();
+    let callers = BTreeMap::from([("test".to_owned(), caller(CALLER_TOKEN, &tags))]);
     ProxyConfig {
+        callers,
         backends,
         ..ProxyConfig::default()
     }
@@ -269,19 +287,36 @@ pub fn proxy_config(backends: BTreeMap<String, BackendConfig>) -> ProxyConfig {
 
 /// A running proxy; dropped tests just leave it to the runtime.
 pub struct Proxy {
+    /// Internal forwarding (`x-api-tag`).
     pub addr: SocketAddr,
+    /// Partner callbacks.
+    pub partner_addr: SocketAddr,
+    /// `/_proxy/ping` and `/_proxy/metrics`.
+    pub ops_addr: SocketAddr,
     pub shutdown: Shutdown,
 }
 
 pub async fn start_proxy(config: ProxyConfig) -> Proxy {
     switchyard_runtime::telemetry::init_tracing("proxy-test");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let bind = || async { TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    let listeners = switchyard_proxy::Listeners {
+        internal: bind().await,
+        partner: bind().await,
+        ops: bind().await,
+    };
+    let addr = listeners.internal.local_addr().unwrap();
+    let partner_addr = listeners.partner.local_addr().unwrap();
+    let ops_addr = listeners.ops.local_addr().unwrap();
     let shutdown = Shutdown::new();
     let state = switchyard_proxy::ProxyState::new(&config).expect("valid config");
     let s = shutdown.clone();
-    tokio::spawn(async move { switchyard_proxy::serve(state, &config, listener, s).await });
-    Proxy { addr, shutdown }
+    tokio::spawn(async move { switchyard_proxy::serve(state, &config, listeners, s).await });
+    Proxy {
+        addr,
+        partner_addr,
+        ops_addr,
+        shutdown,
+    }
 }
 
 /// A response read whole.
@@ -329,14 +364,16 @@ pub async fn send(client: &TestClient, req: http::Request<Body>) -> Answer {
     }
 }
 
-/// A GET to the proxy at `path` with `x-api-tag: tag` (if any) and extra headers.
+/// A GET to the proxy at `path` with `x-api-tag: tag` (if any), extra headers, and the
+/// harness caller's `x-proxy-key`.
 pub fn get(
     proxy: SocketAddr,
     path: &str,
     tag: Option<&str>,
     headers: &[(&str, &str)],
 ) -> http::Request<Body> {
-    let mut b = http::Request::get(format!("http://{proxy}{path}"));
+    let mut b =
+        http::Request::get(format!("http://{proxy}{path}")).header("x-proxy-key", CALLER_TOKEN);
     if let Some(tag) = tag {
         b = b.header("x-api-tag", tag);
     }
@@ -356,9 +393,11 @@ pub async fn raw(proxy: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The value of a metric line such as `name_total{labels} 3`, or 0 when absent.
-pub async fn metric(client: &TestClient, proxy: SocketAddr, line_prefix: &str) -> f64 {
-    let answer = send(client, get(proxy, "/_proxy/metrics", None, &[])).await;
+/// The value of a metric line such as `name_total{labels} 3`, or 0 when absent; `ops` is the
+/// proxy's ops listener.
+pub async fn metric(client: &TestClient, ops: SocketAddr, line_prefix: &str) -> f64 {
+    let answer = send(client, get(ops, "/_proxy/metrics", None, &[])).await;
+    assert_eq!(answer.status, 200, "metrics not served");
     let text = String::from_utf8_lossy(&answer.body).into_owned();
     text.lines()
         .find(|l| l.starts_with(line_prefix))

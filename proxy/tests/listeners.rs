@@ -1,0 +1,183 @@
+//! Three listeners, three rule sets (issue 16 item 2): internal forwarding, partner callbacks
+//! and ops each answer only their own routes, and every attempt to use one listener's route on
+//! another is refused without reaching a backend or upstream.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use switchyard_proxy::config::{CallbackConfig, JwtAlg, ProxyConfig, Secret, VerifyKeyConfig};
+
+const PARTNER_SECRET: &str = "partner-callback-secret-0123456789abcd";
+
+/// The partner backend, the internal callback upstream, and a proxy with one backend that
+/// also takes callbacks.
+async fn setup() -> (Backend, Backend, Proxy, TestClient) {
+    let (partner, partner_addr) = Backend::start().await;
+    let (internal, internal_addr) = Backend::start().await;
+    let mut cfg = backend_config(partner_addr);
+    cfg.callback = Some(CallbackConfig {
+        upstream: format!("http://{internal_addr}/internal"),
+        allowed_prefixes: vec!["/rides".into()],
+        issuer: "scooter-partner".into(),
+        audience: "talaria".into(),
+        leeway_secs: 0,
+        timeout_ms: 2_000,
+        keys: vec![VerifyKeyConfig {
+            kid: "partner-hs".into(),
+            alg: JwtAlg::HS256,
+            secret: Some(Secret::new(PARTNER_SECRET)),
+            secret_file: None,
+            public_key_file: None,
+        }],
+    });
+    let config = proxy_config(BTreeMap::from([("scooter".to_owned(), cfg)]));
+    (partner, internal, start_proxy(config).await, client())
+}
+
+/// A valid, fresh partner token.
+fn partner_token() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("partner-hs".into());
+    let claims = serde_json::json!({
+        "iss": "scooter-partner", "aud": "talaria", "sub": "ride-1",
+        "exp": now + 60, "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_secret(PARTNER_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn callback(addr: SocketAddr, path: &str) -> http::Request<Body> {
+    http::Request::post(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {}", partner_token()))
+        .body(Body::from("{}"))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_listener_serves_its_own_routes() {
+    let (partner, internal, proxy, c) = setup().await;
+    let a = send(&c, get(proxy.addr, "/v1/rides", Some("scooter"), &[])).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(partner.seen().len(), 1);
+    let a = send(
+        &c,
+        callback(proxy.partner_addr, "/callbacks/scooter/rides/1"),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(internal.last().path_and_query, "/internal/rides/1");
+    let a = send(&c, get(proxy.ops_addr, "/_proxy/ping", None, &[])).await;
+    assert_eq!((a.status, a.body.as_ref()), (200, b"pong".as_ref()));
+    let a = send(&c, get(proxy.ops_addr, "/_proxy/metrics", None, &[])).await;
+    assert_eq!(a.status, 200);
+    assert!(String::from_utf8_lossy(&a.body).contains("switchyard_proxy_requests_total"));
+}
+
+#[tokio::test]
+async fn every_cross_listener_attempt_is_refused() {
+    let (partner, internal, proxy, c) = setup().await;
+    // Internal port: no ops endpoints, no callbacks (a callback without a tag names no
+    // backend; with the tag it is a path the backend does not allow).
+    for path in ["/_proxy/metrics", "/_proxy/ping"] {
+        let a = send(&c, get(proxy.addr, path, None, &[])).await;
+        assert_eq!(
+            (a.status, a.error_code().as_str()),
+            (404, "not_found"),
+            "{path}"
+        );
+        let a = send(&c, get(proxy.addr, path, Some("scooter"), &[])).await;
+        assert_eq!(
+            (a.status, a.error_code().as_str()),
+            (404, "not_found"),
+            "{path}"
+        );
+    }
+    // A valid partner JWT is not an internal credential (these requests carry no harness key).
+    let a = send(&c, callback(proxy.addr, "/callbacks/scooter/rides/1")).await;
+    assert_eq!((a.status, a.error_code().as_str()), (401, "unauthorized"));
+    let mut forward = callback(proxy.addr, "/v1/rides");
+    forward
+        .headers_mut()
+        .insert("x-api-tag", http::HeaderValue::from_static("scooter"));
+    let a = send(&c, forward).await;
+    assert_eq!((a.status, a.error_code().as_str()), (401, "unauthorized"));
+    // With the internal credential a callback path still names no backend.
+    let mut authed = callback(proxy.addr, "/callbacks/scooter/rides/1");
+    authed
+        .headers_mut()
+        .insert("x-proxy-key", http::HeaderValue::from_static(CALLER_TOKEN));
+    let a = send(&c, authed).await;
+    assert_eq!((a.status, a.error_code().as_str()), (400, "missing_tag"));
+
+    // Partner port: no forwarding by tag, no ops endpoints, even with the internal
+    // credential (`get` sends the harness caller's key).
+    for path in ["/v1/rides", "/_proxy/metrics", "/_proxy/ping", "/"] {
+        let a = send(&c, get(proxy.partner_addr, path, Some("scooter"), &[])).await;
+        assert_eq!(
+            (a.status, a.error_code().as_str()),
+            (404, "not_found"),
+            "{path}"
+        );
+        let a = send(&c, get(proxy.partner_addr, path, None, &[])).await;
+        assert_eq!(
+            (a.status, a.error_code().as_str()),
+            (404, "not_found"),
+            "{path}"
+        );
+    }
+    // ... and a callback without a valid partner token is refused there too.
+    let no_token = http::Request::post(format!(
+        "http://{}/callbacks/scooter/rides/1",
+        proxy.partner_addr
+    ))
+    .body(Body::from("{}"))
+    .unwrap();
+    let a = send(&c, no_token).await;
+    assert_eq!((a.status, a.error_code().as_str()), (401, "unauthorized"));
+
+    // Ops port: neither forwarding nor callbacks, GET only.
+    let a = send(&c, get(proxy.ops_addr, "/v1/rides", Some("scooter"), &[])).await;
+    assert_eq!((a.status, a.error_code().as_str()), (404, "not_found"));
+    let a = send(&c, callback(proxy.ops_addr, "/callbacks/scooter/rides/1")).await;
+    assert_eq!(
+        (a.status, a.error_code().as_str()),
+        (405, "method_not_allowed")
+    );
+    let a = send(
+        &c,
+        get(proxy.ops_addr, "/callbacks/scooter/rides/1", None, &[]),
+    )
+    .await;
+    assert_eq!((a.status, a.error_code().as_str()), (404, "not_found"));
+
+    assert!(partner.seen().is_empty(), "{:?}", partner.seen());
+    assert!(internal.seen().is_empty(), "{:?}", internal.seen());
+}
+
+#[test]
+fn listeners_must_be_distinct_and_forwarded_for_is_not_trusted_by_default() {
+    let config = ProxyConfig::default();
+    assert!(!config.trust_forwarded_for);
+    let mut same = ProxyConfig::default();
+    same.partner_listen = same.listen.clone();
+    let err = same.validate().unwrap_err().to_string();
+    assert!(err.contains("partner_listen"), "{err}");
+    let mut same = ProxyConfig::default();
+    same.ops_listen = same.partner_listen.clone();
+    let err = same.validate().unwrap_err().to_string();
+    assert!(err.contains("ops_listen"), "{err}");
+}
