@@ -62,6 +62,8 @@ use config::Target;
 use delivery::{Deliverer, Sink};
 use metrics::{DispatchMetrics, SubscriberLabels};
 pub use plan::Plan;
+/// Which delivery lane a record takes; tests use it to place keys on distinct lanes.
+pub use worker::lane_of;
 use worker::{GroupContext, Worker};
 
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,8 @@ mod deptrans;
 mod deptrans_api;
 mod dispatcher_restart;
 mod domain_events;
+mod engine_parking;
+mod engine_support;
 mod ingress;
 mod kafka_cluster;
 mod kafka_tools;
