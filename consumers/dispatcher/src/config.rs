@@ -42,6 +42,29 @@ pub struct DispatcherConfig {
     pub admin: AdminConfig,
     /// The attempt log in PostgreSQL (also where pauses are kept); off when absent.
     pub attempt_log: Option<AttemptLogConfig>,
+    /// How every HTTP target is called (`[webhooks]`).
+    pub webhooks: WebhookClient,
+}
+
+/// The HTTP client side of webhook delivery, shared by every HTTP target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookClient {
+    /// Time to open a connection (TCP and TLS) to a target; the target's `timeout_ms` bounds
+    /// the whole attempt, this only the connect, so a dead host fails fast.
+    pub connect_timeout_ms: u64,
+    /// Bytes of a response body read at most; the rest is never read (the connection is
+    /// dropped), so a target answering an endless body cannot hold a lane or memory.
+    pub max_response_bytes: usize,
+}
+
+impl Default for WebhookClient {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 2_000,
+            max_response_bytes: 64 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -121,6 +144,7 @@ impl Default for DispatcherConfig {
             mark_notify: None,
             admin: AdminConfig::default(),
             attempt_log: None,
+            webhooks: WebhookClient::default(),
         }
     }
 }
@@ -293,6 +317,18 @@ impl DispatcherConfig {
                     message: "batch_size and buffer must be at least 1",
                 });
             }
+        }
+        if self.webhooks.connect_timeout_ms == 0 {
+            return Err(ConfigCheckError::Setting {
+                key: "webhooks.connect_timeout_ms",
+                message: "must be at least 1",
+            });
+        }
+        if self.webhooks.max_response_bytes == 0 {
+            return Err(ConfigCheckError::Setting {
+                key: "webhooks.max_response_bytes",
+                message: "must be at least 1",
+            });
         }
         for (i, s) in self.subscribers.iter().enumerate() {
             if s.name.is_empty()

@@ -137,7 +137,7 @@ pub async fn run(
         let handle = control.subscribers[&s.name].clone();
         let sink = match &s.target {
             Target::Http(h) => Sink::Http(
-                http_target::HttpSink::new(h, s.concurrency)
+                http_target::HttpSink::with_client(h, s.concurrency, &cfg.webhooks)
                     .map_err(|e| DispatchError::Target(s.name.clone(), e))?,
             ),
             Target::Topic(t) => Sink::Topic(delivery::TopicSink {
