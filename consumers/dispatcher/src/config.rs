@@ -56,6 +56,11 @@ pub struct WebhookClient {
     /// Bytes of a response body read at most; the rest is never read (the connection is
     /// dropped), so a target answering an endless body cannot hold a lane or memory.
     pub max_response_bytes: usize,
+    /// Networks (`10.20.0.0/16`, `fd00::/8`) deliveries may reach even when refused below:
+    /// link-local and cloud-metadata addresses always are, private ones under `public_only`.
+    pub allow_networks: Vec<String>,
+    /// Refuse private, loopback and shared ranges too (targets outside our network only).
+    pub public_only: bool,
 }
 
 impl Default for WebhookClient {
@@ -63,6 +68,8 @@ impl Default for WebhookClient {
         Self {
             connect_timeout_ms: 2_000,
             max_response_bytes: 64 * 1024,
+            allow_networks: Vec::new(),
+            public_only: false,
         }
     }
 }
@@ -330,6 +337,21 @@ impl DispatcherConfig {
                 message: "must be at least 1",
             });
         }
+        if self
+            .webhooks
+            .allow_networks
+            .iter()
+            .any(|n| crate::target_guard::Network::parse(n).is_none())
+        {
+            return Err(ConfigCheckError::Setting {
+                key: "webhooks.allow_networks",
+                message: "each entry must be an address or address/prefix",
+            });
+        }
+        let guard = crate::target_guard::Guard::new(
+            &self.webhooks.allow_networks,
+            self.webhooks.public_only,
+        );
         for (i, s) in self.subscribers.iter().enumerate() {
             if s.name.is_empty()
                 || !s
@@ -356,8 +378,12 @@ impl DispatcherConfig {
             }
             match &s.target {
                 Target::Http(h) => {
-                    if reqwest::Url::parse(&h.url).is_err() {
-                        return Err(invalid(i, "target.url", "is not a valid URL"));
+                    if let Some(why) = crate::target_guard::check_url(&h.url, &guard) {
+                        return Err(ConfigCheckError::Invalid {
+                            index: i,
+                            key: "target.url",
+                            message: format!("(subscriber {}) {why}", s.name),
+                        });
                     }
                 }
                 Target::Topic(t) => {

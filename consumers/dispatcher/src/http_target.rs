@@ -4,6 +4,7 @@
 //! counts as delivered), response bodies are read up to a bound, `Retry-After` is understood
 //! as seconds or an HTTP date, and connect and total times are bounded.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
@@ -12,6 +13,7 @@ use reqwest::StatusCode;
 use crate::config::{HttpTarget, WebhookClient};
 use crate::render::Rendered;
 use crate::sign::SigningKey;
+use crate::target_guard::{Guard, GuardedResolver};
 
 pub const IDEMPOTENCY_HEADER: &str = "x-idempotency-token";
 
@@ -87,6 +89,10 @@ impl HttpSink {
             .timeout(total)
             .connect_timeout(Duration::from_millis(client.connect_timeout_ms).min(total))
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver(Arc::new(Guard::new(
+                &client.allow_networks,
+                client.public_only,
+            )))))
             .pool_max_idle_per_host(concurrency)
             .tcp_nodelay(true)
             .build()
@@ -163,13 +169,26 @@ impl HttpSink {
                 excerpt: None,
             },
             Err(e) => Attempt::Failed {
-                error: format!("request failed: {e}"),
+                error: format!("request failed: {}", chain(&e)),
                 retry_after: None,
                 status: None,
                 excerpt: None,
             },
         }
     }
+}
+
+/// `e` and its causes, `: `-separated (reqwest's own message omits the cause, such as a
+/// refused address or a connection reset).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// At most `max` bytes of `resp`'s body; the rest is left unread (the connection is dropped

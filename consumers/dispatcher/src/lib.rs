@@ -9,7 +9,7 @@
 //! - `integrations`: the mark-notify integrations file, turned into subscribers by the plan.
 //! - `worker`: the consumer loop of one subscriber; `offsets`: which offset may be stored.
 //! - `delivery`: the deliverer (filter, render, send, park or dead-letter) and its sinks;
-//!   [`http_target`]: the HTTP sink; [`sign`]: webhook signatures; [`render`]: request
+//!   [`http_target`]: the HTTP sink; [`target_guard`]: where webhooks may go; [`sign`]: webhook signatures; [`render`]: request
 //!   bodies per format, and the trace a delivery continues; `retry`: retry-tier headers and
 //!   backoff.
 //! - `control`: the subscriber registry (pause switches, lag, dead letters waiting);
@@ -40,6 +40,7 @@ pub mod replay;
 mod retry;
 pub mod sign;
 mod sink;
+pub mod target_guard;
 mod worker;
 
 use std::sync::Arc;

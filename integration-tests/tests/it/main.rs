@@ -15,6 +15,7 @@ mod deptrans;
 mod deptrans_api;
 mod dispatcher_restart;
 mod domain_events;
+mod engine_guard;
 mod engine_http;
 mod engine_parking;
 mod engine_support;
