@@ -42,6 +42,36 @@ pub struct DispatcherConfig {
     pub admin: AdminConfig,
     /// The attempt log in PostgreSQL (also where pauses are kept); off when absent.
     pub attempt_log: Option<AttemptLogConfig>,
+    /// How every HTTP target is called (`[webhooks]`).
+    pub webhooks: WebhookClient,
+}
+
+/// The HTTP client side of webhook delivery, shared by every HTTP target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookClient {
+    /// Time to open a connection (TCP and TLS) to a target; the target's `timeout_ms` bounds
+    /// the whole attempt, this only the connect, so a dead host fails fast.
+    pub connect_timeout_ms: u64,
+    /// Bytes of a response body read at most; the rest is never read (the connection is
+    /// dropped), so a target answering an endless body cannot hold a lane or memory.
+    pub max_response_bytes: usize,
+    /// Networks (`10.20.0.0/16`, `fd00::/8`) deliveries may reach even when refused below:
+    /// link-local and cloud-metadata addresses always are, private ones under `public_only`.
+    pub allow_networks: Vec<String>,
+    /// Refuse private, loopback and shared ranges too (targets outside our network only).
+    pub public_only: bool,
+}
+
+impl Default for WebhookClient {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 2_000,
+            max_response_bytes: 64 * 1024,
+            allow_networks: Vec::new(),
+            public_only: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -121,6 +151,7 @@ impl Default for DispatcherConfig {
             mark_notify: None,
             admin: AdminConfig::default(),
             attempt_log: None,
+            webhooks: WebhookClient::default(),
         }
     }
 }
@@ -294,6 +325,33 @@ impl DispatcherConfig {
                 });
             }
         }
+        if self.webhooks.connect_timeout_ms == 0 {
+            return Err(ConfigCheckError::Setting {
+                key: "webhooks.connect_timeout_ms",
+                message: "must be at least 1",
+            });
+        }
+        if self.webhooks.max_response_bytes == 0 {
+            return Err(ConfigCheckError::Setting {
+                key: "webhooks.max_response_bytes",
+                message: "must be at least 1",
+            });
+        }
+        if self
+            .webhooks
+            .allow_networks
+            .iter()
+            .any(|n| crate::target_guard::Network::parse(n).is_none())
+        {
+            return Err(ConfigCheckError::Setting {
+                key: "webhooks.allow_networks",
+                message: "each entry must be an address or address/prefix",
+            });
+        }
+        let guard = crate::target_guard::Guard::new(
+            &self.webhooks.allow_networks,
+            self.webhooks.public_only,
+        );
         for (i, s) in self.subscribers.iter().enumerate() {
             if s.name.is_empty()
                 || !s
@@ -320,8 +378,12 @@ impl DispatcherConfig {
             }
             match &s.target {
                 Target::Http(h) => {
-                    if reqwest::Url::parse(&h.url).is_err() {
-                        return Err(invalid(i, "target.url", "is not a valid URL"));
+                    if let Some(why) = crate::target_guard::check_url(&h.url, &guard) {
+                        return Err(ConfigCheckError::Invalid {
+                            index: i,
+                            key: "target.url",
+                            message: format!("(subscriber {}) {why}", s.name),
+                        });
                     }
                 }
                 Target::Topic(t) => {

@@ -380,6 +380,10 @@ impl Deliverer {
     ) -> Option<()> {
         let headers = parked.headers();
         let mut n = 0;
+        // Raised while this record's park is failing; the lane holds the record (its offset is
+        // not stored), the worker pauses partitions that need this lane, and this loop keeps
+        // trying until the topic takes it again.
+        let mut failing: Option<ParkingFailed> = None;
         loop {
             let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers.clone());
             if let Some(k) = job.key.as_deref() {
@@ -395,7 +399,15 @@ impl Deliverer {
             {
                 Ok(_) => return Some(()),
                 Err((e, _)) => {
-                    tracing::warn!(subscriber = %self.subscriber, topic, error = %e, "parking failed, retrying");
+                    if failing.is_none() {
+                        failing = Some(ParkingFailed::raise(
+                            self.metrics
+                                .parking_failed
+                                .get_or_create(&self.labels)
+                                .clone(),
+                        ));
+                    }
+                    tracing::warn!(subscriber = %self.subscriber, topic, attempt = n + 1, error = %e, "parking failed, retrying");
                 }
             }
             n += 1;
@@ -404,5 +416,22 @@ impl Deliverer {
                 _ = tokio::time::sleep(backoff(&self.policy, n)) => {}
             }
         }
+    }
+}
+
+/// One record whose park is failing, counted in the `parking_failed` gauge until dropped
+/// (parked at last, or shutdown).
+struct ParkingFailed(prometheus_client::metrics::gauge::Gauge);
+
+impl ParkingFailed {
+    fn raise(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for ParkingFailed {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

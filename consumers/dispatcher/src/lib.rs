@@ -9,7 +9,7 @@
 //! - `integrations`: the mark-notify integrations file, turned into subscribers by the plan.
 //! - `worker`: the consumer loop of one subscriber; `offsets`: which offset may be stored.
 //! - `delivery`: the deliverer (filter, render, send, park or dead-letter) and its sinks;
-//!   [`http_target`]: the HTTP sink; [`sign`]: webhook signatures; [`render`]: request
+//!   [`http_target`]: the HTTP sink; [`target_guard`]: where webhooks may go; [`sign`]: webhook signatures; [`render`]: request
 //!   bodies per format, and the trace a delivery continues; `retry`: retry-tier headers and
 //!   backoff.
 //! - `control`: the subscriber registry (pause switches, lag, dead letters waiting);
@@ -40,6 +40,7 @@ pub mod replay;
 mod retry;
 pub mod sign;
 mod sink;
+pub mod target_guard;
 mod worker;
 
 use std::sync::Arc;
@@ -57,6 +58,8 @@ use config::Target;
 use delivery::{Deliverer, Sink};
 use metrics::{DispatchMetrics, SubscriberLabels};
 pub use plan::Plan;
+/// Which delivery lane a record takes; tests use it to place keys on distinct lanes.
+pub use worker::lane_of;
 use worker::{GroupContext, GroupObserver, Worker};
 
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +133,7 @@ pub async fn run(
         let handle = control.subscribers[&s.name].clone();
         let sink = match &s.target {
             Target::Http(h) => Sink::Http(
-                http_target::HttpSink::new(h, s.concurrency)
+                http_target::HttpSink::with_client(h, s.concurrency, &cfg.webhooks)
                     .map_err(|e| DispatchError::Target(s.name.clone(), e))?,
             ),
             Target::Topic(t) => Sink::Topic(delivery::TopicSink {

@@ -19,6 +19,7 @@ pub const CONSUMER_LAG: &str = "switchyard_dispatch_consumer_lag";
 pub const HTTP_REQUESTS: &str = "switchyard_dispatch_http_requests";
 pub const HTTP_REQUEST_SECONDS: &str = "switchyard_dispatch_http_request_seconds";
 pub const DEAD_LETTERS_WAITING: &str = "switchyard_dispatch_dead_letters_waiting";
+pub const PARKING_FAILED: &str = "switchyard_dispatch_parking_failed";
 pub const PAUSED: &str = "switchyard_dispatch_subscriber_paused";
 pub const ATTEMPT_LOG_WRITTEN: &str = "switchyard_dispatch_attempt_log_written";
 pub const ATTEMPT_LOG_DROPPED: &str = "switchyard_dispatch_attempt_log_dropped";
@@ -55,6 +56,7 @@ pub struct DispatchMetrics {
     pub http_requests: RequestMetrics,
     pub dead_letters_waiting: Family<SubscriberLabels, Gauge>,
     pub paused: Family<SubscriberLabels, Gauge>,
+    pub parking_failed: Family<SubscriberLabels, Gauge>,
     pub attempt_log_written: Counter,
     pub attempt_log_dropped: Counter,
 }
@@ -80,6 +82,7 @@ impl Default for DispatchMetrics {
             ),
             dead_letters_waiting: Family::default(),
             paused: Family::default(),
+            parking_failed: Family::default(),
             attempt_log_written: Counter::default(),
             attempt_log_dropped: Counter::default(),
             registry: Registry::default(),
@@ -121,6 +124,11 @@ impl Default for DispatchMetrics {
             PAUSED,
             "1 while an operator has paused the subscriber",
             m.paused.clone(),
+        );
+        registry.register(
+            PARKING_FAILED,
+            "Records whose park in a retry or dead-letter topic is failing and being retried",
+            m.parking_failed.clone(),
         );
         registry.register(
             ATTEMPT_LOG_WRITTEN,

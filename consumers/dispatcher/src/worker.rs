@@ -68,6 +68,18 @@ struct Done {
     offset: i64,
 }
 
+/// A partition paused because the lane its next record maps to is full (for example a lane
+/// retrying a park the broker refuses): read again from `offset` once the lane has room. The
+/// loop itself never waits on a lane, so it keeps polling and stays in the group.
+#[derive(Debug, Clone, Copy)]
+struct Blocked {
+    offset: i64,
+    lane: usize,
+}
+
+/// How often blocked partitions check whether their lane has room again.
+const UNBLOCK_CHECK: Duration = Duration::from_millis(50);
+
 /// A retry-tier partition paused until its head record is due.
 struct Resume {
     topic: String,
@@ -138,13 +150,18 @@ impl Worker {
         let mut tracker = OffsetTracker::default();
         let mut switch = self.handle.paused_rx();
         let mut hold = Hold::default();
+        let mut blocked: HashMap<(String, i32), Blocked> = HashMap::new();
+        let mut unblock = tokio::time::interval(UNBLOCK_CHECK);
+        unblock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         if *switch.borrow_and_update() {
             hold.pause(&self.consumer);
         }
+        // Exported from the start (0), so the alert on it sees a series for every subscriber.
+        let _ = d.metrics.parking_failed.get_or_create(&d.labels);
         tracing::info!(subscriber = %d.subscriber, ?topics, "subscriber started");
 
         loop {
-            self.forget_revoked(&mut tracker, &mut paused, &mut hold);
+            self.forget_revoked(&mut tracker, &mut paused, &mut hold, &mut blocked);
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -153,8 +170,11 @@ impl Worker {
                     if *switch.borrow_and_update() {
                         hold.pause(&self.consumer);
                     } else {
-                        hold.resume(&self.consumer, &paused);
+                        hold.resume(&self.consumer, |k| paused.contains(k) || blocked.contains_key(k));
                     }
+                }
+                _ = unblock.tick(), if !blocked.is_empty() => {
+                    self.unblock(&mut blocked, &lane_txs, &mut hold);
                 }
                 Some(r) = resume_rx.recv() => {
                     let tpl = single(&r.topic, r.partition, Some(r.offset));
@@ -173,7 +193,9 @@ impl Worker {
                         }
                     };
                     let (topic, partition, offset) = (msg.topic().to_owned(), msg.partition(), msg.offset());
-                    if paused.contains(&(topic.clone(), partition)) {
+                    if paused.contains(&(topic.clone(), partition))
+                        || blocked.contains_key(&(topic.clone(), partition))
+                    {
                         continue; // re-read after the pause
                     }
                     if hold.active {
@@ -201,11 +223,20 @@ impl Worker {
                     }
                     let key = msg.key().map(<[u8]>::to_vec);
                     let lane = lane_of(key.as_deref(), partition, self.lanes);
-                    let job = Job { topic, partition, offset, key, payload: msg.payload().map(<[u8]>::to_vec), state };
+                    let job = Job { topic: topic.clone(), partition, offset, key, payload: msg.payload().map(<[u8]>::to_vec), state };
                     drop(msg);
-                    tracker.begin(&job.topic, job.partition, job.offset);
-                    if lane_txs[lane].send(job).await.is_err() {
-                        break;
+                    match lane_txs[lane].try_send(job) {
+                        Ok(()) => tracker.begin(&topic, partition, offset),
+                        Err(mpsc::error::TrySendError::Full(job)) => {
+                            // Pause this partition, not the loop: other partitions keep flowing
+                            // and the consumer keeps polling. Nothing past `offset` is begun, so
+                            // nothing is committed past it.
+                            drop(job);
+                            let _ = self.consumer.pause(&single(&topic, partition, None));
+                            tracing::debug!(subscriber = %d.subscriber, %topic, partition, offset, lane, "lane full, partition paused");
+                            blocked.insert((topic, partition), Blocked { offset, lane });
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
                     }
                 }
             }
@@ -255,11 +286,46 @@ impl Worker {
         tracker: &mut OffsetTracker,
         paused: &mut HashSet<(String, i32)>,
         hold: &mut Hold,
+        blocked: &mut HashMap<(String, i32), Blocked>,
     ) {
         for (t, p) in self.consumer.context().take_revoked() {
             tracker.forget(&t, p);
             hold.held.remove(&(t.clone(), p));
+            blocked.remove(&(t.clone(), p));
             paused.remove(&(t, p));
+        }
+    }
+
+    /// Reads blocked partitions again, from their first unread record, once their lane has
+    /// room. During an operator's pause they join the hold instead, which seeks on resume.
+    fn unblock(
+        &self,
+        blocked: &mut HashMap<(String, i32), Blocked>,
+        lanes: &[mpsc::Sender<Job>],
+        hold: &mut Hold,
+    ) {
+        let ready: Vec<(String, i32)> = blocked
+            .iter()
+            .filter(|(_, b)| lanes[b.lane].capacity() > 0)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in ready {
+            let Some(b) = blocked.remove(&key) else {
+                continue;
+            };
+            let (topic, partition) = key;
+            if hold.active {
+                hold.held.entry((topic, partition)).or_insert(b.offset);
+                continue;
+            }
+            let tpl = single(&topic, partition, Some(b.offset));
+            if let Err(e) = self
+                .consumer
+                .seek_partitions(tpl.clone(), Duration::from_secs(5))
+            {
+                tracing::warn!(error = %e, %topic, partition, "seek after lane wait failed");
+            }
+            let _ = self.consumer.resume(&tpl);
         }
     }
 
@@ -299,8 +365,9 @@ impl Hold {
         self.held.entry((topic, partition)).or_insert(offset);
     }
 
-    /// Resumes every assigned partition except those waiting for a retry tier's due time.
-    fn resume(&mut self, consumer: &GroupConsumer, waiting: &HashSet<(String, i32)>) {
+    /// Resumes every assigned partition except those still waiting (for a retry tier's due
+    /// time, or for room in a lane).
+    fn resume(&mut self, consumer: &GroupConsumer, waiting: impl Fn(&(String, i32)) -> bool) {
         self.active = false;
         for ((topic, partition), offset) in self.held.drain() {
             let tpl = single(&topic, partition, Some(offset));
@@ -311,7 +378,7 @@ impl Hold {
         if let Ok(assigned) = consumer.assignment() {
             let mut tpl = TopicPartitionList::new();
             for e in assigned.elements() {
-                if !waiting.contains(&(e.topic().to_owned(), e.partition())) {
+                if !waiting(&(e.topic().to_owned(), e.partition())) {
                     tpl.add_partition(e.topic(), e.partition());
                 }
             }
@@ -335,7 +402,7 @@ fn single(topic: &str, partition: i32, offset: Option<i64>) -> TopicPartitionLis
 }
 
 /// Same key, same lane: per-key order. Keyless records spread by partition.
-fn lane_of(key: Option<&[u8]>, partition: i32, lanes: usize) -> usize {
+pub fn lane_of(key: Option<&[u8]>, partition: i32, lanes: usize) -> usize {
     let mut h = DefaultHasher::new();
     match key {
         Some(k) => k.hash(&mut h),
