@@ -2,6 +2,9 @@
 //! from a secret file; missing or unknown 401, a backend the caller may not use 403, both JSON
 //! and counted by caller and backend; the credential never reaches a backend.
 
+// Test plumbing starts servers and clients directly; the clippy.toml bans guard service code.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -82,7 +82,6 @@ async fn a_name_resolving_to_a_refused_address_is_never_called() {
     dispatcher.stop().await.unwrap();
 
     // The allow-list opens loopback again: the next record arrives.
-    let mut cfg = cfg;
     cfg.webhooks.allow_networks = vec!["127.0.0.0/8".into(), "::1".into()];
     let dispatcher = start_dispatcher(cfg).await.unwrap();
     produce_to(&producer().unwrap(), &topic, 0, "k", &envelope(2)).await;
