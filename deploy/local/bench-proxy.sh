@@ -41,7 +41,8 @@ wait_port() {
 }
 
 "$BENCH_BIN" serve --addr-file "$TMP/addrs" &
-PIDS+=($!)
+BACKEND_PID=$!
+PIDS+=("$BACKEND_PID")
 for _ in $(seq 100); do [ -s "$TMP/addrs" ] && break; sleep 0.1; done
 BACKEND=$(sed -n 's/^backend=//p' "$TMP/addrs")
 LOOKUPS=$(sed -n 's/^lookups=//p' "$TMP/addrs")
@@ -118,6 +119,8 @@ mkdir -p bench-results
   --nginx "http://127.0.0.1:$NGINX_PORT" \
   --proxy "http://127.0.0.1:$PROXY_PORT" \
   --proxy-pid "$PROXY_PID" \
+  --backend-pid "$BACKEND_PID" \
+  --nginx-pid "$(cat "$TMP/nginx.pid")" \
   --concurrency "$CONCURRENCY" \
   --seconds "$BENCH_SECONDS" \
   --rounds "$ROUNDS" \

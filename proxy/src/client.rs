@@ -23,6 +23,17 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 /// Largest lookup answer read; lookups are tiny JSON documents.
 const LOOKUP_BODY_LIMIT: usize = 64 * 1024;
 
+thread_local! {
+    static LOCAL: HttpClient = build();
+}
+
+/// This thread's client. The proxy serves each connection on one worker thread
+/// (`crate::workers`), and every worker keeps its own pool, so a request, its backend
+/// connection and the lookups it makes stay on one thread: no cross-thread wakeups.
+pub fn local() -> HttpClient {
+    LOCAL.with(Clone::clone)
+}
+
 pub fn build() -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);

@@ -38,6 +38,8 @@ pub struct ProxyConfig {
     pub max_body_bytes: u64,
     /// How long in-flight requests may finish after shutdown was requested.
     pub drain_timeout_ms: u64,
+    /// Worker threads serving connections (thread-per-core); 0 = one per available core.
+    pub workers: usize,
     /// Internal callers by name: who may use the internal listener, and for which backends.
     /// None configured means every internal request is refused.
     pub callers: BTreeMap<String, CallerConfig>,
@@ -65,6 +67,7 @@ impl Default for ProxyConfig {
             request_timeout_ms: 60_000,
             max_body_bytes: 10 * 1024 * 1024,
             drain_timeout_ms: 10_000,
+            workers: 0,
             callers: BTreeMap::new(),
             backends: BTreeMap::new(),
             identity: BTreeMap::new(),

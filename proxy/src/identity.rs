@@ -10,7 +10,7 @@ use moka::future::Cache;
 use moka::policy::EvictionPolicy;
 use serde::{Deserialize, Serialize};
 
-use crate::client::{post_json, HttpClient, LookupError};
+use crate::client::{self, post_json, LookupError};
 use crate::config::{IdentityConfig, InvalidConfig};
 use crate::error::ProxyError;
 use crate::metrics::{IdentityLabels, LookupLabels, ProxyMetrics};
@@ -25,7 +25,6 @@ pub struct IdentityExchange {
     pub user_id_header: HeaderName,
     timeout: Duration,
     cache: Cache<String, HeaderValue>,
-    client: HttpClient,
     metrics: Arc<ProxyMetrics>,
 }
 
@@ -53,7 +52,6 @@ impl IdentityExchange {
     pub fn new(
         name: &str,
         cfg: &IdentityConfig,
-        client: HttpClient,
         metrics: Arc<ProxyMetrics>,
     ) -> Result<Self, InvalidConfig> {
         let key = |field: &str| format!("identity.{name}.{field}");
@@ -79,7 +77,6 @@ impl IdentityExchange {
             user_id_header: header("user_id_header", &cfg.user_id_header)?,
             timeout: Duration::from_millis(cfg.timeout_ms),
             cache,
-            client,
             metrics,
         })
     }
@@ -126,7 +123,7 @@ impl IdentityExchange {
         };
         count("personal");
         let personal: PersonalResponse = post_json(
-            &self.client,
+            &client::local(),
             "personal",
             &self.personal_url,
             None,
@@ -136,7 +133,7 @@ impl IdentityExchange {
         .await?;
         count("partner");
         let partner: PartnerResponse = post_json(
-            &self.client,
+            &client::local(),
             "partner lookup",
             &self.partner_url,
             self.partner_api_key.as_ref(),

@@ -18,7 +18,8 @@
 //!   `ops`: the ops listener's two endpoints.
 //! - [`run`] / [`serve`]: three listeners under one graceful shutdown, each with its own
 //!   routes ([`Listener`]): internal forwarding by `x-api-tag`, partner callbacks, and the
-//!   ops endpoints (`/_proxy/ping`, `/_proxy/metrics`).
+//!   ops endpoints (`/_proxy/ping`, `/_proxy/metrics`). `workers`: thread-per-core serving;
+//!   every accepted connection lives on one worker thread with its own backend pool.
 //!
 //! Imports point one way, from the request path down to the leaves: this file -> `access`,
 //! `guard`, `identity`, `jwt`, `forward`, `ops`; `identity` -> `forward` (API-key headers),
@@ -39,6 +40,7 @@ mod identity;
 mod jwt;
 mod metrics;
 mod ops;
+mod workers;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -56,6 +58,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use switchyard_runtime::{trace, Shutdown};
 use tokio::net::TcpListener;
 use tracing::Instrument;
+
+use crate::workers::Workers;
 
 pub use crate::access::{sha256_hex, X_PROXY_KEY};
 use crate::body::ProxyBody;
@@ -133,18 +137,16 @@ pub struct ProxyState {
     identities: Vec<Arc<IdentityExchange>>,
     callers: access::Callers,
     request_timeout: Duration,
-    client: client::HttpClient,
     pub metrics: Arc<ProxyMetrics>,
 }
 
 impl ProxyState {
     pub fn new(cfg: &ProxyConfig) -> Result<Arc<Self>, InvalidConfig> {
         cfg.validate()?;
-        let client = client::build();
         let metrics = Arc::new(ProxyMetrics::default());
         let mut identities = HashMap::new();
         for (name, id_cfg) in &cfg.identity {
-            let exchange = IdentityExchange::new(name, id_cfg, client.clone(), metrics.clone())?;
+            let exchange = IdentityExchange::new(name, id_cfg, metrics.clone())?;
             identities.insert(name.clone(), Arc::new(exchange));
         }
         let mut backends = HashMap::new();
@@ -174,7 +176,6 @@ impl ProxyState {
             identities: identities.into_values().collect(),
             callers: access::Callers::new(&cfg.callers)?,
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
-            client,
             metrics,
         }))
     }
@@ -252,32 +253,32 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let header_timeout = Duration::from_millis(config.header_read_timeout_ms);
-    tracing::info!(backends = state.backends.len(), "proxy starting");
+    let count = match config.workers {
+        0 => Workers::default_count(),
+        n => n,
+    };
+    let workers = match Workers::start(count) {
+        Ok(workers) => workers,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the worker threads");
+            return;
+        }
+    };
+    let serving = Serving {
+        state: &state,
+        graceful: &graceful,
+        workers: &workers,
+        header_timeout,
+    };
+    tracing::info!(
+        backends = state.backends.len(),
+        workers = count,
+        "proxy starting"
+    );
     tokio::join!(
-        accept(
-            Listener::Internal,
-            listeners.internal,
-            &state,
-            &graceful,
-            header_timeout,
-            &shutdown
-        ),
-        accept(
-            Listener::Partner,
-            listeners.partner,
-            &state,
-            &graceful,
-            header_timeout,
-            &shutdown
-        ),
-        accept(
-            Listener::Ops,
-            listeners.ops,
-            &state,
-            &graceful,
-            header_timeout,
-            &shutdown
-        ),
+        accept(Listener::Internal, listeners.internal, &serving, &shutdown),
+        accept(Listener::Partner, listeners.partner, &serving, &shutdown),
+        accept(Listener::Ops, listeners.ops, &serving, &shutdown),
     );
     let drain = Duration::from_millis(config.drain_timeout_ms);
     if tokio::time::timeout(drain, graceful.shutdown())
@@ -288,15 +289,22 @@ pub async fn serve(
     }
 }
 
-/// One accept loop: HTTP/1.1 only, so the request target is always what the client sent.
-async fn accept(
-    role: Listener,
-    listener: TcpListener,
-    state: &Arc<ProxyState>,
-    graceful: &GracefulShutdown,
+/// What every accept loop hands its connections to.
+struct Serving<'a> {
+    state: &'a Arc<ProxyState>,
+    graceful: &'a GracefulShutdown,
+    workers: &'a Workers,
     header_timeout: Duration,
-    shutdown: &Shutdown,
-) {
+}
+
+/// Spawns a worker's job on the worker's own runtime.
+fn spawn_job(job: workers::Job) {
+    switchyard_runtime::shutdown::spawn_detached("connection", job());
+}
+
+/// One accept loop: HTTP/1.1 only, so the request target is always what the client sent.
+/// The socket moves to a worker thread, which serves the connection to its end.
+async fn accept(role: Listener, listener: TcpListener, serving: &Serving<'_>, shutdown: &Shutdown) {
     tracing::info!(addr = ?listener.local_addr().ok(), listener = ?role, "proxy listening");
     loop {
         let (stream, peer) = tokio::select! {
@@ -311,20 +319,43 @@ async fn accept(
             },
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let flag = FramingFlag::default();
-        let io = TokioIo::new(SniffedIo::new(stream, flag.clone()));
-        let service = service_fn(move |req| handle(state.clone(), role, peer, flag.clone(), req));
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(io, service);
-        let conn = graceful.watch(conn);
-        switchyard_runtime::shutdown::spawn_detached("connection", async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand a connection to a worker");
+                continue;
             }
-        });
+        };
+        let state = serving.state.clone();
+        let watcher = serving.graceful.watcher();
+        let header_timeout = serving.header_timeout;
+        let handed = serving.workers.submit(Box::new(move || {
+            Box::pin(async move {
+                // Registers the socket with this worker's runtime.
+                let stream = match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "worker cannot take a connection");
+                        return;
+                    }
+                };
+                let flag = FramingFlag::default();
+                let io = TokioIo::new(SniffedIo::new(stream, flag.clone()));
+                let service =
+                    service_fn(move |req| handle(state.clone(), role, peer, flag.clone(), req));
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(io, service);
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            })
+        }));
+        if !handed {
+            tracing::error!("every worker thread has stopped; not accepting");
+            break;
+        }
     }
 }
 
@@ -507,7 +538,7 @@ async fn dispatch<'s>(
         extra,
     };
     forward::send(
-        &state.client,
+        &client::local(),
         &state.metrics,
         &backend.target,
         &path_and_query,
@@ -562,7 +593,7 @@ async fn callback<'s>(
         extra,
     };
     forward::send(
-        &state.client,
+        &client::local(),
         &state.metrics,
         &cb.target,
         &forwarded,

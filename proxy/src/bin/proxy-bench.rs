@@ -54,9 +54,15 @@ enum Cmd {
         /// talaria-proxy in front of the same backend.
         #[arg(long)]
         proxy: String,
-        /// Pid of the proxy, for its RSS.
+        /// Pid of the proxy, for its RSS and CPU time.
         #[arg(long)]
         proxy_pid: u32,
+        /// Pid of the backend (`serve`), for its CPU time.
+        #[arg(long)]
+        backend_pid: Option<u32>,
+        /// Pid of nginx's master; its workers' CPU time is summed.
+        #[arg(long)]
+        nginx_pid: Option<u32>,
         /// Connections kept busy at once.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
@@ -92,6 +98,8 @@ fn main() -> anyhow::Result<()> {
                 nginx,
                 proxy,
                 proxy_pid,
+                backend_pid,
+                nginx_pid,
                 concurrency,
                 seconds,
                 rounds,
@@ -101,7 +109,11 @@ fn main() -> anyhow::Result<()> {
                     &direct,
                     &nginx,
                     &proxy,
-                    proxy_pid,
+                    Pids {
+                        proxy: proxy_pid,
+                        backend: backend_pid,
+                        nginx: nginx_pid,
+                    },
                     concurrency,
                     Duration::from_secs(seconds),
                     rounds,
@@ -189,6 +201,9 @@ struct Run {
     seconds: f64,
     p50_us: u32,
     p99_us: u32,
+    /// CPU time of the process in the middle (the backend for the direct run, nginx's
+    /// workers, the proxy) per request, in microseconds; `None` when its pid is unknown.
+    cpu_us_per_req: Option<f64>,
 }
 
 impl Run {
@@ -206,11 +221,70 @@ enum Phone {
     Unique,
 }
 
+/// The processes whose CPU time is read around each run.
+struct Pids {
+    proxy: u32,
+    backend: Option<u32>,
+    nginx: Option<u32>,
+}
+
+impl Pids {
+    /// The processes serving a run against the target at `index` of `compare`'s list.
+    fn serving(&self, index: usize) -> Vec<u32> {
+        match index {
+            0 => self.backend.into_iter().collect(),
+            1 => self.nginx.map(children_and_self).unwrap_or_default(),
+            _ => vec![self.proxy],
+        }
+    }
+}
+
+/// `pid` and its direct children (nginx's workers).
+fn children_and_self(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in dir.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if proc_stat_field(child, 4) == Some(u64::from(pid)) {
+            pids.push(child);
+        }
+    }
+    pids
+}
+
+/// Field `n` (1-based, as in proc(5)) of `/proc/<pid>/stat`.
+fn proc_stat_field(pid: u32, n: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it start past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
+}
+
+/// User + system CPU time of `pids`, in clock ticks (1/100 s on Linux).
+fn cpu_ticks(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|&p| Some(proc_stat_field(p, 14)? + proc_stat_field(p, 15)?))
+        .sum()
+}
+
+const TICKS_PER_SECOND: f64 = 100.0;
+
 async fn compare(
     direct: &str,
     nginx: &str,
     proxy: &str,
-    proxy_pid: u32,
+    pids: Pids,
     concurrency: usize,
     duration: Duration,
     rounds: usize,
@@ -246,14 +320,23 @@ async fn compare(
                 .parse()?;
             // Warm-up: connections, pools, the identity cache for the warm id.
             load(addr, *tag, *phone, concurrency, Duration::from_secs(1)).await?;
+            let serving = pids.serving(i);
+            let cpu_before = cpu_ticks(&serving);
             let mut run = load(addr, *tag, *phone, concurrency, duration).await?;
+            run.cpu_us_per_req = cpu_before.zip(cpu_ticks(&serving)).and_then(|(a, b)| {
+                (run.requests > 0).then(|| {
+                    b.saturating_sub(a) as f64 / TICKS_PER_SECOND * 1e6 / run.requests as f64
+                })
+            });
             run.name = (*name).to_owned();
             eprintln!(
-                "round {round}: {name}: {:.0} req/s p50 {} us p99 {} us errors {}",
+                "round {round}: {name}: {:.0} req/s p50 {} us p99 {} us errors {} cpu {} us/req",
                 run.rps(),
                 run.p50_us,
                 run.p99_us,
-                run.errors
+                run.errors,
+                run.cpu_us_per_req
+                    .map_or("n/a".into(), |c| format!("{c:.1}")),
             );
             if results[i]
                 .as_ref()
@@ -264,8 +347,8 @@ async fn compare(
         }
     }
     let results: Vec<Run> = results.into_iter().flatten().collect();
-    let rss = proc_status_kb(proxy_pid, "VmRSS:");
-    let hwm = proc_status_kb(proxy_pid, "VmHWM:");
+    let rss = proc_status_kb(pids.proxy, "VmRSS:");
+    let hwm = proc_status_kb(pids.proxy, "VmHWM:");
     let (direct, nginx, plain, warm) = (&results[0], &results[1], &results[2], &results[3]);
     let mut out = String::new();
     writeln!(out, "# talaria-proxy benchmark\n")?;
@@ -279,17 +362,27 @@ async fn compare(
         RIDE.len(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     )?;
-    writeln!(out, "| target | req/s | p50 ms | p99 ms | errors |")?;
-    writeln!(out, "|---|---:|---:|---:|---:|")?;
+    writeln!(
+        out,
+        "The CPU column is the user + system time of the process in the middle (the backend for \
+         the direct run, nginx's workers, the proxy) per request: it does not depend on how the \
+         2 cores were shared, so it is the fairer cost comparison on a shared machine.\n"
+    )?;
+    writeln!(
+        out,
+        "| target | req/s | p50 ms | p99 ms | errors | CPU us/req |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
     for r in &results {
         writeln!(
             out,
-            "| {} | {:.0} | {:.3} | {:.3} | {} |",
+            "| {} | {:.0} | {:.3} | {:.3} | {} | {} |",
             r.name,
             r.rps(),
             f64::from(r.p50_us) / 1000.0,
             f64::from(r.p99_us) / 1000.0,
-            r.errors
+            r.errors,
+            r.cpu_us_per_req.map_or("n/a".into(), |c| format!("{c:.1}")),
         )?;
     }
     let added = |a: &Run, b: &Run| (f64::from(a.p99_us) - f64::from(b.p99_us)) / 1000.0;
@@ -304,6 +397,19 @@ async fn compare(
         "- proxy plain / nginx req/s: {:.2}x",
         plain.rps() / nginx.rps()
     )?;
+    if let (Some(w), Some(p), Some(n)) = (
+        warm.cpu_us_per_req,
+        plain.cpu_us_per_req,
+        nginx.cpu_us_per_req,
+    ) {
+        writeln!(
+            out,
+            "- CPU per request, proxy full (warm) / nginx: **{:.2}x** ({w:.1} vs {n:.1} us); \
+             proxy plain / nginx: {:.2}x",
+            w / n,
+            p / n
+        )?;
+    }
     writeln!(
         out,
         "- added p99, proxy full (warm) vs nginx: **{:.3} ms**; vs backend direct: {:.3} ms (target < 1 ms)",
@@ -365,6 +471,7 @@ async fn load(
         seconds,
         p50_us: pct(0.50),
         p99_us: pct(0.99),
+        cpu_us_per_req: None,
     })
 }
 
@@ -439,5 +546,22 @@ mod tests {
     #[test]
     fn proc_status_parses_own_rss() {
         assert!(super::proc_status_kb(std::process::id(), "VmRSS:").unwrap_or(0) > 0);
+    }
+
+    #[test]
+    fn proc_stat_reads_own_parent_and_cpu() {
+        let me = std::process::id();
+        // Field 4 is the parent pid; burn a little CPU so utime + stime is not zero.
+        assert_eq!(
+            super::proc_stat_field(me, 4),
+            Some(u64::from(std::os::unix::process::parent_id()))
+        );
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(super::cpu_ticks(&[me]).unwrap_or(0) > 0);
+        assert!(super::children_and_self(std::os::unix::process::parent_id()).contains(&me));
     }
 }
