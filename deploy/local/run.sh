@@ -37,12 +37,14 @@ cat <<TXT
   Try it (the built-in sink logs the delivered webhook a moment later):
 
     curl -sS -X POST http://127.0.0.1:8080/v1/uid-notify -H 'content-type: application/json' \\
+      -H 'Authorization: Bearer local-idp-token-change-me' \\
       -d '{"portal_uid": 4001, "phonish_uid": 7001, "event_type": "bind"}'
 
-    curl -sS -X POST http://127.0.0.1:8080/4.0/mark-notify/v1/seen -H 'X-YaTaxi-UserId: user-1' \
-      -d '{"tag": "promo", "id": "n-1"}'
+    curl -sS -X POST http://127.0.0.1:8080/4.0/mark-notify/v1/seen -H 'X-YaTaxi-UserId: user-1' \\
+      -H 'Authorization: Bearer local-gateway-token-change-me' -d '{"tag": "promo", "id": "n-1"}'
 
-    curl -sS -X POST http://127.0.0.1:8080/v1/driver-status -H 'content-type: application/json' \
+    curl -sS -X POST http://127.0.0.1:8080/v1/driver-status -H 'content-type: application/json' \\
+      -H 'Authorization: Bearer local-driver-status-token-change-me' \\
       -d '{"park_id": "park1", "driver_profile_id": "driver0", "status": "online", "updated_at": "'$(date -u +%FT%TZ)'"}'
     curl -sS http://127.0.0.1:8082/metrics | grep deptrans_sent   # pushed to the fake KRT
 

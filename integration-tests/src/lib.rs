@@ -105,13 +105,56 @@ pub async fn start_dispatcher(
     })
 }
 
-/// Ingress config pointing at the test broker and `topic`.
+/// The token of the harness's ingress caller `test` (every route, trusted identity headers):
+/// what [`ingress_client`] sends.
+pub const TEST_INGRESS_TOKEN: &str = "test-ingress-token-every-route";
+
+/// An ingress caller named `name` whose token is `token`, allowed `routes`.
+pub fn ingress_caller(
+    name: &str,
+    token: &str,
+    routes: &[&str],
+    trusted_identity_headers: bool,
+) -> switchyard_ingress::auth::CallerConfig {
+    let hash = switchyard_ingress::auth::sha256(token.as_bytes());
+    switchyard_ingress::auth::CallerConfig {
+        name: name.to_owned(),
+        token_sha256: Some(hash.iter().map(|b| format!("{b:02x}")).collect()),
+        token_file: None,
+        routes: routes.iter().map(|r| (*r).to_owned()).collect(),
+        trusted_identity_headers,
+    }
+}
+
+/// An HTTP client that presents [`TEST_INGRESS_TOKEN`] (`Authorization: Bearer`) on every
+/// request; a request's own `Authorization` header wins.
+pub fn ingress_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .default_headers(ingress_auth_headers())
+        .build()
+        .expect("http client")
+}
+
+/// `Authorization: Bearer <TEST_INGRESS_TOKEN>`, for clients of the harness's ingress.
+pub fn ingress_auth_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {TEST_INGRESS_TOKEN}");
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&value).expect("header value"),
+    );
+    headers
+}
+
+/// Ingress config pointing at the test broker and `topic`, with one caller `test` that may use
+/// every route and is trusted with identity headers (its token: [`TEST_INGRESS_TOKEN`]).
 pub fn ingress_config(topic: &str) -> switchyard_ingress::IngressConfig {
     let mut cfg = switchyard_ingress::IngressConfig {
         kafka: kafka_settings(),
         ..Default::default()
     };
     cfg.uid_notify.topic = topic.to_owned();
+    cfg.auth.callers = vec![ingress_caller("test", TEST_INGRESS_TOKEN, &["*"], true)];
     cfg
 }
 
@@ -160,6 +203,7 @@ pub fn http_subscriber(
         max_attempts: None,
         concurrency: 8,
         retry: None,
+        paused: false,
     }
 }
 

@@ -90,7 +90,9 @@ pub async fn closed_loop(
     duration: Duration,
     body: BodyFn,
 ) -> LoadReport {
+    // The benchmarks load the harness's ingress: present its caller's credential.
     let client = reqwest::Client::builder()
+        .default_headers(crate::ingress_auth_headers())
         .pool_max_idle_per_host(concurrency)
         .tcp_nodelay(true)
         .build()
@@ -147,7 +149,9 @@ pub async fn open_loop(
     headers: HeadersFn,
     body: BodyFn,
 ) -> LoadReport {
+    // The benchmarks load the harness's ingress: present its caller's credential.
     let client = reqwest::Client::builder()
+        .default_headers(crate::ingress_auth_headers())
         .pool_max_idle_per_host(max_in_flight)
         .tcp_nodelay(true)
         .build()

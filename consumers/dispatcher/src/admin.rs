@@ -30,8 +30,8 @@ pub fn envelope_json(env: &Envelope) -> Value {
             let caller = match &s.caller {
                 Some(Caller::Client(c)) => json!({"client": {"user_id": c.user_id, "uid": c.uid,
                     "bound_uids": c.bound_uids, "phone_id": c.phone_id}}),
-                Some(Caller::Driver(d)) => json!({"driver": {"park_id": d.park_id,
-                    "driver_profile_id": d.driver_profile_id}}),
+                Some(Caller::Driver(d)) => json!({"driver": {"db_id": d.db_id,
+                    "uuid": d.uuid}}),
                 _ => json!("anonymous"),
             };
             json!({"notification_seen": {"tag": s.tag, "id": s.id, "caller": caller}})

@@ -181,6 +181,12 @@ pub struct SubscriberConfig {
     /// Overrides the dispatcher-wide retry policy.
     #[serde(default)]
     pub retry: Option<RetryPolicy>,
+    /// Start paused: the consumer holds its partitions (nothing delivered, lag grows), stored
+    /// like an operator's pause (every replica holds), until resumed through the admin API
+    /// (`switchyard resume <name>`); clear the flag too, or the next start pauses again. The
+    /// uid-notify kill switch's `hold` mode uses it (or `switchyard pause <name>` live).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Whether subscriber filter `filter` takes `env`: the exact type, or `<type>.v<N>` for

@@ -111,7 +111,7 @@ impl SubscriberHandle {
             dead_letter_topic: plan.dead_letter_topic.clone(),
             replay_group: plan.dead_letter_replay_group.clone(),
             tiers: plan.retry_topics.len(),
-            paused: watch::Sender::new(false),
+            paused: watch::Sender::new(s.paused),
             dead_letters: AtomicI64::new(-1),
             lag: Mutex::default(),
             rates: Mutex::default(),

@@ -78,6 +78,7 @@ impl IntegrationsFile {
                     max_attempts: t.max_attempts,
                     concurrency: t.concurrency,
                     retry: t.retry,
+                    paused: false,
                 })
             })
             .collect()

@@ -127,6 +127,11 @@ pub async fn run(
         metrics: metrics.clone(),
     });
     control.load_pauses().await?;
+    // `paused = true` in the config pauses at start, stored like an operator's pause so every
+    // replica holds too; the admin API's resume (or the CLI's) lifts it.
+    for sp in plan.subscribers.iter().filter(|s| s.config.paused) {
+        control.set_paused(sp.name(), true).await?;
+    }
 
     for sp in &plan.subscribers {
         let s = &sp.config;

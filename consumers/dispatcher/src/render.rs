@@ -80,9 +80,10 @@ pub enum SeenWho<'a> {
         bound_uids: &'a [u64],
         phone_id: Option<&'a str>,
     },
+    /// The design's driver template: `db_id` (park), `uuid` (driver profile).
     Driver {
-        park_id: &'a str,
-        driver_profile_id: &'a str,
+        db_id: &'a str,
+        uuid: &'a str,
     },
     Anonymous {},
 }
@@ -123,8 +124,8 @@ pub fn render_http(env: &Envelope) -> Result<Rendered, RenderError> {
                     phone_id: Some(c.phone_id.as_str()).filter(|p| !p.is_empty()),
                 },
                 Caller::Driver(d) => SeenWho::Driver {
-                    park_id: &d.park_id,
-                    driver_profile_id: &d.driver_profile_id,
+                    db_id: &d.db_id,
+                    uuid: &d.uuid,
                 },
                 Caller::Anonymous(_) => SeenWho::Anonymous {},
             };
@@ -191,8 +192,8 @@ fn seen_record(
             tag,
             id,
             seen_at,
-            park_id: d.park_id.clone(),
-            driver_profile_id: d.driver_profile_id.clone(),
+            db_id: d.db_id.clone(),
+            uuid: d.uuid.clone(),
         }
         .encode_to_vec(),
         Caller::Anonymous(_) => AnonymousSeenRecord {

@@ -15,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "test-admin-token-0123456789";
 
 async fn post_uid(ingress: &Running, portal: u64, phonish: u64) {
-    let resp = reqwest::Client::new()
+    let resp = ingress_client()
         .post(ingress.url("/v1/uid-notify"))
         .json(&json!({"portal_uid": portal, "phonish_uid": phonish, "event_type": "bind"}))
         .send()

@@ -155,7 +155,7 @@ async fn a_replay_clicked_on_the_admin_page_reaches_the_subscriber() {
     let dispatcher = start_dispatcher(cfg).await.unwrap();
 
     for p in [1, 2, 3] {
-        let resp = reqwest::Client::new()
+        let resp = ingress_client()
             .post(ingress.url("/v1/uid-notify"))
             .json(&json!({"portal_uid": 9, "phonish_uid": p, "event_type": "bind"}))
             .send()

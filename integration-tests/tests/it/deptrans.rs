@@ -58,7 +58,7 @@ async fn ingress_to_queue_keeps_only_region_and_category_and_newer_wins() {
     let ingress = integration_tests::start_ingress(icfg, None)
         .await
         .expect("ingress");
-    let http = reqwest::Client::new();
+    let http = integration_tests::ingress_client();
     let post = |body: Value| {
         let (http, url) = (http.clone(), ingress.url("/v1/driver-status"));
         async move { http.post(url).json(&body).send().await.expect("post") }

@@ -75,7 +75,7 @@ async fn ingress(topics: &Topics) -> Running {
 }
 
 async fn post(ingress: &Running, event_type: &str, body: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
+    let resp = ingress_client()
         .post(ingress.url(&format!("/v1/events/{event_type}")))
         .header("content-type", "application/json")
         .body(body.to_owned())

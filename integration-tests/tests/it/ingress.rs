@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use integration_tests::kafka::{create_topic, read};
 use integration_tests::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 async fn post_raw(
     url: &str,
     body: impl Into<reqwest::Body>,
 ) -> (u16, Value, reqwest::header::HeaderMap) {
-    let resp = reqwest::Client::new()
+    let resp = ingress_client()
         .post(url)
         .header("content-type", "application/json")
         .body(body)
@@ -122,31 +122,39 @@ async fn every_bad_request_is_a_400_naming_the_field() {
 }
 
 #[tokio::test]
-async fn kill_switch_reloads_without_restart() {
+async fn kill_switch_modes_reload_without_restart_and_off_loses_nothing() {
     let topic = unique("uid-kill");
     create_topic(&topic, 1).await.unwrap();
     let dir = std::env::temp_dir().join(unique("cfg"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("ingress.toml");
-    let write = |enabled: bool| {
+    let hash = ingress_caller("test", TEST_INGRESS_TOKEN, &["*"], false)
+        .token_sha256
+        .unwrap();
+    let write = |mode: &str| {
         std::fs::write(
             &file,
             format!(
-                "reload_interval_ms = 100\n[kafka]\nbootstrap_servers = \"{}\"\n[uid_notify]\nenabled = {enabled}\ntopic = \"{topic}\"\n",
+                "reload_interval_ms = 100\n[kafka]\nbootstrap_servers = \"{}\"\n\
+                 [uid_notify]\nmode = \"{mode}\"\nretry_after_secs = 7\ntopic = \"{topic}\"\n\
+                 [[auth.callers]]\nname = \"test\"\ntoken_sha256 = \"{hash}\"\nroutes = [\"uid-notify\"]\n",
                 bootstrap()
             ),
         )
         .unwrap();
     };
-    write(false);
+    write("off");
     let cfg = switchyard_ingress::IngressConfig::load(Some(&file)).unwrap();
     let ingress = start_ingress(cfg, Some(file.clone())).await.unwrap();
     let url = ingress.url("/v1/uid-notify");
     let body = r#"{"portal_uid":1,"phonish_uid":2,"event_type":"bind"}"#;
 
-    let (status, resp, _) = post_raw(&url, body).await;
-    assert_eq!(status, 200);
-    assert_eq!(resp, json!({"published": false}));
+    // off: 503 with Retry-After, so the identity provider keeps the event and retries.
+    let (status, resp, headers) = post_raw(&url, body).await;
+    assert_eq!(status, 503, "{resp}");
+    assert_eq!(resp["code"], "switched_off", "{resp}");
+    assert!(resp["message"].is_string());
+    assert_eq!(headers.get("retry-after").unwrap(), "7");
     let metrics = reqwest::get(ingress.url("/metrics"))
         .await
         .unwrap()
@@ -157,30 +165,50 @@ async fn kill_switch_reloads_without_restart() {
         metrics.contains(r#"switchyard_ingress_disabled_requests_total{flow="uid-notify"} 1"#),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(r#"switchyard_ingress_uid_notify_mode{mode="off"} 1"#),
+        "{metrics}"
+    );
     assert!(read(&topic, 1, Duration::from_secs(3))
         .await
         .unwrap()
         .is_empty());
 
-    // Switch on by editing the file; mtime granularity can be coarse, so retry the write.
-    let mut published = false;
-    for _ in 0..50 {
-        write(true);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let (status, resp, _) = post_raw(&url, body).await;
-        assert_eq!(status, 200);
-        if resp["published"] == true {
-            published = true;
-            break;
+    // hold, then on, by editing the file; mtime granularity can be coarse, so retry the write.
+    for mode in ["hold", "on"] {
+        let mut accepted = None;
+        for _ in 0..50 {
+            write(mode);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let (status, resp, _) = post_raw(&url, body).await;
+            if status == 200 {
+                accepted = Some(resp);
+                break;
+            }
+            assert_eq!(status, 503, "{resp}");
         }
+        let resp = accepted.unwrap_or_else(|| panic!("switch never turned to {mode}"));
+        assert!(resp["event_id"].is_string(), "{resp}");
+        let metrics = reqwest::get(ingress.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(&format!(
+                "switchyard_ingress_uid_notify_mode{{mode=\"{mode}\"}} 1"
+            )),
+            "{metrics}"
+        );
     }
-    assert!(published, "switch never turned on");
+    // Both hold and on published: two records, none from while it was off.
     assert_eq!(
-        read(&topic, 1, Duration::from_secs(20))
+        read(&topic, 3, Duration::from_secs(10))
             .await
             .unwrap()
             .len(),
-        1
+        2
     );
     ingress.stop().await.unwrap();
 }

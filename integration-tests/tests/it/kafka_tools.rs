@@ -33,7 +33,7 @@ fn ktool(main_class: &str, args: &[&str]) -> String {
 }
 
 async fn post_bind(url: &str, portal_uid: u64) -> String {
-    let resp = reqwest::Client::new()
+    let resp = ingress_client()
         .post(url)
         .json(&json!({"portal_uid": portal_uid, "phonish_uid": 7, "event_type": "bind"}))
         .send()

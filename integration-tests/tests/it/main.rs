@@ -26,6 +26,7 @@ mod engine_http;
 mod engine_parking;
 mod engine_support;
 mod ingress;
+mod ingress_auth;
 mod kafka_cluster;
 mod kafka_tools;
 mod mark_notify;

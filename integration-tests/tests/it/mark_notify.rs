@@ -17,6 +17,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const SEEN: &str = "/4.0/mark-notify/v1/seen";
 
 struct Setup {
+    topic: String,
     ingress: Running,
     dispatcher: Running,
     dlq_prefix: String,
@@ -31,19 +32,20 @@ async fn setup(integrations: &str) -> Setup {
     let file: PathBuf = dir.join("integrations.toml");
     std::fs::write(&file, integrations).unwrap();
 
+    // The ingress knows nothing of the integrations: it publishes every mark.
     let mut icfg = ingress_config("unused");
     icfg.mark_notify.topic = topic.clone();
-    icfg.mark_notify.integrations_file = Some(file.clone());
     let ingress = start_ingress(icfg, None).await.unwrap();
 
     let mut dcfg = dispatcher_config(Vec::new());
     dcfg.mark_notify = Some(MarkNotifySection {
-        topic,
+        topic: topic.clone(),
         integrations_file: file,
     });
     let dlq_prefix = dcfg.topic_prefix.clone();
     let dispatcher = start_dispatcher(dcfg).await.unwrap();
     Setup {
+        topic,
         ingress,
         dispatcher,
         dlq_prefix,
@@ -51,7 +53,7 @@ async fn setup(integrations: &str) -> Setup {
 }
 
 async fn seen(ingress: &Running, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = ingress_client()
         .post(ingress.url(SEEN))
         .header("content-type", "application/json")
         .body(body.to_owned());
@@ -106,9 +108,14 @@ async fn each_caller_kind_reaches_http_and_topic_targets_in_the_documented_forma
     assert_eq!(st, 200, "{client}");
     let (st, driver) = seen(&s.ingress, DRIVER, r#"{"tag":"promo","id":"n-2"}"#).await;
     assert_eq!(st, 200, "{driver}");
-    let (st, anon) = seen(&s.ingress, &[], r#"{"tag":"promo","id":"n-3"}"#).await;
+    let (st, anon) = seen(
+        &s.ingress,
+        &[("X-Idempotency-Token", "view-3")],
+        r#"{"tag":"promo","id":"n-3"}"#,
+    )
+    .await;
     assert_eq!(st, 200, "{anon}");
-    assert_eq!(client["routed"], true);
+    assert_eq!(client["idempotency_key"], "promo:n-1:client:user-1");
 
     // HTTP target: one body format per caller kind, valid against its JSON Schema.
     assert!(api.wait_delivered(3, WAIT).await);
@@ -128,12 +135,12 @@ async fn each_caller_kind_reaches_http_and_topic_targets_in_the_documented_forma
             ),
             "driver" => (
                 json!({"event_id": driver["event_id"], "caller": "driver", "tag": "promo", "id": "n-2",
-                       "park_id": "park1", "driver_profile_id": "drv7"}),
+                       "db_id": "park1", "uuid": "drv7"}),
                 "promo:n-2:driver:park1:drv7",
             ),
             _ => (
                 json!({"event_id": anon["event_id"], "caller": "anonymous", "tag": "promo", "id": "n-3"}),
-                "promo:n-3:anonymous:promo:n-3",
+                "promo:n-3:anonymous:view-3",
             ),
         };
         assert_eq!(body, expected);
@@ -166,17 +173,13 @@ async fn each_caller_kind_reaches_http_and_topic_targets_in_the_documented_forma
                 assert_eq!(key, "driver:park1:drv7");
                 assert_eq!(m.event_id, driver["event_id"].as_str().unwrap());
                 assert_eq!(
-                    (
-                        m.park_id.as_str(),
-                        m.driver_profile_id.as_str(),
-                        m.id.as_str()
-                    ),
+                    (m.db_id.as_str(), m.uuid.as_str(), m.id.as_str()),
                     ("park1", "drv7", "n-2")
                 );
             }
             Some("anonymous") => {
                 let m = AnonymousSeenRecord::decode(value).unwrap();
-                assert_eq!(key, "anonymous:promo:n-3");
+                assert_eq!(key, "anonymous:view-3");
                 assert_eq!(
                     (m.event_id.as_str(), m.tag.as_str(), m.id.as_str()),
                     (anon["event_id"].as_str().unwrap(), "promo", "n-3")
@@ -272,21 +275,57 @@ async fn max_attempts_then_the_integrations_dead_letter_topic() {
 }
 
 #[tokio::test]
-async fn unknown_tag_is_accepted_and_counted_as_unrouted() {
+async fn a_mark_with_a_tag_no_integration_wants_is_kept_on_the_topic() {
     let s = setup("").await;
-    let (st, resp) = seen(&s.ingress, &[], r#"{"tag":"nobody-wants","id":"x"}"#).await;
-    assert_eq!(st, 200);
-    assert_eq!(resp, json!({"routed": false}));
+    let (st, resp) = seen(&s.ingress, CLIENT, r#"{"tag":"nobody-wants","id":"x"}"#).await;
+    assert_eq!(st, 200, "{resp}");
+    let event_id = resp["event_id"].as_str().expect("event_id").to_owned();
+    // The mark is on the topic, for an integration added later to be fed by a replay.
+    let records = read(&s.topic, 1, WAIT).await.unwrap();
+    assert_eq!(records.len(), 1);
+    let env = events::Envelope::from_bytes(records[0].payload().unwrap()).unwrap();
+    assert_eq!(env.event_id, event_id);
+    let Some(events::v1::envelope::Payload::NotificationSeen(m)) = env.payload else {
+        panic!("not a mark: {env:?}");
+    };
+    assert_eq!((m.tag.as_str(), m.id.as_str()), ("nobody-wants", "x"));
+    // No metric takes the client's tag as a label.
     let metrics = reqwest::get(s.ingress.url("/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains(r#"switchyard_mark_notify_unrouted_total{tag="nobody-wants"} 1"#),
-        "{metrics}"
-    );
+    assert!(!metrics.contains("nobody-wants"), "{metrics}");
+    s.dispatcher.stop().await.unwrap();
+    s.ingress.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn anonymous_views_spread_and_a_retried_view_keeps_its_token() {
+    let s = setup("").await;
+    let body = r#"{"tag":"promo","id":"popular"}"#;
+    // Two views without a token are two views; a retried request with a token is one view.
+    let (_, a) = seen(&s.ingress, &[], body).await;
+    let (_, b) = seen(&s.ingress, &[], body).await;
+    let (_, c1) = seen(&s.ingress, &[("X-Idempotency-Token", "req-77")], body).await;
+    let (_, c2) = seen(&s.ingress, &[("X-Idempotency-Token", "req-77")], body).await;
+    let token = |v: &Value| v["idempotency_key"].as_str().unwrap().to_owned();
+    assert_ne!(token(&a), token(&b));
+    assert_eq!(token(&c1), "promo:popular:anonymous:req-77");
+    assert_eq!(token(&c1), token(&c2));
+    assert_ne!(c1["event_id"], c2["event_id"]);
+
+    let records = read(&s.topic, 4, WAIT).await.unwrap();
+    let mut keys: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.key().unwrap()).into_owned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    // a, b and the retried view: three keys, so views of one notification spread.
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(keys.contains(&"anonymous:req-77".to_owned()), "{keys:?}");
     s.dispatcher.stop().await.unwrap();
     s.ingress.stop().await.unwrap();
 }
@@ -401,16 +440,11 @@ async fn every_bad_request_is_a_400_naming_the_field_or_header() {
 
 #[tokio::test]
 async fn broker_down_gives_503() {
-    let dir = std::env::temp_dir().join(unique("mark503"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("integrations.toml");
-    std::fs::write(&file, "[[integrations]]\ntag = \"promo\"\ntargets = []\n").unwrap();
     let mut cfg = ingress_config("unused");
     cfg.kafka.bootstrap_servers = "127.0.0.1:1".into();
     cfg.kafka.produce_timeout_ms = 1_000;
-    cfg.mark_notify.integrations_file = Some(file);
     let ingress = start_ingress(cfg, None).await.unwrap();
-    let resp = reqwest::Client::new()
+    let resp = ingress_client()
         .post(ingress.url(SEEN))
         .body(r#"{"tag":"promo","id":"1"}"#)
         .send()

@@ -29,7 +29,7 @@ async fn dead_letters_are_replayed_to_the_recovered_subscriber_once() {
     let dispatcher = start_dispatcher(cfg.clone()).await.unwrap();
 
     for p in [1, 2, 3] {
-        let resp = reqwest::Client::new()
+        let resp = ingress_client()
             .post(ingress.url("/v1/uid-notify"))
             .json(&json!({"portal_uid": 9, "phonish_uid": p, "event_type": "bind"}))
             .send()

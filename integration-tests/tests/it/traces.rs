@@ -39,7 +39,7 @@ async fn one_trace_links_ingress_request_consumer_and_subscriber_request() {
 
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let caller_span = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
-    let resp = reqwest::Client::new()
+    let resp = ingress_client()
         .post(ingress.url("/v1/uid-notify"))
         .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
         .json(&json!({"portal_uid": 21, "phonish_uid": 22, "event_type": "bind"}))

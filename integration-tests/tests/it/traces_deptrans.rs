@@ -36,7 +36,7 @@ async fn a_status_trace_is_linked_from_the_queue_batches_to_the_krt_request() {
 
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let caller_span = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
-    let resp = reqwest::Client::new()
+    let resp = integration_tests::ingress_client()
         .post(ingress.url("/v1/driver-status"))
         .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
         .json(&json!({"park_id": "p1", "driver_profile_id": "d1", "status": "online", "updated_at": at(1)}))

@@ -13,12 +13,7 @@ use switchyard_dispatcher::sign::SigningKey;
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn post(url: &str, body: &Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = ingress_client().post(url).json(body).send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
@@ -314,7 +309,7 @@ async fn traceparent_travels_from_ingress_request_to_the_webhook() {
     .await
     .unwrap();
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let resp = reqwest::Client::new()
+    let resp = ingress_client()
         .post(ingress.url("/v1/uid-notify"))
         .header("traceparent", incoming)
         .json(&json!({"portal_uid": 11, "phonish_uid": 12, "event_type": "bind"}))

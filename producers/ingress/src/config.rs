@@ -1,4 +1,4 @@
-//! Ingress configuration; the `[uid_notify]` section is re-read at runtime (kill switch).
+//! Ingress configuration; `uid_notify.mode` is re-read at runtime (the kill switch).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub struct IngressConfig {
     pub mark_notify: crate::mark_notify::MarkNotifyConfig,
     /// `POST /v1/events/{event_type}`: the domain event registry.
     pub domain_events: crate::domain_events::DomainEventsConfig,
+    /// Callers, their credentials and routes.
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Default for IngressConfig {
@@ -43,6 +45,7 @@ impl Default for IngressConfig {
             driver_status: crate::driver_status::DriverStatusConfig::default(),
             mark_notify: crate::mark_notify::MarkNotifyConfig::default(),
             domain_events: crate::domain_events::DomainEventsConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -50,8 +53,12 @@ impl Default for IngressConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UidNotifyConfig {
-    /// Kill switch: when false the endpoint answers 200 without publishing.
-    pub enabled: bool,
+    /// The kill switch, reloaded while running: `on` publishes; `hold` publishes too while the
+    /// uid-notify subscribers are paused in the dispatcher (nothing delivered, nothing lost);
+    /// `off` answers 503 with `Retry-After`, so the identity provider keeps and retries the event.
+    pub mode: UidNotifyMode,
+    /// `Retry-After` (seconds) of the 503 answered while `mode = "off"`.
+    pub retry_after_secs: u64,
     /// Topic the account-link events go to.
     pub topic: String,
 }
@@ -59,8 +66,34 @@ pub struct UidNotifyConfig {
 impl Default for UidNotifyConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            mode: UidNotifyMode::On,
+            retry_after_secs: 60,
             topic: "uid-notify".into(),
+        }
+    }
+}
+
+/// `uid_notify.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UidNotifyMode {
+    /// Accept and publish.
+    #[default]
+    On,
+    /// Accept and publish; delivery is held by pausing the subscribers in the dispatcher.
+    Hold,
+    /// Refuse with 503 + `Retry-After`: nothing is accepted, the sender keeps the events.
+    Off,
+}
+
+impl UidNotifyMode {
+    pub const ALL: [Self; 3] = [Self::On, Self::Hold, Self::Off];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::Hold => "hold",
+            Self::Off => "off",
         }
     }
 }
@@ -78,13 +111,15 @@ impl IngressConfig {
 /// The parts of the config that change without a restart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Switches {
-    pub uid_notify_enabled: bool,
+    pub uid_notify_mode: UidNotifyMode,
+    pub uid_notify_retry_after_secs: u64,
 }
 
 impl From<&IngressConfig> for Switches {
     fn from(cfg: &IngressConfig) -> Self {
         Self {
-            uid_notify_enabled: cfg.uid_notify.enabled,
+            uid_notify_mode: cfg.uid_notify.mode,
+            uid_notify_retry_after_secs: cfg.uid_notify.retry_after_secs,
         }
     }
 }
@@ -94,7 +129,13 @@ pub type LiveSwitches = Arc<ArcSwap<Switches>>;
 
 /// Re-reads `file` whenever its modification time changes; a file that fails to load keeps
 /// the previous switches and logs why.
-pub async fn watch(file: PathBuf, live: LiveSwitches, every: Duration, shutdown: Shutdown) {
+pub async fn watch(
+    file: PathBuf,
+    live: LiveSwitches,
+    every: Duration,
+    shutdown: Shutdown,
+    on_change: impl Fn(&Switches) + Send,
+) {
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut seen: Option<SystemTime> = mtime(&file);
     let mut tick = tokio::time::interval(every);
@@ -113,6 +154,7 @@ pub async fn watch(file: PathBuf, live: LiveSwitches, every: Duration, shutdown:
                 let next = Switches::from(&cfg);
                 if **live.load() != next {
                     tracing::info!(?next, "config switches reloaded");
+                    on_change(&next);
                     live.store(Arc::new(next));
                 }
             }

@@ -130,6 +130,30 @@ impl Registry {
         self.types.get(event_type)
     }
 
+    /// The registered `event_type` at `version`; 404 naming what is registered otherwise.
+    pub(crate) fn lookup(
+        &self,
+        event_type: &str,
+        version: u32,
+    ) -> Result<&Arc<RegisteredEvent>, ApiError> {
+        let Some(versions) = self.versions(event_type) else {
+            return Err(ApiError::NotFound {
+                code: "unknown_event_type",
+                message: format!("event type {event_type} is not registered"),
+            });
+        };
+        versions.get(&version).ok_or_else(|| {
+            let known: Vec<String> = versions.keys().map(|v| format!("v{v}")).collect();
+            ApiError::NotFound {
+                code: "unknown_event_version",
+                message: format!(
+                    "{event_type} has no v{version}; registered: {}",
+                    known.join(", ")
+                ),
+            }
+        })
+    }
+
     /// Every registered event, by type then version.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<RegisteredEvent>> {
         self.types.values().flat_map(BTreeMap::values)
@@ -208,11 +232,11 @@ fn join(base: &str, name: &str) -> String {
     }
 }
 
-/// Splits `tasks.task_assigned.v1` into the type and the version.
-fn split_versioned(path: &str) -> Result<(&str, u32), ApiError> {
+/// Splits `tasks.task_assigned.v1` into the type and the version; an error names `field`.
+pub(crate) fn split_versioned<'a>(path: &'a str, field: &str) -> Result<(&'a str, u32), ApiError> {
     let bad = || {
         ApiError::field(
-            "event_type",
+            field,
             "must be `<domain>.<name>.v<version>`, e.g. `tasks.task_assigned.v1`",
         )
     };
@@ -293,6 +317,8 @@ fn envelope(
     responses(
         (status = 200, description = "Stored on the broker", body = PublishedEvent),
         (status = 400, description = "Invalid body: `violations` lists the path of every violation", body = ErrorBody),
+        (status = 401, description = "No known credential (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "The caller may not publish this event type (`forbidden`)", body = ErrorBody),
         (status = 404, description = "Unknown event type (`unknown_event_type`) or version (`unknown_event_version`)", body = ErrorBody),
         (status = 503, description = "Broker did not acknowledge in time; retry after `Retry-After`", body = ErrorBody),
     ),
@@ -304,20 +330,8 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<PublishedEvent>, ApiError> {
-    let (name, version) = split_versioned(&event_type)?;
-    let Some(versions) = state.events.versions(name) else {
-        return Err(ApiError::NotFound {
-            code: "unknown_event_type",
-            message: format!("event type {name} is not registered"),
-        });
-    };
-    let Some(event) = versions.get(&version) else {
-        let known: Vec<String> = versions.keys().map(|v| format!("v{v}")).collect();
-        return Err(ApiError::NotFound {
-            code: "unknown_event_version",
-            message: format!("{name} has no v{version}; registered: {}", known.join(", ")),
-        });
-    };
+    let (name, version) = split_versioned(&event_type, "event_type")?;
+    let event = state.events.lookup(name, version)?;
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
         Some(v) => match v.to_str() {
             Ok(s) if !s.is_empty() && s.len() <= 200 => Some(s.to_owned()),
@@ -402,11 +416,11 @@ mod tests {
     fn paths_and_versions_parse() {
         assert_eq!(dotted("/a/0/b~1c"), "a[0].b/c");
         assert_eq!(
-            split_versioned("tasks.task_assigned.v12").unwrap(),
+            split_versioned("tasks.task_assigned.v12", "event_type").unwrap(),
             ("tasks.task_assigned", 12)
         );
-        assert!(split_versioned("tasks.task_assigned").is_err());
-        assert!(split_versioned("tasks.task_assigned.v0").is_err());
+        assert!(split_versioned("tasks.task_assigned", "event_type").is_err());
+        assert!(split_versioned("tasks.task_assigned.v0", "event_type").is_err());
     }
 
     #[test]

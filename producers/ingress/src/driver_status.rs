@@ -120,6 +120,8 @@ impl DriverStatusRequest {
     responses(
         (status = 200, description = "Stored on the broker", body = DriverStatusResponse),
         (status = 400, description = "Invalid body; the message names the field", body = ErrorBody),
+        (status = 401, description = "No known credential (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "The caller may not use this route (`forbidden`)", body = ErrorBody),
         (status = 503, description = "Broker did not acknowledge in time; retry after `Retry-After`", body = ErrorBody),
     ),
     tag = "driver-status"

@@ -15,10 +15,18 @@ pub enum ApiError {
     },
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{message}")]
+    NotModified { etag: String, message: String },
     #[error("the body violates its schema")]
     Violations(Vec<Violation>),
     #[error("the broker did not acknowledge the record in time")]
     Unavailable,
+    #[error("the flow is switched off")]
+    SwitchedOff { retry_after_secs: u64 },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -56,6 +64,23 @@ impl IntoResponse for ApiError {
             } => ErrorBody::new(code, message)
                 .with_field(field)
                 .into_response_with(StatusCode::BAD_REQUEST),
+            Self::Unauthenticated(message) => {
+                let mut resp = ErrorBody::new("unauthenticated", message)
+                    .into_response_with(StatusCode::UNAUTHORIZED);
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                resp
+            }
+            Self::Forbidden(message) => {
+                ErrorBody::new("forbidden", message).into_response_with(StatusCode::FORBIDDEN)
+            }
+            Self::NotModified { etag, .. } => {
+                let mut resp = StatusCode::NOT_MODIFIED.into_response();
+                if let Ok(v) = HeaderValue::from_str(&etag) {
+                    resp.headers_mut().insert(header::ETAG, v);
+                }
+                resp
+            }
             Self::NotFound { code, message } => {
                 ErrorBody::new(code, message).into_response_with(StatusCode::NOT_FOUND)
             }
@@ -77,6 +102,16 @@ impl IntoResponse for ApiError {
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),
                 );
+                resp
+            }
+            Self::SwitchedOff { retry_after_secs } => {
+                let mut resp = ErrorBody::new(
+                    "switched_off",
+                    "this flow is switched off for now; the event was not stored, retry later",
+                )
+                .into_response_with(StatusCode::SERVICE_UNAVAILABLE);
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
                 resp
             }
             Self::Internal(source) => {

@@ -4,15 +4,19 @@
 //! # Layout
 //!
 //! - [`config`]: `IngressConfig` and the switches reloaded from its file while running.
+//! - [`auth`]: callers, their hashed credentials and routes; the middleware in front of every
+//!   flow (401/403), and who may send mark-notify's identity headers.
 //! - One module per flow: `uid_notify`, `mark_notify`, `driver_status`, and
 //!   [`domain_events`] (the generic `POST /v1/events/{type}` over the registry in
 //!   `deploy/events.toml` and the JSON Schemas in `schemas/events/`).
 //! - [`publish`]: the `Publisher` (Kafka with `acks=all`, or discard for benchmarks).
 //! - `error`: the flows' errors mapped to the shared body (`switchyard_runtime::http`, which
 //!   also parses JSON strictly and serves `/ping` + `/metrics`).
+//! - `schemas`: `GET /v1/schemas[/{type}.v{N}]`, the registry read-only with an `ETag`.
 //! - `metrics`: every metric the ingress exports; [`openapi`]: the generated document.
 //! - [`run`]: the router (`/ping`, `/metrics`, the flows) served until shutdown.
 
+pub mod auth;
 pub mod config;
 pub mod domain_events;
 mod driver_status;
@@ -21,9 +25,9 @@ mod mark_notify;
 mod metrics;
 pub mod openapi;
 pub mod publish;
+mod schemas;
 mod uid_notify;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +47,7 @@ use tracing::Instrument;
 pub use config::IngressConfig;
 use config::{LiveSwitches, Switches};
 use error::ApiError;
-use metrics::{IngressMetrics, TopicLabels};
+use metrics::{AuthLabels, IngressMetrics, ModeLabels, TopicLabels};
 pub use publish::Publisher;
 
 #[derive(Clone)]
@@ -52,8 +56,8 @@ pub struct AppState {
     pub switches: LiveSwitches,
     pub publisher: Publisher,
     pub metrics: Arc<IngressMetrics>,
-    /// mark-notify tags that have at least one integration.
-    pub routed_tags: Arc<HashSet<String>>,
+    /// Callers and their routes.
+    pub auth: Arc<auth::Auth>,
     /// Registered domain event types and versions with their compiled schemas.
     pub events: Arc<domain_events::Registry>,
 }
@@ -61,29 +65,56 @@ pub struct AppState {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error(transparent)]
-    Integrations(#[from] mark_notify::IntegrationsError),
+    Auth(#[from] auth::AuthError),
     #[error(transparent)]
     Registry(#[from] domain_events::RegistryError),
 }
 
 impl AppState {
-    /// Builds the state, reading the mark-notify integrations file and the domain event
+    /// Builds the state: resolves `[auth]` (reading token files) and loads the domain event
     /// registry named in `config`.
     pub fn new(config: IngressConfig, publisher: Publisher) -> Result<Self, StateError> {
-        let routed = mark_notify::routed_tags(config.mark_notify.integrations_file.as_deref())?;
+        let auth = auth::Auth::from_config(&config.auth)?;
         let events = match &config.domain_events.registry_file {
             Some(file) => domain_events::Registry::load(file)?,
             None => domain_events::Registry::default(),
         };
         let switches = Arc::new(ArcSwap::from_pointee(Switches::from(&config)));
-        Ok(Self {
+        let state = Self {
             config: Arc::new(config),
             switches,
             publisher,
             metrics: Arc::default(),
-            routed_tags: Arc::new(routed),
+            auth: Arc::new(auth),
             events: Arc::new(events),
-        })
+        };
+        state.show_switches(&state.switches.load());
+        Ok(state)
+    }
+
+    /// Sets the mode gauge to the switches in force.
+    fn show_switches(&self, switches: &Switches) {
+        for mode in config::UidNotifyMode::ALL {
+            let on = i64::from(mode == switches.uid_notify_mode);
+            self.metrics
+                .uid_notify_mode
+                .get_or_create(&ModeLabels {
+                    mode: mode.as_str().into(),
+                })
+                .set(on);
+        }
+    }
+
+    /// Counts a request refused inside a handler (identity headers from an untrusted caller).
+    pub(crate) fn count_forbidden(&self, principal: &auth::Principal, route: &str) {
+        self.metrics
+            .auth
+            .get_or_create(&AuthLabels {
+                caller: principal.name.to_string(),
+                route: route.to_owned(),
+                outcome: "identity_headers_refused".into(),
+            })
+            .inc();
     }
 
     /// Publishes and records latency; any failure becomes a 503 for the caller. The publish is a
@@ -134,13 +165,21 @@ impl AppState {
     }
 }
 
-/// Every ingress route.
+/// Every ingress route: the flows behind [`auth::require`], the probes and `/metrics` open.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let flows = Router::new()
         .route("/v1/uid-notify", post(uid_notify::handle))
         .route("/v1/driver-status", post(driver_status::handle))
         .route("/4.0/mark-notify/v1/seen", post(mark_notify::handle))
         .route("/v1/events/{event_type}", post(domain_events::handle))
+        .route("/v1/schemas", get(schemas::list))
+        .route("/v1/schemas/{schema}", get(schemas::get_one))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ));
+    Router::new()
+        .merge(flows)
         .route("/ready", get(ready))
         .merge(switchyard_runtime::http::ops_routes(state.metrics.clone()))
         .layer(axum::middleware::from_fn_with_state(
@@ -214,11 +253,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
+    for route in &state.auth.open_names {
+        tracing::warn!(%route, "auth.allow_unauthenticated: route served without a credential");
+    }
     if let Some(file) = config_file {
         let every = Duration::from_millis(state.config.reload_interval_ms);
+        let watcher = state.clone();
         switchyard_runtime::shutdown::spawn_detached(
             "config-watch",
-            config::watch(file, state.switches.clone(), every, shutdown.clone()),
+            config::watch(
+                file,
+                state.switches.clone(),
+                every,
+                shutdown.clone(),
+                move |s| watcher.show_switches(s),
+            ),
         );
     }
     let publisher = state.publisher.clone();

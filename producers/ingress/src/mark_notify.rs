@@ -1,13 +1,12 @@
 //! `POST /4.0/mark-notify/v1/seen`: an app reports that a notification was shown. The caller
-//! (client, driver or anonymous) comes from the API gateway's headers; the fact is published
-//! for the integrations configured for its `tag`.
-
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+//! (client, driver or anonymous) comes from the API gateway's headers, trusted only from a caller
+//! with `trusted_identity_headers`. Every well-formed mark is published, whatever its tag:
+//! routing by tag is the dispatcher's, so an integration added later can be fed by a replay.
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::Extension;
 use axum::Json;
 use chrono::Utc;
 use events::v1::notification_seen::Caller;
@@ -18,8 +17,8 @@ use events::{event_type, Envelope};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
-use crate::metrics::TagLabels;
 use crate::AppState;
 
 /// Largest accepted body.
@@ -32,57 +31,32 @@ pub const H_BOUND_UIDS: &str = "x-yataxi-bound-uids";
 pub const H_PHONE_ID: &str = "x-yataxi-phoneid";
 pub const H_PARK_ID: &str = "x-yataxi-park-id";
 pub const H_DRIVER_ID: &str = "x-yataxi-driver-profile-id";
+/// Every identity header; only a caller with `trusted_identity_headers` may send them.
+pub const IDENTITY_HEADERS: [&str; 6] = [
+    H_USER_ID,
+    H_UID,
+    H_BOUND_UIDS,
+    H_PHONE_ID,
+    H_PARK_ID,
+    H_DRIVER_ID,
+];
+/// Optional: identifies one anonymous view across the app's retries of the same request.
+pub const H_IDEMPOTENCY_TOKEN: &str = "x-idempotency-token";
 
 /// `[mark_notify]` section of the ingress config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MarkNotifyConfig {
-    /// Topic the marks go to; the dispatcher fans them out per integration.
+    /// Topic every mark goes to; the dispatcher routes them by tag to the integrations.
     pub topic: String,
-    /// The integrations file shared with the dispatcher; only its tags are read here.
-    pub integrations_file: Option<PathBuf>,
 }
 
 impl Default for MarkNotifyConfig {
     fn default() -> Self {
         Self {
             topic: "mark-notify".into(),
-            integrations_file: None,
         }
     }
-}
-
-/// The ingress's view of the integrations file: which tags are routed anywhere.
-#[derive(Debug, Deserialize)]
-struct IntegrationsView {
-    #[serde(default)]
-    integrations: Vec<TagView>,
-}
-
-#[derive(Debug, Deserialize)]
-struct TagView {
-    tag: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot load integrations file {path}: {message}")]
-pub struct IntegrationsError {
-    path: String,
-    message: String,
-}
-
-/// Tags that have at least one integration.
-pub fn routed_tags(file: Option<&Path>) -> Result<HashSet<String>, IntegrationsError> {
-    let Some(file) = file else {
-        return Ok(HashSet::new());
-    };
-    let err = |message: String| IntegrationsError {
-        path: file.display().to_string(),
-        message,
-    };
-    let text = std::fs::read_to_string(file).map_err(|e| err(e.to_string()))?;
-    let view: IntegrationsView = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
-    Ok(view.integrations.into_iter().map(|i| i.tag).collect())
 }
 
 /// A notification shown to the caller.
@@ -97,11 +71,10 @@ pub struct SeenRequest {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SeenResponse {
-    /// Id of the published event; absent when no integration wants the tag.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<String>,
-    /// False when no integration is configured for the tag (the mark is accepted, not stored).
-    pub routed: bool,
+    /// Id of the published event.
+    pub event_id: String,
+    /// The key consumers deduplicate on: the same for a retry of the same view.
+    pub idempotency_key: String,
 }
 
 impl SeenRequest {
@@ -185,8 +158,8 @@ pub fn caller(headers: &HeaderMap) -> Result<Caller, ApiError> {
             }
         }
         return Ok(Caller::Driver(DriverCaller {
-            park_id: park.into(),
-            driver_profile_id: profile.into(),
+            db_id: park.into(),
+            uuid: profile.into(),
         }));
     }
     if client {
@@ -218,12 +191,26 @@ pub fn caller(headers: &HeaderMap) -> Result<Caller, ApiError> {
     Ok(Caller::Anonymous(AnonymousCaller {}))
 }
 
-/// The record key: the person, so one person's marks stay in order.
-pub fn person_key(caller: &Caller, seen: &SeenRequest) -> String {
+/// The anonymous view a request is: the client's `X-Idempotency-Token` when sent (so a retry
+/// of the same request is the same view), else a fresh id (every request is its own view).
+pub fn view_id(headers: &HeaderMap) -> Result<String, ApiError> {
+    match header(headers, H_IDEMPOTENCY_TOKEN)? {
+        Some(t) if t.len() <= 128 && t.bytes().all(|b| b.is_ascii_graphic()) => Ok(t.to_owned()),
+        Some(_) => Err(ApiError::header(
+            H_IDEMPOTENCY_TOKEN,
+            "must be 1-128 visible ASCII characters",
+        )),
+        None => Ok(uuid::Uuid::now_v7().to_string()),
+    }
+}
+
+/// The record key: the person, so one person's marks stay in order; an anonymous mark has no
+/// person, so it is keyed by its view and views spread over the partitions.
+pub fn record_key(caller: &Caller, view: &str) -> String {
     match caller {
         Caller::Client(c) => format!("client:{}", c.user_id),
-        Caller::Driver(d) => format!("driver:{}:{}", d.park_id, d.driver_profile_id),
-        Caller::Anonymous(_) => format!("anonymous:{}:{}", seen.tag, seen.id),
+        Caller::Driver(d) => format!("driver:{}:{}", d.db_id, d.uuid),
+        Caller::Anonymous(_) => format!("anonymous:{view}"),
     }
 }
 
@@ -239,35 +226,42 @@ pub fn person_key(caller: &Caller, seen: &SeenRequest) -> String {
         ("X-YaTaxi-PhoneId" = Option<String>, Header, description = "Client: personal phone id"),
         ("X-YaTaxi-Park-Id" = Option<String>, Header, description = "Driver: park id (with the profile id)"),
         ("X-YaTaxi-Driver-Profile-Id" = Option<String>, Header, description = "Driver: profile id (with the park id)"),
+        ("X-Idempotency-Token" = Option<String>, Header, description = "Anonymous: identifies the view across retries of the same request (1-128 visible ASCII); without it every request is a new view"),
     ),
     responses(
-        (status = 200, description = "Stored on the broker, or accepted for a tag without integrations", body = SeenResponse),
+        (status = 200, description = "Stored on the broker, whatever the tag", body = SeenResponse),
         (status = 400, description = "Invalid body or headers; the message names the field or header", body = ErrorBody),
+        (status = 401, description = "No known credential (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "The caller may not use this route, or sent identity headers without being the gateway (`forbidden`)", body = ErrorBody),
         (status = 503, description = "Broker did not acknowledge in time; retry after `Retry-After`", body = ErrorBody),
     ),
     tag = "mark-notify"
 )]
 pub async fn handle(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<SeenResponse>, ApiError> {
+    if !principal.trusted_identity_headers {
+        if let Some(name) = IDENTITY_HEADERS.iter().find(|h| headers.contains_key(**h)) {
+            state.count_forbidden(&principal, "/4.0/mark-notify/v1/seen");
+            return Err(ApiError::Forbidden(format!(
+                "caller {} may not send identity header {name}: only the API gateway's \
+                 credential is trusted with them",
+                principal.name
+            )));
+        }
+    }
     let bytes = switchyard_runtime::http::json::read_limited(body, MAX_BODY).await?;
     let req: SeenRequest = switchyard_runtime::http::json::parse(&bytes)?;
     req.validate()?;
     let caller = caller(&headers)?;
-    if !state.routed_tags.contains(&req.tag) {
-        state
-            .metrics
-            .unrouted
-            .get_or_create(&TagLabels { tag: req.tag })
-            .inc();
-        return Ok(Json(SeenResponse {
-            event_id: None,
-            routed: false,
-        }));
-    }
-    let key = person_key(&caller, &req);
+    let view = match caller {
+        Caller::Anonymous(_) => view_id(&headers)?,
+        _ => String::new(),
+    };
+    let key = record_key(&caller, &view);
     let seen = NotificationSeen {
         tag: req.tag,
         id: req.id,
@@ -286,7 +280,7 @@ pub async fn handle(
         .publish(&state.config.mark_notify.topic, &key, &env)
         .await?;
     Ok(Json(SeenResponse {
-        event_id: Some(env.event_id),
-        routed: true,
+        event_id: env.event_id,
+        idempotency_key: env.idempotency_key,
     }))
 }

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use switchyard_runtime::http::RequestMetrics;
@@ -12,16 +13,26 @@ pub const REQUEST_SECONDS: &str = "switchyard_ingress_request_seconds";
 pub const PUBLISH_SECONDS: &str = "switchyard_ingress_publish_seconds";
 pub const PUBLISH_FAILURES: &str = "switchyard_ingress_publish_failures";
 pub const DISABLED: &str = "switchyard_ingress_disabled_requests";
-pub const UNROUTED: &str = "switchyard_mark_notify_unrouted";
+pub const AUTH: &str = "switchyard_ingress_auth";
+pub const UID_NOTIFY_MODE: &str = "switchyard_ingress_uid_notify_mode";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabels {
     pub topic: String,
 }
 
+/// Bounded: `caller` is a configured name or `unknown`, `route` a route template, `outcome`
+/// one of `allowed`, `open`, `unauthenticated`, `forbidden`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TagLabels {
-    pub tag: String,
+pub struct AuthLabels {
+    pub caller: String,
+    pub route: String,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabels {
+    pub mode: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -36,7 +47,10 @@ pub struct IngressMetrics {
     pub publish_seconds: Family<TopicLabels, Histogram>,
     pub publish_failures: Family<TopicLabels, Counter>,
     pub disabled: Family<FlowLabels, Counter>,
-    pub unrouted: Family<TagLabels, Counter>,
+    /// Authentication outcomes by caller, route and outcome.
+    pub auth: Family<AuthLabels, Counter>,
+    /// 1 for the current `uid_notify.mode`, 0 for the others.
+    pub uid_notify_mode: Family<ModeLabels, Gauge>,
 }
 
 impl Default for IngressMetrics {
@@ -47,11 +61,17 @@ impl Default for IngressMetrics {
         });
         let publish_failures = Family::<TopicLabels, Counter>::default();
         let disabled = Family::<FlowLabels, Counter>::default();
-        let unrouted = Family::<TagLabels, Counter>::default();
+        let auth = Family::<AuthLabels, Counter>::default();
         registry.register(
-            UNROUTED,
-            "Marks accepted for a tag without integrations",
-            unrouted.clone(),
+            AUTH,
+            "Requests by caller, route and authentication outcome",
+            auth.clone(),
+        );
+        let uid_notify_mode = Family::<ModeLabels, Gauge>::default();
+        registry.register(
+            UID_NOTIFY_MODE,
+            "1 for the current uid_notify.mode (on, hold, off)",
+            uid_notify_mode.clone(),
         );
         let requests = RequestMetrics::register(&mut registry, REQUESTS, REQUEST_SECONDS);
         registry.register(
@@ -66,7 +86,7 @@ impl Default for IngressMetrics {
         );
         registry.register(
             DISABLED,
-            "Requests accepted without publishing because the flow's kill switch is off",
+            "Requests refused (503) because the flow is switched off",
             disabled.clone(),
         );
         Self {
@@ -75,7 +95,8 @@ impl Default for IngressMetrics {
             publish_seconds,
             publish_failures,
             disabled,
-            unrouted,
+            auth,
+            uid_notify_mode,
         }
     }
 }

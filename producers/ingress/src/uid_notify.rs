@@ -10,6 +10,7 @@ use events::{event_type, Envelope};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::config::UidNotifyMode;
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::FlowLabels;
 use crate::AppState;
@@ -44,11 +45,8 @@ pub struct UidNotifyRequest {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UidNotifyResponse {
-    /// Id of the published event; absent when the endpoint is switched off.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<String>,
-    /// False when the kill switch is off and nothing was published.
-    pub published: bool,
+    /// Id of the published event.
+    pub event_id: String,
 }
 
 impl UidNotifyRequest {
@@ -95,9 +93,11 @@ impl UidNotifyRequest {
     path = "/v1/uid-notify",
     request_body = UidNotifyRequest,
     responses(
-        (status = 200, description = "Stored on the broker (or accepted while switched off)", body = UidNotifyResponse),
+        (status = 200, description = "Stored on the broker (also while `mode = \"hold\"`)", body = UidNotifyResponse),
         (status = 400, description = "Invalid body; the message names the field", body = ErrorBody),
-        (status = 503, description = "Broker did not acknowledge in time; retry after `Retry-After`", body = ErrorBody),
+        (status = 401, description = "No known credential (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "The caller may not use this route (`forbidden`)", body = ErrorBody),
+        (status = 503, description = "Switched off (`switched_off`) or the broker did not acknowledge in time; nothing stored, retry after `Retry-After`", body = ErrorBody),
     ),
     tag = "uid-notify"
 )]
@@ -108,7 +108,8 @@ pub async fn handle(
     let bytes = switchyard_runtime::http::json::read_limited(body, MAX_BODY).await?;
     let req: UidNotifyRequest = switchyard_runtime::http::json::parse(&bytes)?;
     req.validate()?;
-    if !state.switches.load().uid_notify_enabled {
+    let switches = state.switches.load();
+    if switches.uid_notify_mode == UidNotifyMode::Off {
         state
             .metrics
             .disabled
@@ -116,17 +117,16 @@ pub async fn handle(
                 flow: "uid-notify".into(),
             })
             .inc();
-        return Ok(Json(UidNotifyResponse {
-            event_id: None,
-            published: false,
-        }));
+        return Err(ApiError::SwitchedOff {
+            retry_after_secs: switches.uid_notify_retry_after_secs,
+        });
     }
+    // `on` and `hold` both publish: holding is the dispatcher's (its subscribers are paused).
     let (key, envelope) = req.into_envelope();
     state
         .publish(&state.config.uid_notify.topic, &key, &envelope)
         .await?;
     Ok(Json(UidNotifyResponse {
-        event_id: Some(envelope.event_id),
-        published: true,
+        event_id: envelope.event_id,
     }))
 }

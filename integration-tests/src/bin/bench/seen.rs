@@ -36,7 +36,6 @@ pub(super) async fn seen(out: &mut String, rate: u64, seconds: u64) -> anyhow::R
     ))?;
     let mut icfg = ingress_config("unused");
     icfg.mark_notify.topic = marks.clone();
-    icfg.mark_notify.integrations_file = Some(file.clone());
     let ingress = start_ingress(icfg, None).await?;
     let mut dcfg = dispatcher_config(Vec::new());
     dcfg.mark_notify = Some(switchyard_dispatcher::config::MarkNotifySection {
