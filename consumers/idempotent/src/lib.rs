@@ -4,25 +4,28 @@
 //!
 //! # Layout
 //!
-//! One module: [`connect`] and [`migrate`] (the `processed_events` table of
-//! `migrations/`, in the service's own schema), [`Event`] (a decoded envelope),
-//! [`IdempotentConsumer`] (apply once; consume a topic at-least-once) and [`Handler`].
+//! Here: [`connect`] and [`migrate`] (the `processed_events` table of `migrations/`, in the
+//! service's own schema), [`Event`] (a decoded envelope), [`IdempotentConsumer`] (apply once),
+//! [`Handler`] and [`prune`]. `consume` (private): [`IdempotentConsumer::run`], the
+//! at-least-once loop with a worker per partition, dead letters and pruning, and [`Db`].
 //! A service that also publishes uses `switchyard-outbox` beside it.
+
+mod consume;
 
 use std::time::Duration;
 
 use events::v1::envelope::Payload;
 use events::Envelope;
 use futures::future::BoxFuture;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::Message;
 use switchyard_runtime::pg::lock;
-use switchyard_runtime::KafkaSettings;
 use tokio_postgres::{Client, NoTls, Transaction};
-use tokio_util::sync::CancellationToken;
+
+pub use consume::Db;
 
 /// The idempotent consumer's table; see `migrations/`.
 pub const MIGRATION: &str = include_str!("../migrations/0001_processed_events.sql");
+/// The index pruning uses.
+pub const MIGRATION_AGE_INDEX: &str = include_str!("../migrations/0002_processed_events_age.sql");
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventsError {
@@ -40,6 +43,8 @@ pub enum EventsError {
     },
     #[error("payload of {0} is not JSON")]
     Json(String, #[source] serde_json::Error),
+    /// The handler refuses the event for good (a missing or malformed field): the consume
+    /// loop dead-letters it at once instead of retrying.
     #[error("{0}")]
     Handler(String),
 }
@@ -60,8 +65,9 @@ pub async fn connect(url: &str, schema: &str) -> Result<Client, EventsError> {
 /// Creates `schema` and the `processed_events` table in it (idempotent). The outbox table is
 /// `switchyard_outbox::migrate`'s.
 pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), EventsError> {
-    switchyard_runtime::pg::apply_in_schema(client, schema, lock::EVENTS_MIGRATE, MIGRATION)
-        .await?;
+    for sql in [MIGRATION, MIGRATION_AGE_INDEX] {
+        switchyard_runtime::pg::apply_in_schema(client, schema, lock::EVENTS_MIGRATE, sql).await?;
+    }
     Ok(())
 }
 
@@ -126,11 +132,27 @@ pub type Handler = Box<
 pub struct IdempotentConsumer {
     /// Names this consumer in `processed_events`; two consumers of one event both apply it.
     pub name: String,
+    /// Where [`run`](Self::run) parks records it cannot apply; `None`: `<group>.dead-letters`.
+    pub dead_letter_topic: Option<String>,
+    /// Attempts at a record whose handler statement keeps failing before it is dead-lettered.
+    pub max_attempts: u32,
+    /// How long `processed_events` rows are kept: longer than any redelivery can come late
+    /// (a replay from further back than this applies its events again).
+    pub retention: Duration,
+    /// How often [`run`](Self::run) prunes rows older than `retention`.
+    pub prune_every: Duration,
 }
 
 impl IdempotentConsumer {
+    /// Defaults: 5 attempts, rows kept 7 days, pruned every 10 minutes.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into() }
+        Self {
+            name: name.into(),
+            dead_letter_topic: None,
+            max_attempts: 5,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            prune_every: Duration::from_secs(600),
+        }
     }
 
     /// Runs `handler` in a transaction with the dedup row, or nothing if the row exists. A
@@ -144,78 +166,65 @@ impl IdempotentConsumer {
     where
         F: for<'t> FnOnce(&'t Transaction<'t>, &'t Event) -> BoxFuture<'t, Result<T, EventsError>>,
     {
-        let tx = client.transaction().await?;
-        let fresh = tx
+        apply(&self.name, client, event, handler).await
+    }
+}
+
+/// [`IdempotentConsumer::handle`] for consumer `name`.
+pub(crate) async fn apply<T, F>(
+    name: &str,
+    client: &mut Client,
+    event: &Event,
+    handler: F,
+) -> Result<Outcome<T>, EventsError>
+where
+    F: for<'t> FnOnce(&'t Transaction<'t>, &'t Event) -> BoxFuture<'t, Result<T, EventsError>>,
+{
+    let tx = client.transaction().await?;
+    let fresh = tx
+        .execute(
+            "INSERT INTO processed_events (consumer, idempotency_key, event_id, event_type) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[
+                &name,
+                &event.dedup_key(),
+                &event.envelope.event_id,
+                &event.envelope.event_type,
+            ],
+        )
+        .await?;
+    if fresh == 0 {
+        tx.rollback().await?;
+        return Ok(Outcome::Duplicate);
+    }
+    let out = handler(&tx, event).await?;
+    tx.commit().await?;
+    Ok(Outcome::Applied(out))
+}
+
+/// Deletes `consumer`'s `processed_events` rows older than `older_than`, in batches so no
+/// statement holds many locks; returns how many went.
+pub async fn prune(
+    client: &Client,
+    consumer: &str,
+    older_than: Duration,
+) -> Result<u64, EventsError> {
+    const BATCH: i64 = 5_000;
+    let secs = older_than.as_secs_f64();
+    let mut total = 0;
+    loop {
+        let n = client
             .execute(
-                "INSERT INTO processed_events (consumer, idempotency_key, event_id, event_type) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                &[
-                    &self.name,
-                    &event.dedup_key(),
-                    &event.envelope.event_id,
-                    &event.envelope.event_type,
-                ],
+                "DELETE FROM processed_events WHERE (consumer, idempotency_key) IN ( \
+                   SELECT consumer, idempotency_key FROM processed_events \
+                   WHERE consumer = $1 AND processed_at < now() - make_interval(secs => $2) \
+                   LIMIT $3)",
+                &[&consumer, &secs, &BATCH],
             )
             .await?;
-        if fresh == 0 {
-            tx.rollback().await?;
-            return Ok(Outcome::Duplicate);
-        }
-        let out = handler(&tx, event).await?;
-        tx.commit().await?;
-        Ok(Outcome::Applied(out))
-    }
-
-    /// Consumes `topics` with consumer group `group` until `stop`: each record is handled in
-    /// order per partition, then its offset stored (at-least-once). A failing handler is
-    /// retried with backoff; it holds its partition, never skips the record.
-    pub async fn run(
-        &self,
-        kafka: &KafkaSettings,
-        group: &str,
-        topics: &[&str],
-        client: &mut Client,
-        handler: &Handler,
-        stop: CancellationToken,
-    ) -> Result<(), EventsError> {
-        let consumer: StreamConsumer = kafka.consumer_config(group).create()?;
-        consumer.subscribe(topics)?;
-        loop {
-            let msg = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                m = consumer.recv() => m?,
-            };
-            let event = Event::decode(msg.payload().unwrap_or_default()).map_err(|source| {
-                EventsError::Decode {
-                    topic: msg.topic().to_owned(),
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                    source,
-                }
-            })?;
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                match self.handle(client, &event, |tx, ev| handler(tx, ev)).await {
-                    Ok(outcome) => {
-                        tracing::debug!(
-                            consumer = %self.name,
-                            event_id = %event.envelope.event_id,
-                            duplicate = outcome == Outcome::Duplicate,
-                            "event handled"
-                        );
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(consumer = %self.name, error = %e, event_id = %event.envelope.event_id, "handler failed, retrying");
-                        tokio::select! {
-                            _ = stop.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-            consumer.store_offset_from_message(&msg)?;
+        total += n;
+        if n < BATCH as u64 {
+            return Ok(total);
         }
     }
 }

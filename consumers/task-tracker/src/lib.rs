@@ -7,6 +7,12 @@
 //! `account_created` through its outbox; `task_assigned` books one debit, `task_completed`
 //! one credit. board: publishes `task_assigned` / `task_completed` through its outbox.
 //!
+//! Idempotency keys name the real-world fact, not the event type: an assignment is
+//! `task_id + user_id + assigned_at`, so a reassigned task (to another user, or back to the same
+//! one later) is a new debit, while the broker redelivering one assignment is not. A completion
+//! is `task_id + user_id + completed_at` likewise. The ledger is the audit trail: each row keeps
+//! the assign time and, for credits, the finish time.
+//!
 //! # Layout
 //!
 //! One module: [`Topics`] and [`types`], the services' tables (`*_SQL`, applied next to
@@ -49,13 +55,19 @@ pub mod types {
 /// Service tables, next to `processed_events` and `outbox` in each service's schema.
 pub const USER_SERVICE_SQL: &str = "CREATE TABLE IF NOT EXISTS users (
     user_id TEXT PRIMARY KEY, role TEXT NOT NULL, active BOOLEAN NOT NULL DEFAULT false)";
+/// The ledger is the audit trail: `assigned_at` on every row (a credit takes it from the
+/// assignment it pays for, once that has been seen), `completed_at` on credits.
 pub const ACCOUNTING_SQL: &str = "CREATE TABLE IF NOT EXISTS accounts (
         user_id TEXT PRIMARY KEY, account_id TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS ledger (
         id BIGSERIAL PRIMARY KEY, user_id TEXT NOT NULL, task_id TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('debit', 'credit')), event_id TEXT NOT NULL)";
+        kind TEXT NOT NULL CHECK (kind IN ('debit', 'credit')), event_id TEXT NOT NULL);
+    ALTER TABLE ledger ADD COLUMN IF NOT EXISTS assigned_at TIMESTAMPTZ;
+    ALTER TABLE ledger ADD COLUMN IF NOT EXISTS completed_at TIMESTAMPTZ";
 pub const BOARD_SQL: &str = "CREATE TABLE IF NOT EXISTS tasks (
-    task_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, state TEXT NOT NULL)";
+        task_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, state TEXT NOT NULL);
+    ALTER TABLE tasks ADD COLUMN IF NOT EXISTS assigned_at TIMESTAMPTZ;
+    ALTER TABLE tasks ADD COLUMN IF NOT EXISTS completed_at TIMESTAMPTZ";
 
 /// A uuid field of the payload, as the canonical string the tables store.
 fn uuid(event: &Event, field: &str) -> Result<String, EventsError> {
@@ -66,6 +78,11 @@ fn uuid(event: &Event, field: &str) -> Result<String, EventsError> {
 
 fn key_of(event_type: &str, id: impl std::fmt::Display) -> String {
     format!("{event_type}:{id}")
+}
+
+/// The key of a task event: which task, whose, and when (see the crate doc).
+fn task_key(event_type: &str, task_id: Uuid, user_id: Uuid, at: &str) -> String {
+    format!("{event_type}:{task_id}:{user_id}:{at}")
 }
 
 /// user service: a new user, inactive, announced in the same transaction.
@@ -131,20 +148,39 @@ pub fn accounting_handler(topics: Topics) -> Handler {
     Box::new(move |tx, event| {
         let topics = topics.clone();
         async move {
-            let kind = match event.envelope.event_type.as_str() {
-                types::USER_CREATED => return open_account(tx, &topics, event).await,
-                types::TASK_ASSIGNED => "debit",
-                types::TASK_COMPLETED => "credit",
-                _ => return Ok(()),
-            };
-            let user_id = uuid(event, "user_id")?;
-            let task_id = uuid(event, "task_id")?;
-            tx.execute(
-                "INSERT INTO ledger (user_id, task_id, kind, event_id) VALUES ($1, $2, $3, $4)",
-                &[&user_id, &task_id, &kind, &event.envelope.event_id],
-            )
-            .await?;
-            Ok(())
+            match event.envelope.event_type.as_str() {
+                types::USER_CREATED => open_account(tx, &topics, event).await,
+                types::TASK_ASSIGNED => {
+                    let (user_id, task_id) = (uuid(event, "user_id")?, uuid(event, "task_id")?);
+                    let assigned_at = event.str("assigned_at")?;
+                    tx.execute(
+                        "INSERT INTO ledger (user_id, task_id, kind, event_id, assigned_at) \
+                         VALUES ($1, $2, 'debit', $3, $4::text::timestamptz)",
+                        &[&user_id, &task_id, &event.envelope.event_id, &assigned_at],
+                    )
+                    .await?;
+                    Ok(())
+                }
+                types::TASK_COMPLETED => {
+                    let (user_id, task_id) = (uuid(event, "user_id")?, uuid(event, "task_id")?);
+                    let completed_at = event.str("completed_at")?;
+                    // The assignment this completion pays for: the user's latest one before
+                    // it, if accounting has seen it yet (events of one user are in order).
+                    tx.execute(
+                        "INSERT INTO ledger \
+                           (user_id, task_id, kind, event_id, assigned_at, completed_at) \
+                         SELECT $1, $2, 'credit', $3, \
+                           (SELECT max(assigned_at) FROM ledger WHERE task_id = $2 \
+                              AND user_id = $1 AND kind = 'debit' \
+                              AND assigned_at <= $4::text::timestamptz), \
+                           $4::text::timestamptz",
+                        &[&user_id, &task_id, &event.envelope.event_id, &completed_at],
+                    )
+                    .await?;
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
         }
         .boxed()
     })
@@ -174,7 +210,7 @@ async fn open_account<C: GenericClient>(
     Ok(())
 }
 
-/// board: assign or complete a task, announced in the same transaction.
+/// board: assign (or reassign) or complete a task, announced in the same transaction.
 pub async fn board_update(
     client: &mut Client,
     topics: &Topics,
@@ -183,24 +219,35 @@ pub async fn board_update(
     completed: bool,
 ) -> Result<(), EventsError> {
     let tx = client.transaction().await?;
-    let (state, event_type, at_field) = if completed {
-        ("completed", types::TASK_COMPLETED, "completed_at")
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (event_type, at_field) = if completed {
+        tx.execute(
+            "INSERT INTO tasks (task_id, user_id, state, completed_at) \
+             VALUES ($1, $2, 'completed', $3::text::timestamptz) \
+             ON CONFLICT (task_id) DO UPDATE SET state = EXCLUDED.state, \
+               completed_at = EXCLUDED.completed_at",
+            &[&task_id.to_string(), &user_id.to_string(), &at],
+        )
+        .await?;
+        (types::TASK_COMPLETED, "completed_at")
     } else {
-        ("assigned", types::TASK_ASSIGNED, "assigned_at")
+        tx.execute(
+            "INSERT INTO tasks (task_id, user_id, state, assigned_at) \
+             VALUES ($1, $2, 'assigned', $3::text::timestamptz) \
+             ON CONFLICT (task_id) DO UPDATE SET user_id = EXCLUDED.user_id, \
+               state = EXCLUDED.state, assigned_at = EXCLUDED.assigned_at, completed_at = NULL",
+            &[&task_id.to_string(), &user_id.to_string(), &at],
+        )
+        .await?;
+        (types::TASK_ASSIGNED, "assigned_at")
     };
-    tx.execute(
-        "INSERT INTO tasks (task_id, user_id, state) VALUES ($1, $2, $3) \
-         ON CONFLICT (task_id) DO UPDATE SET state = EXCLUDED.state",
-        &[&task_id.to_string(), &user_id.to_string(), &state],
-    )
-    .await?;
     let mut payload = serde_json::json!({"task_id": task_id, "user_id": user_id});
-    payload[at_field] = serde_json::Value::String(chrono::Utc::now().to_rfc3339());
+    payload[at_field] = serde_json::Value::String(at.clone());
     let env = outbox::envelope(
         event_type,
         1,
         "task-tracker/board",
-        key_of(event_type, task_id),
+        task_key(event_type, task_id, user_id, &at),
         &payload,
     );
     outbox::enqueue(&tx, &topics.tasks, &user_id.to_string(), &env).await?;

@@ -14,7 +14,7 @@ use integration_tests::*;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::Message as _;
 use serde_json::{json, Value};
-use switchyard_idempotent::{self as idempotent, Event, IdempotentConsumer};
+use switchyard_idempotent::{self as idempotent, Db, Event, IdempotentConsumer};
 use switchyard_outbox::{self as outbox, Relay};
 use switchyard_task_tracker::{self as tt, Topics};
 use tokio_postgres::Client;
@@ -25,15 +25,15 @@ use uuid::Uuid;
 #[path = "../../../producers/outbox/examples/produce_envelope.rs"]
 mod produce_example;
 
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
-fn pg_url() -> String {
+pub(crate) fn pg_url() -> String {
     std::env::var("SWITCHYARD_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/switchyard".into())
 }
 
 /// Fresh topics for the three domains.
-async fn topics(partitions: i32) -> Topics {
+pub(crate) async fn topics(partitions: i32) -> Topics {
     let t = Topics {
         users: unique("users"),
         accounts: unique("accounts"),
@@ -260,7 +260,7 @@ async fn v1_subscribers_receive_v2_events_in_a_compatible_form() {
 }
 
 /// A service's connection (search_path = its schema), with the event tables migrated.
-async fn service_db(schema: &str, sql: &str) -> Client {
+pub(crate) async fn service_db(schema: &str, sql: &str) -> Client {
     let mut c = idempotent::connect(&pg_url(), schema).await.unwrap();
     idempotent::migrate(&mut c, schema).await.unwrap();
     outbox::migrate(&mut c, schema).await.unwrap();
@@ -268,11 +268,11 @@ async fn service_db(schema: &str, sql: &str) -> Client {
     c
 }
 
-async fn count(c: &Client, sql: &str, arg: &str) -> i64 {
+pub(crate) async fn count(c: &Client, sql: &str, arg: &str) -> i64 {
     c.query_one(sql, &[&arg]).await.unwrap().get(0)
 }
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !check().await {
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
@@ -316,12 +316,12 @@ async fn task_tracker_applies_each_event_once_under_redelivery_and_reordering() 
         ),
     ];
     for (name, s, subscribed, handler) in consumers {
-        let mut c = idempotent::connect(&pg_url(), &s).await.unwrap();
+        let db = Db::new(pg_url(), s);
         let (stop, group) = (stop.clone(), unique(name));
         tasks.spawn(async move {
             let refs: Vec<&str> = subscribed.iter().map(String::as_str).collect();
             IdempotentConsumer::new(name)
-                .run(&kafka_settings(), &group, &refs, &mut c, &handler, stop)
+                .run(&kafka_settings(), &group, &refs, &db, handler, stop)
                 .await
                 .unwrap();
         });

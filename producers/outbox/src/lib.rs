@@ -1,5 +1,6 @@
 //! Transactional outbox: a service writes its state change and the event announcing it in one
-//! transaction; the relay publishes unsent rows to Kafka in id order and marks them sent.
+//! transaction; the relay publishes unsent rows to Kafka in id order and marks them sent, and
+//! deletes sent rows once they are older than its `keep_sent` window.
 //!
 //! # Layout
 //!
@@ -24,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 /// The outbox table; see `migrations/`.
 pub const MIGRATION: &str = include_str!("../migrations/0001_outbox.sql");
+/// The index pruning uses.
+pub const MIGRATION_SENT_INDEX: &str = include_str!("../migrations/0002_outbox_sent.sql");
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -36,8 +39,9 @@ pub enum OutboxError {
 /// Creates `schema` and the `outbox` table in it (idempotent), under the same advisory lock
 /// as the idempotent consumer's migration of that schema.
 pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), OutboxError> {
-    switchyard_runtime::pg::apply_in_schema(client, schema, lock::EVENTS_MIGRATE, MIGRATION)
-        .await?;
+    for sql in [MIGRATION, MIGRATION_SENT_INDEX] {
+        switchyard_runtime::pg::apply_in_schema(client, schema, lock::EVENTS_MIGRATE, sql).await?;
+    }
     Ok(())
 }
 
@@ -83,6 +87,10 @@ pub struct Relay {
     pub batch: i64,
     /// Pause when the outbox is empty.
     pub idle: Duration,
+    /// How long sent rows stay (to see what went out, and when); older ones are deleted.
+    pub keep_sent: Duration,
+    /// How often [`run`](Self::run) deletes sent rows older than `keep_sent`.
+    pub prune_every: Duration,
 }
 
 impl Relay {
@@ -92,6 +100,8 @@ impl Relay {
             timeout: kafka.produce_timeout(),
             batch: 500,
             idle: Duration::from_millis(50),
+            keep_sent: Duration::from_secs(3600),
+            prune_every: Duration::from_secs(60),
         })
     }
 
@@ -154,9 +164,41 @@ impl Relay {
         Ok(ids.len())
     }
 
-    /// Relays until `stop`; errors are logged and retried after a pause.
-    pub async fn run(&self, client: &mut Client, stop: CancellationToken) {
+    /// Deletes sent rows older than `keep_sent`, in batches; returns how many went. Unsent
+    /// rows are never touched.
+    pub async fn prune_sent(&self, client: &Client) -> Result<u64, OutboxError> {
+        const BATCH: i64 = 5_000;
+        let secs = self.keep_sent.as_secs_f64();
+        let mut total = 0;
         loop {
+            let n = client
+                .execute(
+                    "DELETE FROM outbox WHERE id IN ( \
+                       SELECT id FROM outbox \
+                       WHERE sent_at < now() - make_interval(secs => $1) LIMIT $2)",
+                    &[&secs, &BATCH],
+                )
+                .await?;
+            total += n;
+            if n < BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Relays until `stop`, pruning sent rows every `prune_every`; errors are logged and
+    /// retried after a pause.
+    pub async fn run(&self, client: &mut Client, stop: CancellationToken) {
+        let mut next_prune = tokio::time::Instant::now();
+        loop {
+            if tokio::time::Instant::now() >= next_prune {
+                next_prune = tokio::time::Instant::now() + self.prune_every;
+                match self.prune_sent(client).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(rows = n, "sent outbox rows pruned"),
+                    Err(e) => tracing::warn!(error = %e, "outbox prune failed"),
+                }
+            }
             let pause = match self.relay_once(client).await {
                 Ok(0) => self.idle,
                 Ok(_) => Duration::ZERO,
