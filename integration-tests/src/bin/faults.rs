@@ -121,7 +121,7 @@ const HEADER: [&str; 8] = [
     "duplicates (same token)",
     "duplicates (other token)",
     "caller retries stored twice",
-    "drain after last fault",
+    "drain after faults and load",
     "run",
 ];
 

@@ -69,7 +69,8 @@ pub struct SinkReport {
     pub unacknowledged_same_token: usize,
     /// Per-key order inversions of first deliveries (ordered sinks only).
     pub inversions: Option<usize>,
-    /// From the end of the last fault to the first delivery of the last acknowledged event.
+    /// From the end of the last fault (or of the load, if later) to the first delivery of the
+    /// last acknowledged event to arrive; zero when everything arrived before.
     pub drain: Option<Duration>,
 }
 
@@ -106,7 +107,7 @@ impl Report {
 }
 
 /// Checks `deliveries` against `acks` along `routes`. `faults_over` is when the last fault
-/// ended (the drain time is measured from it).
+/// ended (or the load, if later): the drain time is measured from it.
 pub fn check(
     acks: &[Ack],
     deliveries: &[Delivery],

@@ -278,7 +278,13 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
         done.push(i.context("fault task panicked")??);
     }
     done.sort_by_key(|i| i.started);
-    let faults_over = done.iter().map(|i| load_start + i.ended).max();
+    // Drain is measured from when both the faults and the load were over.
+    let last_ack = driver.acks.iter().map(|a| a.at).max();
+    let faults_over = done
+        .iter()
+        .map(|i| load_start + i.ended)
+        .max()
+        .max(last_ack);
 
     let routes = vec![
         route("uid", Flow::UidNotify),

@@ -25,6 +25,7 @@ mod engine_guard;
 mod engine_http;
 mod engine_parking;
 mod engine_support;
+mod faults;
 mod ingress;
 mod kafka_cluster;
 mod kafka_tools;
