@@ -218,7 +218,7 @@ fn request(cfg: &DriverConfig, flow: Flow, key: u64, seq: u64, i: u64) -> Reques
             let body = json!({
                 "portal_uid": 1_000_000_000 + i,
                 "phonish_uid": phonish,
-                "event_type": if seq % 2 == 0 { "bind" } else { "unbind" },
+                "event_type": if seq.is_multiple_of(2) { "bind" } else { "unbind" },
             });
             ("/v1/uid-notify", body, Vec::new(), phonish.to_string())
         }

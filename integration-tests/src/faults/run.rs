@@ -516,3 +516,28 @@ impl Secrets {
         Ok(found)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_search_finds_a_leak() {
+        let s = Secrets::new(Some("bearer-xyz".into()));
+        let dir = std::env::temp_dir().join(unique("secrets"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let clean = dir.join("clean.log");
+        let leaky = dir.join("leaky.log");
+        std::fs::write(&clean, "INFO delivered event_id=e1 subscriber=uid\n").unwrap();
+        std::fs::write(
+            &leaky,
+            format!("WARN request failed token={} phone={}\n", s.admin, s.phone_id),
+        )
+        .unwrap();
+        let found = s.search(&[clean, leaky.clone()]).unwrap();
+        assert_eq!(
+            found,
+            vec![(leaky.clone(), "admin token"), (leaky, "phone id")]
+        );
+    }
+}
