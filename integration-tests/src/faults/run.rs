@@ -531,7 +531,10 @@ mod tests {
         std::fs::write(&clean, "INFO delivered event_id=e1 subscriber=uid\n").unwrap();
         std::fs::write(
             &leaky,
-            format!("WARN request failed token={} phone={}\n", s.admin, s.phone_id),
+            format!(
+                "WARN request failed token={} phone={}\n",
+                s.admin, s.phone_id
+            ),
         )
         .unwrap();
         let found = s.search(&[clean, leaky.clone()]).unwrap();

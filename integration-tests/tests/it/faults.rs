@@ -19,8 +19,8 @@ async fn nothing_acknowledged_is_lost_under_faults() {
     println!("faults: seed {seed} (FAULTS_SEED={seed} replays it)");
     let cfg = RunConfig {
         seed,
-        events: 6_000,
-        rate: 150,
+        events: 10_000,
+        rate: 200,
         keys: 25,
         faults: vec![
             Fault::LeaderKill,
