@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     keys: u64,
     /// Comma-separated faults (default: all): leader-kill, broker-pause, ingress-kill,
-    /// dispatcher-kill, subscriber-down, subscriber-503.
+    /// dispatcher-kill, subscriber-down, subscriber-503, subscriber-stall.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<Fault>,
     /// Run each fault alone, then all of them together.

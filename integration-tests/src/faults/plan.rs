@@ -24,16 +24,20 @@ pub enum Fault {
     SubscriberDown,
     /// The uid-notify subscriber answering 503 with `Retry-After` for a while.
     Subscriber503,
+    /// The uid-notify subscriber answering 200 only after 3 s, past the dispatcher's 2 s
+    /// timeout: it keeps what the dispatcher counts as failed (a redelivery follows).
+    SubscriberStall,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 7] = [
         Fault::LeaderKill,
         Fault::BrokerPause,
         Fault::IngressKill,
         Fault::DispatcherKill,
         Fault::SubscriberDown,
         Fault::Subscriber503,
+        Fault::SubscriberStall,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Fault {
             Fault::DispatcherKill => "dispatcher-kill",
             Fault::SubscriberDown => "subscriber-down",
             Fault::Subscriber503 => "subscriber-503",
+            Fault::SubscriberStall => "subscriber-stall",
         }
     }
 
@@ -81,6 +86,7 @@ pub struct Holds {
     pub broker_pause: Duration,
     pub process_down: Duration,
     pub subscriber_down: Duration,
+    /// Also how long a subscriber stalls.
     pub subscriber_503: Duration,
 }
 
@@ -113,7 +119,7 @@ impl Holds {
             Fault::BrokerPause => self.broker_pause,
             Fault::IngressKill | Fault::DispatcherKill => self.process_down,
             Fault::SubscriberDown => self.subscriber_down,
-            Fault::Subscriber503 => self.subscriber_503,
+            Fault::Subscriber503 | Fault::SubscriberStall => self.subscriber_503,
         }
     }
 }

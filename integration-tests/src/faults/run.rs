@@ -384,11 +384,13 @@ fn route(sink: &str, flow: Flow) -> Route {
 /// Injects one planned fault at its time, holds it, and ends it.
 async fn inject(v: Arc<Victims>, p: Planned, load_start: Instant) -> anyhow::Result<Injected> {
     tokio::time::sleep_until((load_start + p.at).into()).await;
-    let started = load_start.elapsed();
+    let mut started = load_start.elapsed();
     let victim = match p.fault {
         Fault::LeaderKill => {
-            // Broker faults hold the cluster: never two nodes out at once.
+            // Broker faults hold the cluster: never two nodes out at once (a broker fault
+            // starts when the one before it is over).
             let mut c = v.cluster.lock().await;
+            started = load_start.elapsed();
             let partition = i32::try_from(p.pick % PARTITIONS as u32).unwrap_or(0);
             let node = c.kill_leader(&v.topic, partition).await?;
             tokio::time::sleep(p.hold).await;
@@ -397,6 +399,7 @@ async fn inject(v: Arc<Victims>, p: Planned, load_start: Instant) -> anyhow::Res
         }
         Fault::BrokerPause => {
             let mut c = v.cluster.lock().await;
+            started = load_start.elapsed();
             let node = i32::try_from(1 + p.pick % 3).unwrap_or(1);
             c.pause(node).await?;
             tokio::time::sleep(p.hold).await;
@@ -421,6 +424,14 @@ async fn inject(v: Arc<Victims>, p: Planned, load_start: Instant) -> anyhow::Res
             tokio::time::sleep(p.hold).await;
             v.subscriber.set_mode(Mode::Ok).await?;
             format!("subscriber {} (Retry-After: 2)", v.subscriber.name())
+        }
+        Fault::SubscriberStall => {
+            v.subscriber
+                .set_mode(Mode::Stall(Duration::from_secs(3)))
+                .await?;
+            tokio::time::sleep(p.hold).await;
+            v.subscriber.set_mode(Mode::Ok).await?;
+            format!("subscriber {} (3 s per answer)", v.subscriber.name())
         }
     };
     tracing::info!(fault = %p.fault, victim, "fault over");

@@ -27,7 +27,8 @@ pub enum Mode {
     Ok,
     /// `status` without `Retry-After`.
     Fail(u16),
-    /// Waits this long, then answers 200 (the dispatcher may have given up by then).
+    /// Records the delivery, then waits this long before answering 200 (the dispatcher may
+    /// have given up by then).
     Stall(Duration),
     /// `status` (429 or 503) with `Retry-After: retry_after_s`.
     Throttle { status: u16, retry_after_s: u64 },
@@ -141,12 +142,8 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let (status, retry_after) = match mode {
-        Mode::Ok => (200, None),
+        Mode::Ok | Mode::Stall(_) => (200, None),
         Mode::Fail(s) => (s, None),
-        Mode::Stall(d) => {
-            tokio::time::sleep(d).await;
-            (200, None)
-        }
         Mode::Throttle {
             status,
             retry_after_s,
@@ -172,6 +169,11 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             status,
             at: Some(at),
         });
+    if let Mode::Stall(d) = mode {
+        // The event is processed (recorded) at once; only the answer is late, so a caller
+        // that gives up first has it delivered anyway (hyper drops this future on hang-up).
+        tokio::time::sleep(d).await;
+    }
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match retry_after {
         Some(s) => (code, [("retry-after", s.to_string())], "scripted").into_response(),
