@@ -46,6 +46,7 @@ pub struct Cluster {
     bootstrap: String,
     admin: Arc<AdminClient<DefaultClientContext>>,
     killed: BTreeSet<i32>,
+    paused: BTreeSet<i32>,
     _exclusive: OwnedMutexGuard<()>,
 }
 
@@ -65,6 +66,7 @@ impl Cluster {
             bootstrap,
             admin,
             killed: BTreeSet::new(),
+            paused: BTreeSet::new(),
             _exclusive: exclusive,
         };
         cluster
@@ -99,8 +101,28 @@ impl Cluster {
         Ok(())
     }
 
-    /// Restarts every node this handle killed and waits for three brokers.
+    /// Freezes node `node` with SIGSTOP: a pause (a long GC, a stalled VM), not a crash.
+    pub async fn pause(&mut self, node: i32) -> anyhow::Result<()> {
+        tracing::info!(node, "pausing kafka node");
+        self.paused.insert(node);
+        run_script(&self.script, &["pause", &node.to_string()]).await?;
+        Ok(())
+    }
+
+    /// Lets a paused node run again (SIGCONT).
+    pub async fn resume(&mut self, node: i32) -> anyhow::Result<()> {
+        tracing::info!(node, "resuming kafka node");
+        run_script(&self.script, &["resume", &node.to_string()]).await?;
+        self.paused.remove(&node);
+        Ok(())
+    }
+
+    /// Resumes every node this handle paused, restarts every node it killed, and waits for
+    /// three brokers.
     pub async fn heal(&mut self) -> anyhow::Result<()> {
+        for node in self.paused.clone() {
+            self.resume(node).await?;
+        }
         for node in self.killed.clone() {
             self.restart(node).await?;
         }
@@ -339,8 +361,17 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
-    /// A test that failed before `heal` still leaves three live nodes behind.
+    /// A test that failed before `heal` still leaves three live, running nodes behind.
     fn drop(&mut self) {
+        for node in std::mem::take(&mut self.paused) {
+            let status = std::process::Command::new(&self.script)
+                .args(["resume", &node.to_string()])
+                .stdin(Stdio::null())
+                .status();
+            if !matches!(status, Ok(s) if s.success()) {
+                eprintln!("kafka cluster: resuming node {node} failed: {status:?}");
+            }
+        }
         for node in std::mem::take(&mut self.killed) {
             let status = std::process::Command::new(&self.script)
                 .args(["start", &node.to_string()])

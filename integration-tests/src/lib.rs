@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod deptrans_fakes;
 pub mod fake_http;
+pub mod faults;
 pub mod kafka;
 pub mod load;
 

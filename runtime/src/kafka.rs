@@ -166,6 +166,23 @@ impl<O: ConsumerObserver> rdkafka::consumer::ConsumerContext for StatsContext<O>
             }
         }
     }
+
+    /// A partition assigned to this consumer starts unpaused. librdkafka keeps a partition's
+    /// pause across a revoke that hands it back to the same member, while the consumer loop
+    /// forgot why it paused it ([`StatsContext::take_revoked`]): nothing would ever resume it,
+    /// and its records would wait for good (found by the fault suite: a retry tier paused on
+    /// a full lane during a rebalance stayed paused). The loop pauses it again if it must.
+    fn post_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Assign(tpl) = rebalance {
+            if let Err(e) = rdkafka::consumer::Consumer::resume(consumer, tpl) {
+                tracing::warn!(error = %e, "cannot resume newly assigned partitions");
+            }
+        }
+    }
 }
 
 /// The standard headers of an envelope record: `sy-event-type` always, and the W3C trace

@@ -25,6 +25,7 @@ mod engine_guard;
 mod engine_http;
 mod engine_parking;
 mod engine_support;
+mod faults;
 mod idempotent;
 mod ingress;
 mod ingress_auth;
