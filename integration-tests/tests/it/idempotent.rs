@@ -372,12 +372,7 @@ async fn records_that_cannot_be_applied_are_dead_lettered_and_the_partition_move
     );
 
     let parked = read(&dead, 4, Duration::from_secs(10)).await.unwrap();
-    let got: Vec<(
-        Option<&[u8]>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )> = parked
+    let got: Vec<ParkedView<'_>> = parked
         .iter()
         .map(|m| {
             (
@@ -613,3 +608,11 @@ async fn the_outbox_relay_deletes_sent_rows_past_their_window_and_never_unsent_o
     stop.cancel();
     task.await.unwrap();
 }
+
+/// A dead-lettered record as the test compares it: key, origin, attempts, subscriber headers.
+type ParkedView<'a> = (
+    Option<&'a [u8]>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
