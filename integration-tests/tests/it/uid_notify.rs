@@ -239,13 +239,27 @@ async fn dead_subscriber_does_not_delay_a_healthy_one() {
     ]))
     .await
     .unwrap();
-    for i in 1..=30u64 {
-        let (status, _) = post(
-            &ingress.url("/v1/uid-notify"),
-            &json!({"portal_uid": 1000 + i, "phonish_uid": i, "event_type": "bind"}),
-        )
-        .await;
-        assert_eq!(status, 200);
+    // Each subscriber is its own consumer group and joins on its own schedule: first see the
+    // dead one failing, then show the healthy one drains everything while it keeps failing.
+    let post_one = |i: u64| {
+        let url = ingress.url("/v1/uid-notify");
+        async move {
+            let (status, _) = post(
+                &url,
+                &json!({"portal_uid": 1000 + i, "phonish_uid": i, "event_type": "bind"}),
+            )
+            .await;
+            assert_eq!(status, 200);
+        }
+    };
+    post_one(1).await;
+    assert!(
+        dead.wait_until(WAIT, |r| !r.is_empty()).await,
+        "the dead subscriber was never tried"
+    );
+    let tried_before = dead.received().len();
+    for i in 2..=30u64 {
+        post_one(i).await;
     }
     assert!(
         healthy.wait_delivered(30, WAIT).await,
@@ -254,8 +268,8 @@ async fn dead_subscriber_does_not_delay_a_healthy_one() {
     );
     assert!(dead.delivered().is_empty());
     assert!(
-        !dead.received().is_empty(),
-        "the dead one was tried meanwhile"
+        dead.wait_until(WAIT, |r| r.len() > tried_before).await,
+        "the dead one kept being retried meanwhile"
     );
     dispatcher.stop().await.unwrap();
     ingress.stop().await.unwrap();
