@@ -199,12 +199,14 @@ pub fn http_subscriber(
                 timeout_ms: 2_000,
                 headers: Default::default(),
                 secret: None,
+                secrets: Vec::new(),
             },
         ),
         max_attempts: None,
         concurrency: 8,
         retry: None,
         paused: false,
+        breaker: Default::default(),
     }
 }
 

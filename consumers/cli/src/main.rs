@@ -317,21 +317,36 @@ async fn follow_replay(
 
 fn print_subscribers(subs: &[SubscriberView]) {
     println!(
-        "{:<32} {:<8} {:>8} {:>10} {:>10} {:>12} {:>12}",
-        "SUBSCRIBER", "STATE", "LAG", "DELIV/S", "FAIL/S", "DEAD-LETTERS", "DELIVERED"
+        "{:<32} {:<8} {:<9} {:>8} {:>10} {:>10} {:>12} {:>12} {:>9}",
+        "SUBSCRIBER",
+        "STATE",
+        "BREAKER",
+        "LAG",
+        "DELIV/S",
+        "FAIL/S",
+        "DEAD-LETTERS",
+        "DELIVERED",
+        "PARK-FAIL"
     );
     for s in subs {
         println!(
-            "{:<32} {:<8} {:>8} {:>10.1} {:>10.1} {:>12} {:>12}",
+            "{:<32} {:<8} {:<9} {:>8} {:>10.1} {:>10.1} {:>12} {:>12} {:>9}",
             s.name,
             s.state,
+            s.breaker,
             s.lag,
             s.delivered_per_sec,
             s.failed_per_sec,
             s.dead_letters
                 .map_or_else(|| "-".to_owned(), |n| n.to_string()),
             s.delivered,
+            s.parking_failed,
         );
+    }
+    for s in subs {
+        if let Some(why) = &s.paused_reason {
+            println!("{} is paused: {why}", s.name);
+        }
     }
 }
 

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use switchyard_runtime::topics::Replication;
 use switchyard_runtime::{load_config, ConfigError, KafkaSettings};
 
+pub use crate::breaker::BreakerConfig;
+
 /// Env var prefix: `SWITCHYARD_DISPATCHER_KAFKA__BOOTSTRAP_SERVERS=...`.
 pub const ENV_PREFIX: &str = "SWITCHYARD_DISPATCHER";
 
@@ -187,6 +189,9 @@ pub struct SubscriberConfig {
     /// uid-notify kill switch's `hold` mode uses it (or `switchyard pause <name>` live).
     #[serde(default)]
     pub paused: bool,
+    /// The circuit breaker (`[subscribers.breaker]`); on by default.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
 }
 
 /// Whether subscriber filter `filter` takes `env`: the exact type, or `<type>.v<N>` for
@@ -237,6 +242,22 @@ pub struct HttpTarget {
     /// Standard Webhooks signing secret (`whsec_<base64>` or raw); unsigned when absent.
     #[serde(default)]
     pub secret: Option<String>,
+    /// More secrets while rotating: every delivery is signed with `secret` and each of these,
+    /// the signatures space-separated in one `webhook-signature` header (the specification's
+    /// rotation); the subscriber accepts any one it knows. Add the new secret here, let the
+    /// subscriber learn it, then make it `secret` and drop the old one.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+impl HttpTarget {
+    /// Every signing secret, `secret` first; empty: deliveries are unsigned.
+    pub fn signing_secrets(&self) -> impl Iterator<Item = &str> {
+        self.secret
+            .iter()
+            .chain(self.secrets.iter())
+            .map(String::as_str)
+    }
 }
 
 fn default_timeout_ms() -> u64 {
@@ -379,6 +400,9 @@ impl DispatcherConfig {
             if s.max_attempts == Some(0) {
                 return Err(invalid(i, "max_attempts", "must be at least 1"));
             }
+            if s.breaker.enabled && s.breaker.window == 0 {
+                return Err(invalid(i, "breaker.window", "must be at least 1"));
+            }
             if self.policy(s).tiers_ms.is_empty() {
                 return Err(invalid(i, "retry.tiers_ms", "must have at least one tier"));
             }
@@ -390,6 +414,16 @@ impl DispatcherConfig {
                             key: "target.url",
                             message: format!("(subscriber {}) {why}", s.name),
                         });
+                    }
+                    if h.signing_secrets().any(str::is_empty) {
+                        return Err(invalid(i, "target.secrets", "a secret must not be empty"));
+                    }
+                    if h.secret.is_none() && !h.secrets.is_empty() {
+                        return Err(invalid(
+                            i,
+                            "target.secrets",
+                            "extra secrets sign only beside `secret`; set `secret` too",
+                        ));
                     }
                 }
                 Target::Topic(t) => {

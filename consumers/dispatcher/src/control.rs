@@ -5,7 +5,7 @@
 //! which only read it (and flip the pause switch). The registry never calls admin code.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use switchyard_runtime::KafkaSettings;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::breaker::Breaker;
 use crate::config::Target;
 use crate::metrics::{DispatchMetrics, SubscriberLabels};
 use crate::plan::SubscriberPlan;
@@ -30,13 +31,20 @@ pub struct SubscriberHandle {
     pub replay_group: String,
     /// Retry tiers of its policy.
     pub tiers: usize,
+    /// Whether deliveries are held: an operator's pause or a target that answered 410 Gone.
     paused: watch::Sender<bool>,
+    /// The operator's switch (admin API, stored in PostgreSQL for every replica).
+    operator_paused: AtomicBool,
+    /// Why the target itself paused the subscriber (a 410 Gone); cleared by a resume.
+    gone: Mutex<Option<String>>,
     /// Dead letters not replayed yet; -1 until first counted.
     dead_letters: AtomicI64,
     lag: Mutex<HashMap<(String, i32), i64>>,
     rates: Mutex<Rates>,
     /// Counted by the subscriber's deliverer; read by the rates loop and the admin API.
     pub stats: Arc<SubscriberStats>,
+    /// Its circuit breaker, consulted by its deliverer, read by the admin API.
+    pub breaker: Arc<Breaker>,
 }
 
 /// What one subscriber has done since this process started. The deliverer counts here and in
@@ -48,6 +56,8 @@ pub struct SubscriberStats {
     failed_attempts: AtomicU64,
     parked: AtomicU64,
     dead_lettered: AtomicU64,
+    /// Records whose park is failing right now (the `parking_failed` gauge's value).
+    parking_failed: AtomicI64,
 }
 
 /// One outcome the deliverer counts.
@@ -79,6 +89,16 @@ impl SubscriberStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A record's park started (+1) or stopped (-1) failing.
+    pub fn parking_failed_by(&self, delta: i64) {
+        self.parking_failed.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Records whose park is failing and being retried right now.
+    pub fn parking_failed(&self) -> i64 {
+        self.parking_failed.load(Ordering::Relaxed)
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             delivered: self.delivered.load(Ordering::Relaxed),
@@ -98,7 +118,7 @@ struct Rates {
 }
 
 impl SubscriberHandle {
-    pub fn new(plan: &SubscriberPlan) -> Self {
+    pub fn new(plan: &SubscriberPlan, metrics: &DispatchMetrics) -> Self {
         let s = &plan.config;
         let target = match &s.target {
             Target::Http(h) => h.url.clone(),
@@ -112,10 +132,13 @@ impl SubscriberHandle {
             replay_group: plan.dead_letter_replay_group.clone(),
             tiers: plan.retry_topics.len(),
             paused: watch::Sender::new(s.paused),
+            operator_paused: AtomicBool::new(s.paused),
+            gone: Mutex::default(),
             dead_letters: AtomicI64::new(-1),
             lag: Mutex::default(),
             rates: Mutex::default(),
             stats: Arc::default(),
+            breaker: Arc::new(Breaker::new(s.breaker.clone(), &s.name, metrics)),
         }
     }
 
@@ -123,7 +146,49 @@ impl SubscriberHandle {
         *self.paused.borrow()
     }
 
+    /// The operator's switch; a resume also clears a 410 pause.
     pub fn set_paused(&self, paused: bool) {
+        if !paused {
+            *self.gone.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        self.set_operator_paused(paused);
+    }
+
+    /// The operator's switch as stored (read from PostgreSQL): leaves a 410 pause alone.
+    fn set_operator_paused(&self, paused: bool) {
+        self.operator_paused.store(paused, Ordering::Relaxed);
+        self.update_paused();
+    }
+
+    /// The target answered 410 Gone: hold deliveries until an operator resumes.
+    pub fn pause_gone(&self, reason: String) {
+        let mut g = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            tracing::warn!(subscriber = %self.name, %reason, "subscriber paused by its target");
+            *g = Some(reason);
+        }
+        drop(g);
+        self.update_paused();
+    }
+
+    /// Why the subscriber is paused: the target's 410, or `paused by an operator`.
+    pub fn paused_reason(&self) -> Option<String> {
+        let gone = self.gone_reason();
+        if gone.is_some() {
+            return gone;
+        }
+        self.operator_paused
+            .load(Ordering::Relaxed)
+            .then(|| "paused by an operator".to_owned())
+    }
+
+    /// Set while a 410 Gone holds the subscriber.
+    pub fn gone_reason(&self) -> Option<String> {
+        self.gone.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn update_paused(&self) {
+        let paused = self.operator_paused.load(Ordering::Relaxed) || self.gone_reason().is_some();
         self.paused
             .send_if_modified(|p| std::mem::replace(p, paused) != paused);
     }
@@ -233,7 +298,7 @@ impl Control {
             .await?;
         let paused: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         for (name, h) in &self.subscribers {
-            h.set_paused(paused.contains(name));
+            h.set_operator_paused(paused.contains(name));
         }
         Ok(())
     }
@@ -250,6 +315,10 @@ impl Control {
                     .paused
                     .get_or_create(&labels)
                     .set(i64::from(h.is_paused()));
+                self.metrics
+                    .gone
+                    .get_or_create(&labels)
+                    .set(i64::from(h.gone_reason().is_some()));
             }
             if let Err(e) = self.load_pauses().await {
                 tracing::warn!(error = %e, "reading stored pauses failed");

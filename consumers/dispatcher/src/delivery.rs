@@ -13,8 +13,9 @@ use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt_log::{AttemptLog, AttemptRow};
+use crate::breaker::{counts_against_target, Admit};
 use crate::config::RetryPolicy;
-use crate::control::{Outcome, SubscriberStats};
+use crate::control::{Outcome, SubscriberHandle, SubscriberStats};
 use crate::http_target::{Attempt, HttpSink};
 use crate::metrics::{DispatchMetrics, SubscriberLabels, TierLabels};
 use crate::render::{render_http, render_topic, Rendered};
@@ -110,6 +111,8 @@ pub struct Deliverer {
     pub attempt_log: Option<AttemptLog>,
     /// The registry's statistics of this subscriber (see [`Deliverer::count`]).
     pub stats: Arc<SubscriberStats>,
+    /// Its registry entry: the circuit breaker, and the pause a 410 Gone sets.
+    pub handle: Arc<SubscriberHandle>,
 }
 
 enum Verdict {
@@ -118,6 +121,9 @@ enum Verdict {
         error: String,
         attempts: u32,
         retry_after: Option<Duration>,
+        /// Parked without an attempt (breaker open, or the target is gone): it stays in its
+        /// tier (a source record goes to the first) rather than moving to a longer delay.
+        short_circuit: bool,
     },
     DeadLetter {
         error: String,
@@ -158,11 +164,14 @@ impl Deliverer {
                 error,
                 attempts,
                 retry_after,
+                short_circuit,
             } => {
-                let tier = job
-                    .state
-                    .tier
-                    .map_or(0, |t| (t + 1).min(self.retry_topics.len() - 1));
+                let last = self.retry_topics.len() - 1;
+                let tier = match job.state.tier {
+                    Some(t) if *short_circuit => t.min(last),
+                    Some(t) => (t + 1).min(last),
+                    None => 0,
+                };
                 let delay = self
                     .policy
                     .tier_delay(tier)
@@ -262,6 +271,23 @@ impl Deliverer {
             Err(e) => return dead(format!("cannot render: {e}")),
         };
         let mut attempts = job.state.attempts;
+        let short_circuit = |error: String| {
+            Some(Verdict::Park {
+                error,
+                attempts: job.state.attempts,
+                retry_after: None,
+                short_circuit: true,
+            })
+        };
+        if let Some(reason) = self.handle.gone_reason() {
+            return short_circuit(reason);
+        }
+        let breaker = &self.handle.breaker;
+        let probe = match breaker.admit() {
+            Admit::Attempts => false,
+            Admit::Probe => true,
+            Admit::Park => return short_circuit("circuit breaker open: not attempted".into()),
+        };
         let budget = match self.max_attempts {
             Some(max) => self
                 .policy
@@ -269,10 +295,15 @@ impl Deliverer {
                 .min(max.saturating_sub(attempts)),
             None => self.policy.in_process_attempts,
         };
+        // A probe is one attempt.
+        let budget = if probe { 1 } else { budget.max(1) };
         let mut last_error = String::from("no attempt made");
         let mut retry_after = None;
-        for n in 0..budget.max(1) {
+        for n in 0..budget {
             if n > 0 {
+                if breaker.is_open() {
+                    break; // other records opened it meanwhile: park without more attempts
+                }
                 let cap = Duration::from_millis(self.policy.max_in_process_retry_after_ms);
                 let wait = match retry_after {
                     Some(ra) if ra > cap => break,
@@ -296,6 +327,15 @@ impl Deliverer {
             if let Some(log) = &self.attempt_log {
                 log.record(self.attempt_row(&env.event_id, attempts, started, &outcome));
             }
+            breaker.record(
+                probe,
+                match &outcome {
+                    Attempt::Delivered { .. } => Some(false),
+                    Attempt::Failed { status, .. } => {
+                        counts_against_target(*status).then_some(true)
+                    }
+                },
+            );
             match outcome {
                 Attempt::Delivered { .. } => {
                     self.metrics.deliveries.get_or_create(&self.labels).inc();
@@ -315,6 +355,7 @@ impl Deliverer {
                 Attempt::Failed {
                     error,
                     retry_after: ra,
+                    status,
                     ..
                 } => {
                     self.metrics
@@ -325,6 +366,15 @@ impl Deliverer {
                     tracing::debug!(subscriber = %self.subscriber, event_id = %env.event_id, attempts, %error, "delivery attempt failed");
                     last_error = error;
                     retry_after = ra;
+                    if status == Some(410) {
+                        // The target says this endpoint is gone for good: stop delivering to
+                        // it until an operator resumes; this record waits in a retry tier.
+                        self.handle.pause_gone(format!(
+                            "target answered 410 Gone at {}",
+                            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        ));
+                        break;
+                    }
                 }
             }
         }
@@ -338,6 +388,7 @@ impl Deliverer {
             error: last_error,
             attempts,
             retry_after,
+            short_circuit: false,
         })
     }
 
@@ -405,6 +456,7 @@ impl Deliverer {
                                 .parking_failed
                                 .get_or_create(&self.labels)
                                 .clone(),
+                            self.stats.clone(),
                         ));
                     }
                     tracing::warn!(subscriber = %self.subscriber, topic, attempt = n + 1, error = %e, "parking failed, retrying");
@@ -419,19 +471,24 @@ impl Deliverer {
     }
 }
 
-/// One record whose park is failing, counted in the `parking_failed` gauge until dropped
-/// (parked at last, or shutdown).
-struct ParkingFailed(prometheus_client::metrics::gauge::Gauge);
+/// One record whose park is failing, counted in the `parking_failed` gauge and the registry
+/// (the admin API's view) until dropped (parked at last, or shutdown).
+struct ParkingFailed(
+    prometheus_client::metrics::gauge::Gauge,
+    Arc<SubscriberStats>,
+);
 
 impl ParkingFailed {
-    fn raise(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+    fn raise(gauge: prometheus_client::metrics::gauge::Gauge, stats: Arc<SubscriberStats>) -> Self {
         gauge.inc();
-        Self(gauge)
+        stats.parking_failed_by(1);
+        Self(gauge, stats)
     }
 }
 
 impl Drop for ParkingFailed {
     fn drop(&mut self) {
         self.0.dec();
+        self.1.parking_failed_by(-1);
     }
 }

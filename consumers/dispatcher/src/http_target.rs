@@ -57,7 +57,8 @@ pub struct HttpSink {
     client: reqwest::Client,
     url: reqwest::Url,
     headers: HeaderMap,
-    key: Option<SigningKey>,
+    /// Every signing key (several while a secret rotates); empty: unsigned.
+    keys: Vec<SigningKey>,
     max_response_bytes: usize,
 }
 
@@ -97,12 +98,15 @@ impl HttpSink {
             .tcp_nodelay(true)
             .build()
             .map_err(HttpTargetError::Client)?;
-        let key = target.secret.as_deref().map(SigningKey::from_secret);
+        let keys = target
+            .signing_secrets()
+            .map(SigningKey::from_secret)
+            .collect();
         Ok(Self {
             client,
             url,
             headers,
-            key,
+            keys,
             max_response_bytes,
         })
     }
@@ -116,12 +120,15 @@ impl HttpSink {
         if let Some(tp) = &rendered.traceparent {
             req = req.header(switchyard_runtime::trace::HEADER, tp);
         }
-        if let Some(key) = &self.key {
+        if !self.keys.is_empty() {
             let ts = chrono::Utc::now().timestamp();
             req = req
                 .header("webhook-id", event_id)
                 .header("webhook-timestamp", ts.to_string())
-                .header("webhook-signature", key.sign(event_id, ts, &rendered.body));
+                .header(
+                    "webhook-signature",
+                    crate::sign::sign_all(&self.keys, event_id, ts, &rendered.body),
+                );
         }
         match req.body(rendered.body.clone()).send().await {
             Ok(resp) if resp.status().is_success() => {

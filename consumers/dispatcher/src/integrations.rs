@@ -79,6 +79,7 @@ impl IntegrationsFile {
                     concurrency: t.concurrency,
                     retry: t.retry,
                     paused: false,
+                    breaker: Default::default(),
                 })
             })
             .collect()

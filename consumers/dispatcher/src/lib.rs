@@ -12,6 +12,7 @@
 //!   [`http_target`]: the HTTP sink; [`target_guard`]: where webhooks may go; [`sign`]: webhook signatures; [`render`]: request
 //!   bodies per format, and the trace a delivery continues; `retry`: retry-tier headers and
 //!   backoff.
+//! - `breaker`: the circuit breaker of each subscriber.
 //! - `control`: the subscriber registry (pause switches, lag, dead letters waiting);
 //!   `dead_letters`: where a group stands on a topic (dead letters waiting, committed offsets).
 //! - [`attempt_log`]: delivery attempts written to Postgres (schema `switchyard_admin`,
@@ -26,6 +27,7 @@ pub mod admin;
 pub mod admin_api;
 mod admin_page;
 pub mod attempt_log;
+mod breaker;
 pub mod config;
 mod control;
 mod dead_letters;
@@ -119,7 +121,7 @@ pub async fn run(
             .subscribers
             .iter()
             .map(|s| {
-                let h = Arc::new(control::SubscriberHandle::new(s));
+                let h = Arc::new(control::SubscriberHandle::new(s, &metrics));
                 (s.name().to_owned(), h)
             })
             .collect(),
@@ -164,6 +166,7 @@ pub async fn run(
             subscriber_name: Arc::from(s.name.as_str()),
             attempt_log: attempt_log.clone(),
             stats: handle.stats.clone(),
+            handle: handle.clone(),
         };
         let consumer = cfg
             .kafka

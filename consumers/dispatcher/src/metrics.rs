@@ -21,6 +21,10 @@ pub const HTTP_REQUEST_SECONDS: &str = "switchyard_dispatch_http_request_seconds
 pub const DEAD_LETTERS_WAITING: &str = "switchyard_dispatch_dead_letters_waiting";
 pub const PARKING_FAILED: &str = "switchyard_dispatch_parking_failed";
 pub const PAUSED: &str = "switchyard_dispatch_subscriber_paused";
+pub const BREAKER_STATE: &str = "switchyard_dispatch_breaker_state";
+pub const BREAKER_TRANSITIONS: &str = "switchyard_dispatch_breaker_transitions";
+pub const SHORT_CIRCUITED: &str = "switchyard_dispatch_short_circuited";
+pub const GONE: &str = "switchyard_dispatch_subscriber_gone";
 pub const ATTEMPT_LOG_WRITTEN: &str = "switchyard_dispatch_attempt_log_written";
 pub const ATTEMPT_LOG_DROPPED: &str = "switchyard_dispatch_attempt_log_dropped";
 
@@ -42,6 +46,13 @@ pub struct TierLabels {
     pub tier: u32,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    pub subscriber: String,
+    /// The state entered: `open`, `half_open` or `closed`.
+    pub to: String,
+}
+
 pub struct DispatchMetrics {
     pub registry: Registry,
     pub deliveries: Family<SubscriberLabels, Counter>,
@@ -57,6 +68,11 @@ pub struct DispatchMetrics {
     pub dead_letters_waiting: Family<SubscriberLabels, Gauge>,
     pub paused: Family<SubscriberLabels, Gauge>,
     pub parking_failed: Family<SubscriberLabels, Gauge>,
+    /// 0 closed, 1 half-open, 2 open.
+    pub breaker_state: Family<SubscriberLabels, Gauge>,
+    pub breaker_transitions: Family<BreakerLabels, Counter>,
+    pub short_circuited: Family<SubscriberLabels, Counter>,
+    pub gone: Family<SubscriberLabels, Gauge>,
     pub attempt_log_written: Counter,
     pub attempt_log_dropped: Counter,
 }
@@ -83,6 +99,10 @@ impl Default for DispatchMetrics {
             dead_letters_waiting: Family::default(),
             paused: Family::default(),
             parking_failed: Family::default(),
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+            short_circuited: Family::default(),
+            gone: Family::default(),
             attempt_log_written: Counter::default(),
             attempt_log_dropped: Counter::default(),
             registry: Registry::default(),
@@ -129,6 +149,26 @@ impl Default for DispatchMetrics {
             PARKING_FAILED,
             "Records whose park in a retry or dead-letter topic is failing and being retried",
             m.parking_failed.clone(),
+        );
+        registry.register(
+            BREAKER_STATE,
+            "Circuit breaker of the subscriber: 0 closed, 1 half-open (one probe), 2 open",
+            m.breaker_state.clone(),
+        );
+        registry.register(
+            BREAKER_TRANSITIONS,
+            "Circuit breaker transitions by the state entered",
+            m.breaker_transitions.clone(),
+        );
+        registry.register(
+            SHORT_CIRCUITED,
+            "Records parked without an attempt because the breaker was open",
+            m.short_circuited.clone(),
+        );
+        registry.register(
+            GONE,
+            "1 while the subscriber is paused because its target answered 410 Gone",
+            m.gone.clone(),
         );
         registry.register(
             ATTEMPT_LOG_WRITTEN,

@@ -56,6 +56,15 @@ impl SigningKey {
     }
 }
 
+/// The `webhook-signature` header value signed with every key, space-separated (the
+/// specification's form for a secret being rotated).
+pub fn sign_all(keys: &[SigningKey], id: &str, timestamp: i64, body: &[u8]) -> String {
+    keys.iter()
+        .map(|k| k.sign(id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn feed(mac: &mut Hmac<Sha256>, id: &str, timestamp: i64, body: &[u8]) {
     mac.update(id.as_bytes());
     mac.update(b".");
@@ -77,5 +86,21 @@ mod tests {
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         assert!(key.verify("msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, body, &sig));
         assert!(!key.verify("msg_other", 1_614_265_330, body, &sig));
+    }
+
+    #[test]
+    fn a_rotating_secret_signs_with_each_key_and_either_verifies() {
+        let old = SigningKey::from_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let new = SigningKey::from_secret("whsec_bmV3LXNlY3JldC1mb3Itcm90YXRpb24=");
+        let body = br#"{"test": 1}"#;
+        let header = sign_all(&[old.clone(), new.clone()], "msg_1", 1_700_000_000, body);
+        let parts: Vec<&str> = header.split(' ').collect();
+        assert_eq!(parts.len(), 2, "{header}");
+        assert_eq!(parts[0], old.sign("msg_1", 1_700_000_000, body));
+        assert_eq!(parts[1], new.sign("msg_1", 1_700_000_000, body));
+        assert!(old.verify("msg_1", 1_700_000_000, body, &header));
+        assert!(new.verify("msg_1", 1_700_000_000, body, &header));
+        let stranger = SigningKey::from_secret("whsec_c3RyYW5nZXI=");
+        assert!(!stranger.verify("msg_1", 1_700_000_000, body, &header));
     }
 }

@@ -21,6 +21,7 @@ mod deptrans_poison;
 mod deptrans_shifts;
 mod dispatcher_restart;
 mod domain_events;
+mod engine_breaker;
 mod engine_guard;
 mod engine_http;
 mod engine_parking;

@@ -225,6 +225,43 @@ async fn retry_after_on_503_is_honoured() {
     ingress.stop().await.unwrap();
 }
 
+/// Standard Webhooks rotation: with an old and a new secret, each delivery carries both
+/// signatures, so a subscriber holding either one accepts it.
+#[tokio::test]
+async fn a_rotating_secret_signs_every_delivery_with_each_key() {
+    let topic = setup_topic().await;
+    let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
+    let sub = FakeSubscriber::start(Script::Ok).await.unwrap();
+    let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let new = "whsec_bmV3LXNlY3JldC1mb3Itcm90YXRpb24=";
+    let mut s = http_subscriber("rotating", &topic, &sub.url("/hook"));
+    if let switchyard_dispatcher::config::Target::Http(h) = &mut s.target {
+        h.secret = Some(old.into());
+        h.secrets = vec![new.into()];
+    }
+    let dispatcher = start_dispatcher(dispatcher_config(vec![s])).await.unwrap();
+    let (status, resp) = post(
+        &ingress.url("/v1/uid-notify"),
+        &json!({"portal_uid": 43, "phonish_uid": 8, "event_type": "unbind"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+    let event_id = resp["event_id"].as_str().unwrap().to_owned();
+    assert!(sub.wait_delivered(1, WAIT).await, "not delivered");
+    let got = &sub.delivered()[0];
+    let ts: i64 = got.header("webhook-timestamp").unwrap().parse().unwrap();
+    let header = got.header("webhook-signature").unwrap();
+    assert_eq!(header.split(' ').count(), 2, "{header}");
+    for secret in [old, new] {
+        let key = SigningKey::from_secret(secret);
+        assert!(key.verify(&event_id, ts, &got.body, header), "{secret}");
+    }
+    let stranger = SigningKey::from_secret("whsec_c3RyYW5nZXI=");
+    assert!(!stranger.verify(&event_id, ts, &got.body, header));
+    dispatcher.stop().await.unwrap();
+    ingress.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn dead_subscriber_does_not_delay_a_healthy_one() {
     let topic = setup_topic().await;

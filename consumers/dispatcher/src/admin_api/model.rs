@@ -35,6 +35,18 @@ pub struct SubscriberView {
     /// `running` or `paused`.
     #[schema(example = "running")]
     pub state: String,
+    /// Why it is paused: `paused by an operator`, or the target's `410 Gone` (resume clears
+    /// it); null while running.
+    pub paused_reason: Option<String>,
+    /// The circuit breaker: `closed` (delivering), `open` (records park without an attempt)
+    /// or `half_open` (one probe tests the target).
+    #[schema(example = "closed")]
+    pub breaker: String,
+    /// Breaker transitions since start-up.
+    pub breaker_transitions: u64,
+    /// Records whose park in a retry or dead-letter topic is failing and being retried now
+    /// (their partitions wait; nothing is committed past them).
+    pub parking_failed: i64,
     /// Records behind the high watermark over its partitions (stored offsets).
     pub lag: i64,
     pub delivered: u64,

@@ -137,7 +137,7 @@
     }
     body.querySelector('td.empty')?.parentElement.remove();
     if (state.subscribers.length === 0) {
-      body.append(el('tr', {}, el('td', { class: 'empty', colspan: 8, text: 'No subscribers configured.' })));
+      body.append(el('tr', {}, el('td', { class: 'empty', colspan: 10, text: 'No subscribers configured.' })));
       return;
     }
     for (const sub of state.subscribers) {
@@ -163,9 +163,11 @@
     });
     const nameCell = el('td', {}, pick, el('span', { class: 'sub mono' }));
     const toggle = el('button', { type: 'button', class: 'small secondary', onclick: () => toggleState(name, toggle) });
-    const stateCell = el('td', {}, el('span', { class: 'badge', 'data-testid': 'state' }), toggle);
-    row.append(nameCell, stateCell);
-    for (const key of ['lag', 'delivered_per_sec', 'failed_per_sec', 'delivered', 'parked', 'dead_letters']) {
+    const stateCell = el('td', {}, el('span', { class: 'badge', 'data-testid': 'state' }), toggle,
+      el('span', { class: 'sub', 'data-testid': 'paused-reason' }));
+    const breakerCell = el('td', {}, el('span', { class: 'badge', 'data-testid': 'breaker' }));
+    row.append(nameCell, stateCell, breakerCell);
+    for (const key of ['lag', 'delivered_per_sec', 'failed_per_sec', 'delivered', 'parked', 'dead_letters', 'parking_failed']) {
       const td = cell('num');
       td.dataset.field = key;
       td.dataset.testid = key.replaceAll('_', '-');
@@ -175,12 +177,17 @@
   }
 
   function updateSubscriberRow(row, sub) {
-    const [nameCell, stateCell] = row.children;
+    const [nameCell, stateCell, breakerCell] = row.children;
     nameCell.querySelector('.sub').textContent = `${(sub.topics || []).join(', ')} → ${sub.target || ''}`;
     const badge = stateCell.querySelector('.badge');
     badge.textContent = sub.state;
     badge.className = `badge ${sub.state}`;
     row.dataset.state = sub.state;
+    stateCell.querySelector('.sub').textContent = sub.paused_reason || '';
+    const breaker = breakerCell.querySelector('.badge');
+    breaker.textContent = (sub.breaker || 'closed').replace('_', '-');
+    breaker.className = `badge breaker-${sub.breaker || 'closed'}`;
+    breaker.title = `${sub.breaker_transitions || 0} transitions since start-up`;
     const toggle = stateCell.querySelector('button');
     const paused = sub.state === 'paused';
     if (!toggle.dataset.busy) {
@@ -195,6 +202,8 @@
     }
     const dl = row.querySelector('td[data-field="dead_letters"]');
     dl.classList.toggle('count-bad', sub.dead_letters > 0);
+    const parkFail = row.querySelector('td[data-field="parking_failed"]');
+    parkFail.classList.toggle('count-bad', sub.parking_failed > 0);
     const failed = row.querySelector('td[data-field="failed_per_sec"]');
     failed.classList.toggle('count-warn', sub.failed_per_sec > 0);
     const selected = sub.name === state.selected;
