@@ -88,7 +88,8 @@ fn the_openapi_check_refuses_answers_that_break_the_document() {
     let spec = OpenApi::load();
     let view = json!({"subscribers": [{"name": "a", "topics": ["t"], "target": "http://x", "state": "running",
         "lag": 0, "delivered": 1, "failed_attempts": 0, "parked": 0, "dead_lettered": 0,
-        "delivered_per_sec": 0.0, "failed_per_sec": 0.0}]});
+        "delivered_per_sec": 0.0, "failed_per_sec": 0.0, "breaker": "closed", "breaker_transitions": 0,
+        "parking_failed": 0}]});
     spec.check("get", "/admin/api/subscribers", 200, &view);
     for wrong in [
         json!({"subscribers": [{"name": "a"}]}),

@@ -99,7 +99,7 @@ async fn dead_target_opens_the_breaker_and_a_probe_closes_it() {
     assert!(
         metric(
             &metrics_url,
-            "switchyard_dispatch_short_circuited",
+            "switchyard_dispatch_short_circuited_total",
             "breaker"
         )
         .await
