@@ -4,7 +4,7 @@
 # node, deploy/local/kafka.sh; or yours with SWITCHYARD_BOOTSTRAP_SERVERS) and the local
 # PostgreSQL. Results are appended, under a dated "## Run of ..." header, to
 # bench-results/foundation.md (ingress, dispatcher, mark-notify, end to end),
-# bench-results/operations.md (attempt log) and bench-results/deptrans.md (topic -> queue).
+# bench-results/operations.md (attempt log, circuit breaker) and bench-results/deptrans.md (topic -> queue).
 #
 # SWITCHYARD_BENCH_QUICK=1 runs every bench for a few seconds and writes to .local/bench-quick/
 # instead: a check that the benches work, not figures to keep.
@@ -23,11 +23,11 @@ export SWITCHYARD_BENCH_BROKER="$BROKER" RUST_LOG="${RUST_LOG:-warn}"
 if [ "${SWITCHYARD_BENCH_QUICK:-0}" = 1 ]; then
   RESULTS="$STATE/bench-quick"
   INGRESS=(--seconds 3) DISPATCH=(--records 20000) SEEN=(--seconds 5) E2E=(--seconds 5)
-  ATTEMPT_LOG=(--records 20000 --rounds 1) DEPTRANS=(--drivers 2000 --rounds 5)
+  ATTEMPT_LOG=(--records 20000 --rounds 1) BREAKER=(--records 20000 --off-seconds 5) DEPTRANS=(--drivers 2000 --rounds 5)
 else
   RESULTS="$ROOT/bench-results"
   INGRESS=(--seconds 10) DISPATCH=(--records 200000) SEEN=(--seconds 60) E2E=(--seconds 60)
-  ATTEMPT_LOG=(--records 100000 --rounds 2) DEPTRANS=()
+  ATTEMPT_LOG=(--records 100000 --rounds 2) BREAKER=(--records 100000 --off-seconds 20) DEPTRANS=()
 fi
 mkdir -p "$RESULTS"
 RUN="## Run of $(date -u +%FT%TZ) ($BROKER)"
@@ -44,6 +44,7 @@ printf '%s\n\n' "$RUN" >>"$OUT"
 OUT="$RESULTS/operations.md"
 printf '%s\n\n' "$RUN" >>"$OUT"
 "$BIN"/bench attempt-log "${ATTEMPT_LOG[@]}" --out "$OUT"
+"$BIN"/bench breaker "${BREAKER[@]}" --out "$OUT"
 
 # deptrans_bench prints plain lines: kept verbatim under the run header.
 OUT="$RESULTS/deptrans.md"

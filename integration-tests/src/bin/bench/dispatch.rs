@@ -20,7 +20,7 @@ fn backlog_envelope(i: u64) -> Envelope {
     )
 }
 
-async fn produce_backlog(topic: &str, n: u64) -> anyhow::Result<Duration> {
+pub(super) async fn produce_backlog(topic: &str, n: u64) -> anyhow::Result<Duration> {
     let p: FutureProducer = kafka_settings()
         .producer_config("bench")
         .set("linger.ms", "20")
@@ -55,15 +55,15 @@ async fn produce_backlog(topic: &str, n: u64) -> anyhow::Result<Duration> {
 
 /// A subscriber that answers 200 at once and counts hits, with the times of the first and the
 /// last (nanoseconds since the sink started), so a run's clock needs no polling.
-struct CountingSink {
-    url: String,
+pub(super) struct CountingSink {
+    pub(super) url: String,
     hits: Arc<AtomicU64>,
     first_ns: Arc<AtomicU64>,
     last_ns: Arc<AtomicU64>,
 }
 
 impl CountingSink {
-    async fn start() -> anyhow::Result<Self> {
+    pub(super) async fn start() -> anyhow::Result<Self> {
         let base = Instant::now();
         let hits = Arc::new(AtomicU64::new(0));
         let first_ns = Arc::new(AtomicU64::new(u64::MAX));
@@ -90,14 +90,14 @@ impl CountingSink {
         })
     }
 
-    fn reset(&self) {
+    pub(super) fn reset(&self) {
         self.hits.store(0, Ordering::Relaxed);
         self.first_ns.store(u64::MAX, Ordering::Relaxed);
         self.last_ns.store(0, Ordering::Relaxed);
     }
 
     /// Waits for `n` hits (at most 10 minutes); returns (hits, first hit to last hit).
-    async fn wait(&self, n: u64) -> (u64, Duration) {
+    pub(super) async fn wait(&self, n: u64) -> (u64, Duration) {
         let deadline = Instant::now() + Duration::from_secs(600);
         while self.hits.load(Ordering::Relaxed) < n && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;

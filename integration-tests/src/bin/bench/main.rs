@@ -4,6 +4,8 @@
 //!   bench ingress      POST /v1/uid-notify at concurrency 64, Kafka vs the same handler without it
 //!   bench dispatch     webhook deliveries/s from a 200k backlog vs a bare HTTP client posting the
 //!                      same bodies to the same sink, and vs the raw consume rate
+//!   bench breaker    a hung subscriber beside a healthy one: time until its backlog parks at
+//!                      produce speed, and the healthy one's rate against its rate alone
 //!   bench attempt-log  delivery throughput with and without the attempt log
 //!   bench seen         mark-notify at a fixed 10k req/s for 60 s, one HTTP + one topic integration
 //!   bench e2e          POST /v1/uid-notify -> the subscriber's HTTP receipt, open loop at a fixed rate
@@ -33,10 +35,12 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
+mod breaker;
 mod dispatch;
 mod e2e;
 mod seen;
 
+use breaker::breaker;
 use dispatch::{attempt_log, dispatch};
 use e2e::e2e;
 use seen::seen;
@@ -63,6 +67,14 @@ enum What {
         records: u64,
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
+    },
+    /// A hung subscriber beside a healthy one, with the circuit breaker on and off.
+    Breaker {
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
+        /// How long the breaker-off run watches the hung subscriber park.
+        #[arg(long, default_value_t = 20)]
+        off_seconds: u64,
     },
     /// Delivery throughput with and without the attempt log.
     AttemptLog {
@@ -157,6 +169,10 @@ async fn main() -> anyhow::Result<()> {
             records,
             concurrency,
         } => dispatch(&mut report, records, concurrency).await?,
+        What::Breaker {
+            records,
+            off_seconds,
+        } => breaker(&mut report, records, off_seconds).await?,
         What::AttemptLog {
             records,
             concurrency,
