@@ -23,11 +23,11 @@ export SWITCHYARD_BENCH_BROKER="$BROKER" RUST_LOG="${RUST_LOG:-warn}"
 if [ "${SWITCHYARD_BENCH_QUICK:-0}" = 1 ]; then
   RESULTS="$STATE/bench-quick"
   INGRESS=(--seconds 3) DISPATCH=(--records 20000) SEEN=(--seconds 5) E2E=(--seconds 5)
-  ATTEMPT_LOG=(--records 20000 --rounds 1) BREAKER=(--records 20000 --off-seconds 5) DEPTRANS=(--drivers 2000 --rounds 5)
+  ATTEMPT_LOG=(--records 20000 --rounds 1) BREAKER=(--records 20000 --off-seconds 5) FILTER=(--records 20000) DEPTRANS=(--drivers 2000 --rounds 5)
 else
   RESULTS="$ROOT/bench-results"
   INGRESS=(--seconds 10) DISPATCH=(--records 200000) SEEN=(--seconds 60) E2E=(--seconds 60)
-  ATTEMPT_LOG=(--records 100000 --rounds 2) BREAKER=(--records 100000 --off-seconds 20) DEPTRANS=()
+  ATTEMPT_LOG=(--records 100000 --rounds 2) BREAKER=(--records 100000 --off-seconds 20) FILTER=(--records 100000) DEPTRANS=()
 fi
 mkdir -p "$RESULTS"
 RUN="## Run of $(date -u +%FT%TZ) ($BROKER)"
@@ -37,6 +37,7 @@ OUT="$RESULTS/foundation.md"
 printf '%s\n\n' "$RUN" >>"$OUT"
 "$BIN"/bench ingress --concurrency 64 "${INGRESS[@]}" --out "$OUT"
 "$BIN"/bench dispatch --concurrency 256 "${DISPATCH[@]}" --out "$OUT"
+"$BIN"/bench filter "${FILTER[@]}" --out "$OUT"
 "$BIN"/bench seen --rate 10000 "${SEEN[@]}" --out "$OUT"
 "$BIN"/bench e2e --rate 1000 "${E2E[@]}" --out "$OUT"
 "$BIN"/bench e2e --rate 10000 "${E2E[@]}" --out "$OUT"

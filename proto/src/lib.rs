@@ -23,6 +23,9 @@ pub mod event_type {
 pub mod header {
     /// Mirrors `Envelope.event_type`, so filters skip records without decoding them.
     pub const EVENT_TYPE: &str = "sy-event-type";
+    /// Mirrors a mark's `tag` (`mark.seen` records only), so tag filters skip records without
+    /// decoding them.
+    pub const TAG: &str = "sy-tag";
     /// The delivered event's id, on records a topic subscriber writes.
     pub const EVENT_ID: &str = "sy-event-id";
     /// The token a subscriber deduplicates on, on records a topic subscriber writes.

@@ -185,17 +185,24 @@ impl<O: ConsumerObserver> rdkafka::consumer::ConsumerContext for StatsContext<O>
     }
 }
 
-/// The standard headers of an envelope record: `sy-event-type` always, and the W3C trace
-/// context when there is one. Every producer of envelopes (ingress, outbox relay, CLI) uses
-/// this, so consumers can filter and link traces without decoding the body.
+/// The standard headers of an envelope record: `sy-event-type` always, `sy-tag` for a mark,
+/// and the W3C trace context when there is one. Every producer of envelopes (ingress, outbox
+/// relay, CLI) uses this, so consumers can filter and link traces without decoding the body.
 pub fn envelope_headers(
     event_type: &str,
+    tag: Option<&str>,
     trace: Option<&events::v1::TraceContext>,
 ) -> OwnedHeaders {
-    let mut headers = OwnedHeaders::new_with_capacity(3).insert(Header {
+    let mut headers = OwnedHeaders::new_with_capacity(4).insert(Header {
         key: header::EVENT_TYPE,
         value: Some(event_type),
     });
+    if let Some(tag) = tag {
+        headers = headers.insert(Header {
+            key: header::TAG,
+            value: Some(tag),
+        });
+    }
     if let Some(trace) = trace.filter(|t| !t.traceparent.is_empty()) {
         headers = headers.insert(Header {
             key: crate::trace::HEADER,
@@ -224,6 +231,12 @@ pub fn envelope_record<'a>(
         .payload(payload)
         .headers(envelope_headers(
             &envelope.event_type,
+            match &envelope.payload {
+                Some(events::v1::envelope::Payload::NotificationSeen(seen)) => {
+                    Some(seen.tag.as_str())
+                }
+                _ => None,
+            },
             envelope.trace.as_ref(),
         ))
 }
@@ -247,11 +260,28 @@ mod tests {
         assert_eq!(headers.get(0).key, header::EVENT_TYPE);
         assert_eq!(headers.get(0).value, Some(&b"uid.bind"[..]));
 
+        let mut mark = Envelope {
+            event_type: "mark.seen".into(),
+            ..Envelope::default()
+        };
+        mark.payload = Some(events::v1::envelope::Payload::NotificationSeen(
+            events::v1::NotificationSeen {
+                tag: "promo".into(),
+                ..Default::default()
+            },
+        ));
+        let payload = mark.to_bytes();
+        let record = envelope_record("t", "k", &payload, &mark);
+        let headers = record.headers.expect("headers");
+        assert_eq!(headers.count(), 2, "a mark carries its tag");
+        assert_eq!(headers.get(1).key, header::TAG);
+        assert_eq!(headers.get(1).value, Some(&b"promo"[..]));
+
         env.trace = Some(events::v1::TraceContext {
             traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
             tracestate: "vendor=1".into(),
         });
-        let headers = envelope_headers(&env.event_type, env.trace.as_ref());
+        let headers = envelope_headers(&env.event_type, None, env.trace.as_ref());
         let keys: Vec<&str> = headers.iter().map(|h| h.key).collect();
         assert_eq!(
             keys,

@@ -8,6 +8,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use crate::config::RetryPolicy;
 
 pub const H_EVENT_TYPE: &str = events::HEADER_EVENT_TYPE;
+pub const H_TAG: &str = events::header::TAG;
 pub const H_ATTEMPTS: &str = events::header::ATTEMPTS;
 pub const H_NOT_BEFORE: &str = events::header::NOT_BEFORE_MS;
 pub const H_TIER: &str = events::header::TIER;
@@ -19,6 +20,8 @@ pub const H_SUBSCRIBER: &str = events::header::SUBSCRIBER;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RetryState {
     pub event_type: Option<String>,
+    /// A mark's tag (`sy-tag`), for filtering without decoding; not retry bookkeeping.
+    pub tag: Option<String>,
     pub attempts: u32,
     pub not_before_ms: Option<i64>,
     pub tier: Option<usize>,
@@ -35,6 +38,7 @@ impl RetryState {
             };
             match h.key {
                 H_EVENT_TYPE => state.event_type = Some(v.to_owned()),
+                H_TAG => state.tag = Some(v.to_owned()),
                 H_ATTEMPTS => state.attempts = v.parse().unwrap_or(0),
                 H_NOT_BEFORE => state.not_before_ms = v.parse().ok(),
                 H_TIER => state.tier = v.parse().ok(),
@@ -144,6 +148,7 @@ mod tests {
             state,
             RetryState {
                 event_type: Some("uid.bind".into()),
+                tag: None,
                 attempts: 4,
                 not_before_ms: Some(1234),
                 tier: Some(1),

@@ -221,6 +221,15 @@ impl Worker {
                             continue;
                         }
                     }
+                    if !retry_topics.contains(topic.as_str())
+                        && d.skips_by_headers(state.event_type.as_deref(), state.tag.as_deref())
+                    {
+                        // Not this subscriber's: done at once, in offset order with the rest.
+                        d.metrics.skipped.get_or_create(&d.labels).inc();
+                        tracker.begin(&topic, partition, offset);
+                        self.settle(&mut tracker, Done { topic, partition, offset });
+                        continue;
+                    }
                     let key = msg.key().map(<[u8]>::to_vec);
                     let lane = lane_of(key.as_deref(), partition, self.lanes);
                     let job = Job { topic: topic.clone(), partition, offset, key, payload: msg.payload().map(<[u8]>::to_vec), state };

@@ -146,7 +146,7 @@ impl Relay {
             let record = FutureRecord::to(topic)
                 .key(key)
                 .payload(payload)
-                .headers(envelope_headers(event_type, None));
+                .headers(envelope_headers(event_type, None, None));
             sends.push(self.producer.send(record, Timeout::After(self.timeout)));
         }
         for result in join_all(sends).await {

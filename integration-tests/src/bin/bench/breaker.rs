@@ -23,7 +23,7 @@ fn series_sum(text: &str, name: &str, sub: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l.contains(&label))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 /// What the sampler saw of the hung subscriber, in seconds since the dispatcher started.

@@ -6,6 +6,7 @@
 //!                      same bodies to the same sink, and vs the raw consume rate
 //!   bench breaker    a hung subscriber beside a healthy one: time until its backlog parks at
 //!                      produce speed, and the healthy one's rate against its rate alone
+//!   bench filter     ten one-tag integrations on one topic: skipping by header vs decoding
 //!   bench attempt-log  delivery throughput with and without the attempt log
 //!   bench seen         mark-notify at a fixed 10k req/s for 60 s, one HTTP + one topic integration
 //!   bench e2e          POST /v1/uid-notify -> the subscriber's HTTP receipt, open loop at a fixed rate
@@ -38,11 +39,13 @@ use rdkafka::Message;
 mod breaker;
 mod dispatch;
 mod e2e;
+mod filter;
 mod seen;
 
 use breaker::breaker;
 use dispatch::{attempt_log, dispatch};
 use e2e::e2e;
+use filter::filter;
 use seen::seen;
 
 #[derive(Parser)]
@@ -75,6 +78,11 @@ enum What {
         /// How long the breaker-off run watches the hung subscriber park.
         #[arg(long, default_value_t = 20)]
         off_seconds: u64,
+    },
+    /// Ten one-tag integrations on one topic, with and without the filter headers.
+    Filter {
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
     },
     /// Delivery throughput with and without the attempt log.
     AttemptLog {
@@ -173,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
             records,
             off_seconds,
         } => breaker(&mut report, records, off_seconds).await?,
+        What::Filter { records } => filter(&mut report, records).await?,
         What::AttemptLog {
             records,
             concurrency,
