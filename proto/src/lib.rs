@@ -44,6 +44,15 @@ pub mod header {
     pub const ORIGIN: &str = "sy-origin";
     /// Retry bookkeeping: the subscriber a parked record belongs to.
     pub const SUBSCRIBER: &str = "sy-subscriber";
+    /// Dead letters of a consumer that could not read a record: why, as a small fixed set
+    /// (`not_json`, `missing_field`, ...), for filtering; `sy-last-error` carries the detail.
+    pub const DLQ_REASON: &str = "sy-dlq-reason";
+    /// Dead letters: the topic the record was read from.
+    pub const SOURCE_TOPIC: &str = "sy-source-topic";
+    /// Dead letters: the partition the record was read from.
+    pub const SOURCE_PARTITION: &str = "sy-source-partition";
+    /// Dead letters: the offset the record was read at.
+    pub const SOURCE_OFFSET: &str = "sy-source-offset";
 }
 
 /// Record header that mirrors `Envelope.event_type`, so filters skip decoding.

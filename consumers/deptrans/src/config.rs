@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_runtime::{load_config, ConfigError, KafkaSettings};
 
 use super::geo::Polygon;
+use super::records::Format;
 
 /// Env var prefix: `SWITCHYARD_DEPTRANS_POSTGRES__URL=...`.
 pub const ENV_PREFIX: &str = "SWITCHYARD_DEPTRANS";
@@ -19,8 +20,12 @@ pub struct DeptransConfig {
     pub listen: String,
     /// Broker connection.
     pub kafka: KafkaSettings,
-    /// Topic carrying `driver.status` envelopes.
+    /// Topic carrying `driver.status` envelopes when `sources` is empty (then it is the one
+    /// envelope source, dead letters to `<topic>.deptrans.dlq`); ignored otherwise.
     pub topic: String,
+    /// Topics statuses are read from, each with its format and dead-letter topic; empty means
+    /// the single envelope source `topic`.
+    pub sources: Vec<SourceConfig>,
     /// Consumer group of the status consumer.
     pub group_id: String,
     /// PostgreSQL holding schema `deptrans`.
@@ -56,7 +61,8 @@ impl Default for DeptransConfig {
         Self {
             listen: "127.0.0.1:8082".into(),
             kafka: KafkaSettings::default(),
-            topic: "contractor-statuses-events".into(),
+            topic: DEFAULT_TOPIC.into(),
+            sources: Vec::new(),
             group_id: "deptrans-status".into(),
             postgres: PostgresConfig::default(),
             regions: vec![Region::moscow()],
@@ -72,6 +78,54 @@ impl Default for DeptransConfig {
             queue_metrics_interval_ms: 5_000,
             drain_timeout_ms: 10_000,
         }
+    }
+}
+
+/// The status topic of the default configuration.
+pub const DEFAULT_TOPIC: &str = "contractor-statuses-events";
+
+/// Suffix of a source's default dead-letter topic.
+pub const DEAD_LETTER_SUFFIX: &str = ".deptrans.dlq";
+
+/// One topic statuses are read from (`[[sources]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Topic to consume (with the group `group_id`).
+    pub topic: String,
+    /// `envelope` (switchyard's protobuf envelope, the default) or `json` (the plain record
+    /// of `schemas/deptrans/contractor-status.v1.json`).
+    #[serde(default)]
+    pub format: Format,
+    /// Where records that cannot be decoded go, with why and where from in `sy-*` headers;
+    /// default `<topic>.deptrans.dlq`. Created at start when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
+}
+
+impl SourceConfig {
+    /// An envelope source with the default dead-letter topic.
+    pub fn envelope(topic: &str) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            format: Format::Envelope,
+            dead_letter_topic: None,
+        }
+    }
+
+    /// A JSON source with the default dead-letter topic.
+    pub fn json(topic: &str) -> Self {
+        Self {
+            format: Format::Json,
+            ..Self::envelope(topic)
+        }
+    }
+
+    /// The configured dead-letter topic, or `<topic>.deptrans.dlq`.
+    pub fn dead_letter_topic(&self) -> String {
+        self.dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}{DEAD_LETTER_SUFFIX}", self.topic))
     }
 }
 
@@ -333,8 +387,65 @@ impl DeptransConfig {
         Ok(cfg)
     }
 
+    /// The sources to consume: `sources`, or the single envelope source `topic`.
+    pub fn sources(&self) -> Vec<SourceConfig> {
+        if self.sources.is_empty() {
+            vec![SourceConfig::envelope(&self.topic)]
+        } else {
+            self.sources.clone()
+        }
+    }
+
+    fn validate_sources(&self) -> Result<(), ConfigCheckError> {
+        if !self.sources.is_empty()
+            && self.topic != DEFAULT_TOPIC
+            && !self.sources.iter().any(|s| s.topic == self.topic)
+        {
+            return Err(invalid(
+                "topic",
+                format!(
+                    "{} is ignored when [[sources]] is set; list it as a source",
+                    self.topic
+                ),
+            ));
+        }
+        let sources = self.sources();
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, s) in sources.iter().enumerate() {
+            if s.topic.trim().is_empty() {
+                return Err(invalid(
+                    "sources.topic",
+                    format!("sources[{i}]: must not be empty"),
+                ));
+            }
+            if !seen.insert(s.topic.as_str()) {
+                return Err(invalid(
+                    "sources.topic",
+                    format!("sources[{i}]: {} is listed twice", s.topic),
+                ));
+            }
+        }
+        for (i, s) in sources.iter().enumerate() {
+            let dlq = s.dead_letter_topic();
+            if dlq.trim().is_empty() {
+                return Err(invalid(
+                    "sources.dead_letter_topic",
+                    format!("sources[{i}]: must not be empty"),
+                ));
+            }
+            if seen.contains(dlq.as_str()) {
+                return Err(invalid(
+                    "sources.dead_letter_topic",
+                    format!("sources[{i}]: {dlq} is a source topic"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Fails fast on values that parse but cannot work, naming the key.
     pub fn validate(&self) -> Result<(), ConfigCheckError> {
+        self.validate_sources()?;
         if !(1..=30).contains(&self.retention_days) {
             return Err(invalid("retention_days", "must be between 1 and 30"));
         }
@@ -395,6 +506,62 @@ mod tests {
     }
 
     #[test]
+    fn the_single_topic_is_one_envelope_source() {
+        let cfg = DeptransConfig::default();
+        assert_eq!(
+            cfg.sources(),
+            vec![SourceConfig::envelope("contractor-statuses-events")]
+        );
+        assert_eq!(
+            cfg.sources()[0].dead_letter_topic(),
+            "contractor-statuses-events.deptrans.dlq"
+        );
+    }
+
+    #[test]
+    fn bad_sources_are_named() {
+        let with = |sources: Vec<SourceConfig>| {
+            let cfg = DeptransConfig {
+                sources,
+                ..DeptransConfig::default()
+            };
+            cfg.validate().map_err(|e| e.to_string())
+        };
+        with(vec![SourceConfig::json("a"), SourceConfig::envelope("b")]).unwrap();
+        let err = with(vec![SourceConfig::json(" ")]).unwrap_err();
+        assert!(err.contains("sources.topic"), "{err}");
+        let err = with(vec![SourceConfig::json("a"), SourceConfig::envelope("a")]).unwrap_err();
+        assert!(
+            err.contains("sources.topic") && err.contains("twice"),
+            "{err}"
+        );
+        let mut looped = SourceConfig::json("a");
+        looped.dead_letter_topic = Some("b".into());
+        let err = with(vec![looped, SourceConfig::envelope("b")]).unwrap_err();
+        assert!(err.contains("sources.dead_letter_topic"), "{err}");
+        let cfg = DeptransConfig {
+            topic: "mine".into(),
+            sources: vec![SourceConfig::json("other")],
+            ..DeptransConfig::default()
+        };
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("topic: mine is ignored"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_format_is_named() {
+        let dir = std::env::temp_dir().join(format!("sy-deptrans-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sources.toml");
+        std::fs::write(&file, "[[sources]]\ntopic = \"a\"\nformat = \"xml\"\n").unwrap();
+        let err = DeptransConfig::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("format") && err.contains("xml"), "{err}");
+        std::fs::write(&file, "[[sources]]\ntopic = \"a\"\nformat = \"json\"\n").unwrap();
+        let cfg = DeptransConfig::load(Some(&file)).unwrap();
+        assert_eq!(cfg.sources(), vec![SourceConfig::json("a")]);
+    }
+
+    #[test]
     fn secrets_are_not_in_debug_output() {
         let mut cfg = DeptransConfig::default();
         cfg.krt.client_secret = "s3cr3t".into();
@@ -415,5 +582,25 @@ mod example_tests {
         );
         let cfg = super::DeptransConfig::load(Some(std::path::Path::new(path))).unwrap();
         assert_eq!(cfg.regions[0].name, "moscow");
+        // The commented [[sources]] example is valid too.
+        let text = std::fs::read_to_string(path).unwrap();
+        let sources: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.starts_with("[[sources]]")
+                    || ["topic =", "format =", "dead_letter_topic ="]
+                        .iter()
+                        .any(|k| l.starts_with(k))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let mut cfg = cfg;
+        cfg.sources = toml::from_str::<super::DeptransConfig>(&sources)
+            .unwrap()
+            .sources;
+        assert_eq!(cfg.sources.len(), 2, "{sources}");
+        assert_eq!(cfg.sources[0].format, crate::records::Format::Json);
+        cfg.validate().unwrap();
     }
 }

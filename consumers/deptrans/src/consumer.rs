@@ -1,7 +1,9 @@
-//! Consumer group `deptrans-status`: decodes status events, keeps drivers inside the regions
-//! who work a wanted category (and any offline status that closes a shift KRT may hold open,
-//! wherever the driver is), upserts the newest status per driver into
-//! `deptrans.status_queue` in one statement per batch, and stores offsets only after that commit.
+//! Consumer group `deptrans-status`: reads every source topic, decodes each record by its
+//! source's format (`crate::records`), parks the records it cannot use in the source's
+//! dead-letter topic, keeps drivers inside the regions who work a wanted category (and any
+//! offline status that closes a shift KRT may hold open, wherever the driver is), upserts the
+//! newest status per driver into `deptrans.status_queue` in one statement per batch, and
+//! stores offsets only after that commit and the dead letters' acknowledgements.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,19 +11,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use events::v1::{envelope::Payload, DriverStatusKind};
-use events::Envelope;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use switchyard_runtime::kafka::{ConsumerObserver, StatsContext};
 use switchyard_runtime::trace;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::cache::Caches;
+use super::config::SourceConfig;
+use super::dead_letter::{BadRecord, DeadLetters};
 use super::geo::Polygon;
 use super::krt::KrtStatus;
 use super::metrics::{DeptransMetrics, PartitionLabels};
+use super::records::{self, Format, Position};
 use super::upstream::{DriverRef, Upstream, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,35 +47,18 @@ pub struct StatusEvent {
     pub status: KrtStatus,
     pub updated_at: DateTime<Utc>,
     /// The `traceparent` the ingress stored in the envelope; kept with the queued row so the
-    /// sender's span links back to the trace that produced it.
+    /// sender's span links back to the trace that produced it. A JSON record's comes from its
+    /// `traceparent` header, when it has one.
     pub traceparent: Option<String>,
+    /// Where the driver was at the change, when the record says (JSON records may); the region
+    /// filter then uses it instead of asking trackstory.
+    pub position: Option<Position>,
 }
 
-/// Decodes a record value; `None` for anything that is not a usable driver status.
+/// Decodes an envelope record value; `None` for anything that is not a usable driver status
+/// (`crate::records` says why).
 pub fn decode(payload: &[u8]) -> Option<StatusEvent> {
-    let env = Envelope::from_bytes(payload).ok()?;
-    let occurred_at = env.occurred_at();
-    let traceparent = env.trace.map(|t| t.traceparent).filter(|t| !t.is_empty());
-    let Some(Payload::DriverStatus(s)) = env.payload else {
-        return None;
-    };
-    let status = match s.status() {
-        DriverStatusKind::Online => KrtStatus::Online,
-        DriverStatusKind::Busy => KrtStatus::Busy,
-        DriverStatusKind::Offline => KrtStatus::Offline,
-        DriverStatusKind::Unspecified => return None,
-    };
-    if s.park_id.is_empty() || s.driver_profile_id.is_empty() {
-        return None;
-    }
-    let updated_at = events::to_datetime(s.updated_at.as_ref()).or(occurred_at)?;
-    Some(StatusEvent {
-        park_id: s.park_id,
-        driver_id: s.driver_profile_id,
-        status,
-        updated_at,
-        traceparent,
-    })
+    records::decode_envelope(payload).ok()
 }
 
 /// Keeps the newest event per driver (the later one on a tie).
@@ -172,8 +158,10 @@ impl Filter {
         }
         self.metrics
             .event("wrong_category", (total - wanted.len()) as u64);
+        // Only drivers whose record carried no position are looked up.
         let refs: std::collections::BTreeSet<DriverRef> = wanted
             .iter()
+            .filter(|e| e.position.is_none())
             .map(|e| DriverRef {
                 park_id: e.park_id.clone(),
                 driver_profile_id: e.driver_id.clone(),
@@ -190,12 +178,18 @@ impl Filter {
         let (mut no_position, mut outside) = (0, 0);
         let mut kept = Vec::with_capacity(wanted.len());
         for e in wanted {
-            let inside = match positions.get(&(e.park_id.clone(), e.driver_id.clone())) {
+            let position = match e.position {
+                Some(p) => Some((p.lon, p.lat)),
+                None => positions
+                    .get(&(e.park_id.clone(), e.driver_id.clone()))
+                    .copied(),
+            };
+            let inside = match position {
                 None => {
                     no_position += 1;
                     false
                 }
-                Some(&(lon, lat)) => {
+                Some((lon, lat)) => {
                     let inside = self.regions.iter().any(|r| r.contains(lon, lat));
                     outside += u64::from(!inside);
                     inside
@@ -267,9 +261,23 @@ impl ConsumerObserver for LagObserver {
 
 pub type LagContext = StatsContext<LagObserver>;
 
+/// The `traceparent` header of a record, if any.
+fn traceparent_header(msg: &impl Message) -> Option<String> {
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == "traceparent")
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
 pub struct StatusConsumer {
     pub consumer: StreamConsumer<LagContext>,
-    pub topic: String,
+    /// Every topic read, with its format and dead-letter topic (`DeptransConfig::sources`).
+    pub sources: Vec<SourceConfig>,
+    pub dead_letters: DeadLetters,
     pub pool: Pool,
     pub filter: Filter,
     pub batch_max: usize,
@@ -280,18 +288,29 @@ pub struct StatusConsumer {
 
 impl StatusConsumer {
     pub async fn run(self, stop: CancellationToken) -> Result<(), ConsumeError> {
+        let topics: Vec<&str> = self.sources.iter().map(|s| s.topic.as_str()).collect();
+        let all_topics = topics.join(",");
         self.consumer
-            .subscribe(&[&self.topic])
-            .map_err(|e| ConsumeError::Subscribe(self.topic.clone(), e))?;
-        tracing::info!(topic = %self.topic, "deptrans status consumer started");
+            .subscribe(&topics)
+            .map_err(|e| ConsumeError::Subscribe(all_topics.clone(), e))?;
+        // topic -> (format, dead-letter topic)
+        let sources: HashMap<&str, (Format, String)> = self
+            .sources
+            .iter()
+            .map(|s| (s.topic.as_str(), (s.format, s.dead_letter_topic())))
+            .collect();
+        for s in &self.sources {
+            self.metrics.bad_record_series(&s.topic, s.format.reasons());
+        }
+        tracing::info!(topics = %all_topics, "deptrans status consumer started");
         loop {
             let mut events = Vec::new();
-            let mut last: HashMap<i32, i64> = HashMap::new();
-            let mut invalid = 0u64;
+            let mut last: HashMap<(String, i32), i64> = HashMap::new();
+            let mut bad: Vec<BadRecord> = Vec::new();
             let deadline = tokio::time::sleep(Duration::from_secs(3600));
             tokio::pin!(deadline);
             let mut started = false;
-            while events.len() + (invalid as usize) < self.batch_max {
+            while events.len() + bad.len() < self.batch_max {
                 let msg = tokio::select! {
                     biased;
                     _ = stop.cancelled() => return Ok(()),
@@ -301,7 +320,7 @@ impl StatusConsumer {
                 let msg = match msg {
                     Ok(m) => m,
                     Err(e) => {
-                        tracing::warn!(topic = %self.topic, error = %e, "consumer error");
+                        tracing::warn!(topics = %all_topics, error = %e, "consumer error");
                         continue;
                     }
                 };
@@ -311,24 +330,41 @@ impl StatusConsumer {
                         .as_mut()
                         .reset(tokio::time::Instant::now() + self.linger);
                 }
-                last.insert(msg.partition(), msg.offset());
-                match msg.payload().and_then(decode) {
-                    Some(e) => events.push(e),
-                    None => {
-                        tracing::warn!(topic = %self.topic, partition = msg.partition(), offset = msg.offset(), "skipping a record that is not a driver status");
-                        invalid += 1;
+                last.insert((msg.topic().to_owned(), msg.partition()), msg.offset());
+                let Some((format, dead_letter_topic)) = sources.get(msg.topic()) else {
+                    continue; // not subscribed: cannot happen
+                };
+                match format.decode(msg.payload()) {
+                    Ok(mut e) => {
+                        if e.traceparent.is_none() {
+                            e.traceparent = traceparent_header(&msg);
+                        }
+                        events.push(e);
+                    }
+                    Err(e) => {
+                        self.metrics.bad_record(msg.topic(), e.reason());
+                        bad.push(BadRecord {
+                            msg: msg.detach(),
+                            reason: e.reason(),
+                            error: e.to_string(),
+                            dead_letter_topic: dead_letter_topic.clone(),
+                        });
                     }
                 }
             }
-            self.metrics.event("invalid", invalid);
-            let read = events.len() as u64 + invalid;
+            self.metrics.event("invalid", bad.len() as u64);
+            let read = (events.len() + bad.len()) as u64;
+            // Park the records that cannot be used first; their offsets wait for the acks.
+            if !bad.is_empty() && !self.dead_letters.park_all(&bad, &stop).await {
+                return Ok(());
+            }
             // One consumer span per batch, linked to the trace of every status it keeps.
             let span = tracing::info_span!(
                 "deptrans.store",
-                otel.name = %format_args!("store statuses {}", self.topic),
+                otel.name = %format_args!("store statuses {all_topics}"),
                 otel.kind = "consumer",
                 messaging.system = "kafka",
-                messaging.destination.name = %self.topic,
+                messaging.destination.name = %all_topics,
                 messaging.batch.message_count = read,
             );
             link_traces(
@@ -352,9 +388,9 @@ impl StatusConsumer {
                 }
             }
             self.metrics.consumed.inc_by(read);
-            for (partition, offset) in last {
-                if let Err(e) = self.consumer.store_offset(&self.topic, partition, offset) {
-                    tracing::debug!(partition, offset, error = %e, "offset not stored (partition revoked?)");
+            for ((topic, partition), offset) in last {
+                if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
+                    tracing::debug!(%topic, partition, offset, error = %e, "offset not stored (partition revoked?)");
                 }
             }
         }
@@ -377,7 +413,8 @@ impl StatusConsumer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use events::v1::DriverStatus;
+    use events::v1::{envelope::Payload, DriverStatus, DriverStatusKind};
+    use events::Envelope;
 
     fn ev(driver: &str, secs: i64, status: KrtStatus) -> StatusEvent {
         StatusEvent {
@@ -386,6 +423,7 @@ mod tests {
             status,
             updated_at: DateTime::from_timestamp(secs, 0).unwrap(),
             traceparent: None,
+            position: None,
         }
     }
 

@@ -6,8 +6,10 @@
 //!
 //! - [`config`]: `DeptransConfig` (regions, categories, KRT, upstreams, sender, API keys);
 //!   `geo`: region polygons.
-//! - [`consumer`]: the status topic into the send queue (filter by region and category; an
-//!   offline status that closes an open shift passes wherever the driver is).
+//! - [`consumer`]: the source topics into the send queue (filter by region and category; an
+//!   offline status that closes an open shift passes wherever the driver is);
+//!   [`records`]: the source formats (protobuf envelope, plain JSON) decoded strictly;
+//!   [`dead_letter`]: records that cannot be used, parked in their source's dead-letter topic.
 //! - [`sender`]: the queue to KRT in batches, KRT's answers classified, deferred rows retried;
 //!   [`krt`]: the KRT client (bulk or per-driver) and its token store; [`rejected`]: rows
 //!   refused for good, out of the queue.
@@ -27,10 +29,12 @@ pub mod cache;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod dead_letter;
 mod geo;
 pub mod krt;
 pub mod metrics;
 mod queue_stats;
+pub mod records;
 pub mod rejected;
 pub mod retention;
 pub mod sender;
@@ -40,6 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_runtime::shutdown::{supervise, Tasks};
+use switchyard_runtime::topics::TopicSpec;
 use switchyard_runtime::Shutdown;
 use tokio::net::TcpListener;
 
@@ -64,6 +69,8 @@ pub enum DeptransError {
     },
     #[error("kafka client")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("creating the dead-letter topics")]
+    Topics(#[from] switchyard_runtime::topics::TopicError),
     #[error(transparent)]
     Consume(#[from] consumer::ConsumeError),
     #[error(transparent)]
@@ -136,6 +143,16 @@ pub async fn run(
     }
 
     if cfg.consumer.enabled {
+        let sources = cfg.sources();
+        // A dead-letter topic that is missing would hold its source's partitions up.
+        let dead_letter_topics: Vec<TopicSpec> = sources
+            .iter()
+            .map(|s| TopicSpec::new(s.dead_letter_topic(), 1))
+            .collect();
+        switchyard_runtime::topics::ensure_topics(&cfg.kafka, &dead_letter_topics).await?;
+        let retry_backoff = Duration::from_millis(cfg.consumer.retry_backoff_ms);
+        let dead_letters =
+            dead_letter::DeadLetters::new(&cfg.kafka, retry_backoff, metrics.clone())?;
         let consumer = cfg
             .kafka
             .consumer_config(&cfg.group_id)
@@ -153,12 +170,13 @@ pub async fn run(
         };
         let worker = consumer::StatusConsumer {
             consumer,
-            topic: cfg.topic.clone(),
+            sources,
+            dead_letters,
             pool: pool.clone(),
             filter,
             batch_max: cfg.consumer.batch_max,
             linger: Duration::from_millis(cfg.consumer.batch_linger_ms),
-            retry_backoff: Duration::from_millis(cfg.consumer.retry_backoff_ms),
+            retry_backoff,
             metrics: metrics.clone(),
         };
         let stop = shutdown.token();

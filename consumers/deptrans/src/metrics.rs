@@ -30,6 +30,8 @@ pub const REJECTED: &str = "switchyard_deptrans_rejected";
 pub const KRT_BISECTIONS: &str = "switchyard_deptrans_krt_bisections";
 pub const REQUEUED: &str = "switchyard_deptrans_requeued";
 pub const REJECTED_ROWS: &str = "switchyard_deptrans_rejected_rows";
+pub const BAD_RECORDS: &str = "switchyard_deptrans_bad_records";
+pub const DEAD_LETTER_FAILURES: &str = "switchyard_deptrans_dead_letter_failures";
 
 /// `cache` label of the driver-profiles cache (lookups and refresh failures).
 pub const CACHE_PROFILES: &str = "driver-profiles";
@@ -45,6 +47,13 @@ pub struct OutcomeLabels {
 /// Why a row left the queue unsent (`crate::rejected::reason`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// A source record that could not be used, by source topic and `crate::records::reason`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BadRecordLabels {
+    pub topic: String,
     pub reason: &'static str,
 }
 
@@ -136,6 +145,12 @@ pub struct DeptransMetrics {
     pub requeued: Counter,
     /// Rows in `deptrans.rejected`, refreshed with the queue gauges.
     pub rejected_rows: Gauge,
+    /// Source records that could not be decoded, by topic and reason; each goes to its
+    /// source's dead-letter topic.
+    pub bad_records: Family<BadRecordLabels, Counter>,
+    /// Dead-letter produces that failed and were retried; while they fail, the partition of
+    /// the bad record waits.
+    pub dead_letter_failures: Counter,
 }
 
 impl DeptransMetrics {
@@ -149,6 +164,28 @@ impl DeptransMetrics {
         self.sent
             .get_or_create(&OutcomeLabels { outcome })
             .inc_by(n);
+    }
+
+    /// Counts one source record that could not be used.
+    pub fn bad_record(&self, topic: &str, reason: &'static str) {
+        self.bad_records
+            .get_or_create(&BadRecordLabels {
+                topic: topic.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Creates the bad-record series of `topic` at zero, so rates exist before the first one.
+    pub fn bad_record_series(&self, topic: &str, reasons: &[&'static str]) {
+        for &reason in reasons {
+            self.bad_records
+                .get_or_create(&BadRecordLabels {
+                    topic: topic.to_owned(),
+                    reason,
+                })
+                .get();
+        }
     }
 
     /// Counts one row moved to `deptrans.rejected`.
@@ -210,6 +247,8 @@ impl Default for DeptransMetrics {
             krt_bisections: Counter::default(),
             requeued: Counter::default(),
             rejected_rows: Gauge::default(),
+            bad_records: Family::default(),
+            dead_letter_failures: Counter::default(),
         };
         for reason in crate::rejected::reason::ALL {
             m.rejected.get_or_create(&ReasonLabels { reason }).get();
@@ -324,6 +363,16 @@ impl Default for DeptransMetrics {
             REJECTED_ROWS,
             "Rows in deptrans.rejected (refreshed with the queue gauges)",
             m.rejected_rows.clone(),
+        );
+        registry.register(
+            BAD_RECORDS,
+            "Source records that could not be decoded, by topic and reason; parked in the source's dead-letter topic",
+            m.bad_records.clone(),
+        );
+        registry.register(
+            DEAD_LETTER_FAILURES,
+            "Dead-letter produces that failed and were retried with back-off",
+            m.dead_letter_failures.clone(),
         );
         Self { registry, ..m }
     }

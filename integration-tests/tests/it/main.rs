@@ -17,6 +17,7 @@ mod attempt_log;
 mod crate_edges;
 mod deptrans;
 mod deptrans_api;
+mod deptrans_json;
 mod deptrans_poison;
 mod deptrans_shifts;
 mod dispatcher_restart;

@@ -283,6 +283,7 @@ pub fn ev(park: &str, driver: &str, status: KrtStatus, when: DateTime<Utc>) -> S
         status,
         updated_at: when,
         traceparent: None,
+        position: None,
     }
 }
 
