@@ -13,13 +13,13 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 /// Boxed error of any body the proxy passes along.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Body of every request the proxy sends and every response it returns.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
+pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// A body held in memory (errors, lookups, admin endpoints).
-pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
@@ -28,28 +28,28 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 /// The deadline of a whole request (head to last body byte), put in the request's
 /// extensions when it arrives.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Instant);
+pub(crate) struct Deadline(pub Instant);
 
 /// Why a [`Bounded`] body stopped: not yet, too many bytes, or the deadline.
 #[derive(Debug, Clone, Default)]
-pub struct Tripped(Arc<AtomicU8>);
+pub(crate) struct Tripped(Arc<AtomicU8>);
 
 impl Tripped {
     const TOO_LARGE: u8 = 1;
     const DEADLINE: u8 = 2;
 
-    pub fn too_large(&self) -> bool {
+    pub(crate) fn too_large(&self) -> bool {
         self.0.load(Ordering::Relaxed) == Self::TOO_LARGE
     }
 
-    pub fn deadline(&self) -> bool {
+    pub(crate) fn deadline(&self) -> bool {
         self.0.load(Ordering::Relaxed) == Self::DEADLINE
     }
 }
 
 /// A streamed body cut off with an error once it passes `limit` bytes or `deadline`; `tripped`
 /// tells the caller which, so it can answer 413 or 504 instead of a generic 502.
-pub struct Bounded<B> {
+pub(crate) struct Bounded<B> {
     inner: B,
     left: u64,
     deadline: Pin<Box<Sleep>>,
@@ -57,7 +57,7 @@ pub struct Bounded<B> {
 }
 
 impl<B> Bounded<B> {
-    pub fn new(inner: B, limit: u64, deadline: Instant, tripped: Tripped) -> Self {
+    pub(crate) fn new(inner: B, limit: u64, deadline: Instant, tripped: Tripped) -> Self {
         Self {
             inner,
             left: limit,

@@ -18,7 +18,7 @@ use switchyard_runtime::trace;
 use crate::body::{full, BoxError, ProxyBody};
 
 /// The pooled client every outgoing request goes through.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// Largest lookup answer read; lookups are tiny JSON documents.
 const LOOKUP_BODY_LIMIT: usize = 64 * 1024;
@@ -30,11 +30,11 @@ thread_local! {
 /// This thread's client. The proxy serves each connection on one worker thread
 /// (`crate::workers`), and every worker keeps its own pool, so a request, its backend
 /// connection and the lookups it makes stay on one thread: no cross-thread wakeups.
-pub fn local() -> HttpClient {
+pub(crate) fn local() -> HttpClient {
     LOCAL.with(Clone::clone)
 }
 
-pub fn build() -> HttpClient {
+pub(crate) fn build() -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -53,7 +53,7 @@ pub fn build() -> HttpClient {
 
 /// Why a JSON lookup failed; decides between 503 (down), 404 (not found) and 502.
 #[derive(Debug, thiserror::Error)]
-pub enum LookupError {
+pub(crate) enum LookupError {
     #[error("{service} unreachable")]
     Unreachable {
         service: &'static str,
@@ -72,7 +72,7 @@ pub enum LookupError {
 }
 
 /// POSTs `body` as JSON to `url` and parses the 2xx answer, all within `timeout`.
-pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
+pub(crate) async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
     client: &HttpClient,
     service: &'static str,
     url: &str,
@@ -133,7 +133,7 @@ pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
 /// Replaces the caller's `traceparent`/`tracestate` with the context of `span` (which continues
 /// the caller's trace), so the backend's spans are children of ours. Without a span context
 /// (tracing not set up) the caller's headers pass through untouched.
-pub fn set_trace_headers(headers: &mut HeaderMap, span: &tracing::Span) {
+pub(crate) fn set_trace_headers(headers: &mut HeaderMap, span: &tracing::Span) {
     let Some(ours) = trace::headers(span) else {
         return;
     };

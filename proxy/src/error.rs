@@ -10,7 +10,7 @@ use crate::body::{full, BoxError, ProxyBody};
 
 /// Error body of every response the proxy itself produces.
 #[derive(Debug, Serialize)]
-pub struct ErrorBody<'a> {
+pub(crate) struct ErrorBody<'a> {
     /// Machine-readable code, e.g. `missing_tag`, `upstream_timeout`.
     pub code: &'a str,
     /// Human-readable explanation naming the header or path at fault.
@@ -18,7 +18,7 @@ pub struct ErrorBody<'a> {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("no such route on this listener")]
     NotFound,
     #[error("header x-api-tag is required")]
@@ -66,7 +66,7 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::MissingTag
             | Self::BadPath(_)
@@ -89,7 +89,7 @@ impl ProxyError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::NotFound => "not_found",
             Self::MissingTag => "missing_tag",
@@ -118,7 +118,7 @@ impl ProxyError {
 
     /// The response for this error. Framing errors close the connection so nothing the
     /// client sent after the refused request is ever read as a new request.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    pub(crate) fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
         if status.is_server_error() {
             let source = std::error::Error::source(&self).map(ToString::to_string);
@@ -143,7 +143,7 @@ impl ProxyError {
 }
 
 /// A JSON `{code, message}` response.
-pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
     let body = serde_json::to_vec(&ErrorBody { code, message }).unwrap_or_default();
     let mut resp = Response::new(full(Bytes::from(body)));
     *resp.status_mut() = status;

@@ -16,8 +16,8 @@ use crate::config::{read_secret, ApiKeyConfig, InvalidConfig};
 use crate::error::ProxyError;
 use crate::metrics::{BackendLabels, ProxyMetrics};
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus the ones a
 /// client could use to make a backend believe another proxy vouched for something.
@@ -43,7 +43,7 @@ static PROXY_SET: [HeaderName; 5] = [
 ];
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -57,7 +57,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Request headers that never leave for a backend.
-pub struct StripRules {
+pub(crate) struct StripRules {
     pub names: Vec<HeaderName>,
     pub prefixes: Vec<String>,
 }
@@ -86,7 +86,7 @@ impl StripRules {
 }
 
 /// Loads an API key into a header that is marked sensitive (hyper never logs it).
-pub fn api_key_header(
+pub(crate) fn api_key_header(
     key: &str,
     cfg: &ApiKeyConfig,
 ) -> Result<(HeaderName, HeaderValue), InvalidConfig> {
@@ -103,7 +103,7 @@ pub fn api_key_header(
 }
 
 /// Where a request goes: a backend or a callback upstream.
-pub struct Target {
+pub(crate) struct Target {
     /// Config name, used as the metric label.
     pub tag: String,
     /// `scheme://authority/base-path` without a trailing slash.
@@ -116,7 +116,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(tag: &str, base_url: &str, timeout_ms: u64) -> Self {
+    pub(crate) fn new(tag: &str, base_url: &str, timeout_ms: u64) -> Self {
         Self {
             tag: tag.to_owned(),
             base: base_url.trim_end_matches('/').to_owned(),
@@ -128,7 +128,7 @@ impl Target {
 }
 
 /// Per-request facts the forwarded headers are built from.
-pub struct Forwarding<'a> {
+pub(crate) struct Forwarding<'a> {
     pub peer: IpAddr,
     pub request_id: &'a HeaderValue,
     pub trust_forwarded_for: bool,
@@ -138,7 +138,7 @@ pub struct Forwarding<'a> {
 }
 
 /// Sends `req` to `target` at `path_and_query` and streams the answer back.
-pub async fn send(
+pub(crate) async fn send(
     client: &HttpClient,
     metrics: &ProxyMetrics,
     target: &Target,

@@ -16,10 +16,10 @@ const MAX_HEAD: usize = 64 * 1024;
 
 /// Shared between the connection's reader and its request handler.
 #[derive(Debug, Clone, Default)]
-pub struct FramingFlag(Arc<AtomicBool>);
+pub(crate) struct FramingFlag(Arc<AtomicBool>);
 
 impl FramingFlag {
-    pub fn is_ambiguous(&self) -> bool {
+    pub(crate) fn is_ambiguous(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 
@@ -47,20 +47,20 @@ enum State {
 
 /// Follows request boundaries in the byte stream (heads, fixed and chunked bodies).
 #[derive(Debug)]
-pub struct Sniffer {
+pub(crate) struct Sniffer {
     state: State,
     flag: FramingFlag,
 }
 
 impl Sniffer {
-    pub fn new(flag: FramingFlag) -> Self {
+    pub(crate) fn new(flag: FramingFlag) -> Self {
         Self {
             state: State::Head(Vec::new()),
             flag,
         }
     }
 
-    pub fn feed(&mut self, mut data: &[u8]) {
+    pub(crate) fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             let used = match &mut self.state {
                 State::Off => return,
@@ -214,13 +214,13 @@ fn head_state(head: &[u8], flag: &FramingFlag) -> State {
 }
 
 /// A connection whose incoming bytes pass through a [`Sniffer`].
-pub struct SniffedIo<T> {
+pub(crate) struct SniffedIo<T> {
     inner: T,
     sniffer: Sniffer,
 }
 
 impl<T> SniffedIo<T> {
-    pub fn new(inner: T, flag: FramingFlag) -> Self {
+    pub(crate) fn new(inner: T, flag: FramingFlag) -> Self {
         Self {
             inner,
             sniffer: Sniffer::new(flag),

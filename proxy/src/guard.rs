@@ -8,7 +8,10 @@ use crate::error::ProxyError;
 
 /// Refuses requests that could make the proxy talk to anything but a configured backend, or
 /// that a backend could frame differently than we do.
-pub fn check_request<B>(req: &Request<B>, allowed_hosts: &[String]) -> Result<(), ProxyError> {
+pub(crate) fn check_request<B>(
+    req: &Request<B>,
+    allowed_hosts: &[String],
+) -> Result<(), ProxyError> {
     if req.method() == Method::CONNECT || req.method() == Method::TRACE {
         return Err(ProxyError::MethodNotAllowed(req.method().clone()));
     }
@@ -70,7 +73,7 @@ fn check_host(headers: &HeaderMap, allowed_hosts: &[String]) -> Result<(), Proxy
 /// Checks a raw request path for traversal and encoding tricks and returns it decoded.
 /// Decoding may not change the path's segments: no encoded `/`, `\`, `.`-segments, NUL or
 /// double encoding.
-pub fn check_path(raw: &str) -> Result<String, ProxyError> {
+pub(crate) fn check_path(raw: &str) -> Result<String, ProxyError> {
     if !raw.starts_with('/') {
         return Err(ProxyError::BadPath("must start with '/'"));
     }
@@ -108,7 +111,7 @@ pub fn check_path(raw: &str) -> Result<String, ProxyError> {
 }
 
 /// Segment-wise prefix match: `/v1/rides` allows `/v1/rides` and `/v1/rides/7`, not `/v1/ridesx`.
-pub fn prefix_allowed(decoded: &str, prefixes: &[String]) -> bool {
+pub(crate) fn prefix_allowed(decoded: &str, prefixes: &[String]) -> bool {
     prefixes.iter().any(|p| {
         let p = p.trim_end_matches('/');
         match decoded.strip_prefix(p) {

@@ -16,7 +16,7 @@ use crate::error::ProxyError;
 use crate::metrics::{IdentityLabels, LookupLabels, ProxyMetrics};
 
 /// One configured exchange with its own cache.
-pub struct IdentityExchange {
+pub(crate) struct IdentityExchange {
     name: String,
     personal_url: String,
     partner_url: String,
@@ -49,7 +49,7 @@ struct PartnerResponse {
 }
 
 impl IdentityExchange {
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         cfg: &IdentityConfig,
         metrics: Arc<ProxyMetrics>,
@@ -83,7 +83,7 @@ impl IdentityExchange {
 
     /// The partner user id for `phone_id`, from the cache or from one upstream lookup shared
     /// by every concurrent caller asking for the same id. Failures are not cached.
-    pub async fn partner_user_id(&self, phone_id: &str) -> Result<HeaderValue, ProxyError> {
+    pub(crate) async fn partner_user_id(&self, phone_id: &str) -> Result<HeaderValue, ProxyError> {
         if !valid_phone_id(phone_id) {
             return Err(ProxyError::InvalidHeader(self.phone_id_header.to_string()));
         }
@@ -156,7 +156,7 @@ impl IdentityExchange {
     }
 
     /// Refreshes the size gauge; called when metrics are scraped.
-    pub async fn update_size_metric(&self) {
+    pub(crate) async fn update_size_metric(&self) {
         self.cache.run_pending_tasks().await;
         let labels = IdentityLabels {
             identity: self.name.clone(),

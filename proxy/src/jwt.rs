@@ -24,7 +24,7 @@ impl From<JwtAlg> for Algorithm {
 
 /// Claims of the tokens the proxy signs.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct SignedClaims {
+pub(crate) struct SignedClaims {
     pub iss: String,
     pub aud: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -37,7 +37,7 @@ pub struct SignedClaims {
 
 /// Signs the tokens sent to a backend: a new token with a new `jti` for every request, as the
 /// partner contract says, so the partner can refuse a replayed token.
-pub struct Signer {
+pub(crate) struct Signer {
     header: Header,
     key: EncodingKey,
     issuer: String,
@@ -46,7 +46,7 @@ pub struct Signer {
 }
 
 impl Signer {
-    pub fn new(key_path: &str, cfg: &JwtSignConfig) -> Result<Self, InvalidConfig> {
+    pub(crate) fn new(key_path: &str, cfg: &JwtSignConfig) -> Result<Self, InvalidConfig> {
         let key = match cfg.alg {
             JwtAlg::HS256 => {
                 let secret =
@@ -83,7 +83,7 @@ impl Signer {
     }
 
     /// `Bearer <token>` for `sub`, freshly signed (see the type's docs).
-    pub fn bearer(&self, sub: Option<&str>) -> Result<HeaderValue, ProxyError> {
+    pub(crate) fn bearer(&self, sub: Option<&str>) -> Result<HeaderValue, ProxyError> {
         let mut value = HeaderValue::try_from(format!("Bearer {}", self.sign(sub)?))
             .map_err(|e| ProxyError::Internal(e.into()))?;
         value.set_sensitive(true);
@@ -91,7 +91,7 @@ impl Signer {
     }
 
     /// A token for `sub` (the partner user id) valid from now for the configured ttl.
-    pub fn sign(&self, sub: Option<&str>) -> Result<String, ProxyError> {
+    pub(crate) fn sign(&self, sub: Option<&str>) -> Result<String, ProxyError> {
         let now = unix_now();
         let claims = SignedClaims {
             iss: self.issuer.clone(),
@@ -109,7 +109,7 @@ impl Signer {
 
 /// Claims the proxy reads from a partner's callback token.
 #[derive(Debug, Deserialize)]
-pub struct CallbackClaims {
+pub(crate) struct CallbackClaims {
     #[serde(default)]
     pub sub: Option<String>,
     /// Required: the key the token is remembered by until it expires.
@@ -120,10 +120,10 @@ pub struct CallbackClaims {
 
 /// Most callback tokens remembered at once per backend. Past this the verifier refuses new
 /// tokens (503) rather than forget one that could then be replayed.
-pub const REPLAY_CAPACITY: u64 = 100_000;
+pub(crate) const REPLAY_CAPACITY: u64 = 100_000;
 /// Longest a callback token may still be valid for when it arrives; it bounds how long a `jti`
 /// is remembered.
-pub const MAX_CALLBACK_TOKEN_LIFETIME: Duration = Duration::from_secs(3_600);
+pub(crate) const MAX_CALLBACK_TOKEN_LIFETIME: Duration = Duration::from_secs(3_600);
 /// Longest `jti` accepted (bounds the memory of the replay cache).
 const MAX_JTI_LEN: usize = 128;
 
@@ -144,7 +144,7 @@ struct VerifyKey {
 
 /// Checks partner tokens: known `kid`, that key's algorithm only, signature, `exp`, `nbf`,
 /// `iss`, `aud`, and a `jti` not seen before while the token is still valid.
-pub struct Verifier {
+pub(crate) struct Verifier {
     keys: Vec<VerifyKey>,
     issuer: String,
     audience: String,
@@ -154,7 +154,7 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(key_path: &str, cfg: &CallbackConfig) -> Result<Self, InvalidConfig> {
+    pub(crate) fn new(key_path: &str, cfg: &CallbackConfig) -> Result<Self, InvalidConfig> {
         let mut keys = Vec::with_capacity(cfg.keys.len());
         for (i, k) in cfg.keys.iter().enumerate() {
             let path = format!("{key_path}.keys[{i}]");
@@ -198,7 +198,7 @@ impl Verifier {
     /// Validates `Authorization: Bearer <token>`; every failure is a 401. The caller then
     /// [`use_up`](Self::use_up)s the token once the request is known to be routable, so a
     /// refused path does not burn the partner's token.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         authorization: Option<&http::HeaderValue>,
     ) -> Result<CallbackClaims, ProxyError> {
@@ -250,7 +250,7 @@ impl Verifier {
     /// Remembers the token's `jti` until it expires; a second use is a 401 (a full replay
     /// cache a 503). Only called on tokens [`verify`](Self::verify) passed, so nobody without
     /// the partner's key can fill the cache.
-    pub async fn use_up(&self, claims: &CallbackClaims) -> Result<(), ProxyError> {
+    pub(crate) async fn use_up(&self, claims: &CallbackClaims) -> Result<(), ProxyError> {
         let jti = claims
             .jti
             .as_deref()

@@ -8,17 +8,17 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-pub const REQUESTS: &str = "switchyard_proxy_requests";
-pub const SERVER_ERRORS: &str = "switchyard_proxy_server_errors";
-pub const UPSTREAM_SECONDS: &str = "switchyard_proxy_upstream_seconds";
-pub const CACHE_HITS: &str = "switchyard_proxy_identity_cache_hits";
-pub const CACHE_MISSES: &str = "switchyard_proxy_identity_cache_misses";
-pub const CACHE_SIZE: &str = "switchyard_proxy_identity_cache_size";
-pub const LOOKUP_CALLS: &str = "switchyard_proxy_identity_lookups";
-pub const CALLER_REQUESTS: &str = "switchyard_proxy_caller_requests";
+pub(crate) const REQUESTS: &str = "switchyard_proxy_requests";
+pub(crate) const SERVER_ERRORS: &str = "switchyard_proxy_server_errors";
+pub(crate) const UPSTREAM_SECONDS: &str = "switchyard_proxy_upstream_seconds";
+pub(crate) const CACHE_HITS: &str = "switchyard_proxy_identity_cache_hits";
+pub(crate) const CACHE_MISSES: &str = "switchyard_proxy_identity_cache_misses";
+pub(crate) const CACHE_SIZE: &str = "switchyard_proxy_identity_cache_size";
+pub(crate) const LOOKUP_CALLS: &str = "switchyard_proxy_identity_lookups";
+pub(crate) const CALLER_REQUESTS: &str = "switchyard_proxy_caller_requests";
 
 /// Label for requests that matched no backend.
-pub const NO_BACKEND: &str = "-";
+pub(crate) const NO_BACKEND: &str = "-";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {

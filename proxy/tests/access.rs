@@ -204,16 +204,16 @@ fn caller_config_errors_name_the_key() {
 mod tempdir {
     use std::path::PathBuf;
 
-    pub struct Dir(PathBuf);
+    pub(crate) struct Dir(PathBuf);
 
     impl Dir {
-        pub fn new() -> Self {
+        pub(crate) fn new() -> Self {
             let path = std::env::temp_dir().join(format!("proxy-access-{}", uuid::Uuid::new_v4()));
             std::fs::create_dir_all(&path).unwrap();
             Self(path)
         }
 
-        pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        pub(crate) fn write(&self, name: &str, content: &str) -> PathBuf {
             let path = self.0.join(name);
             std::fs::write(&path, content).unwrap();
             path

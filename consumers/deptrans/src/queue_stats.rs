@@ -23,7 +23,7 @@ FROM deptrans.status_queue";
 
 /// The queue gauges at one moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct QueueStats {
+pub(crate) struct QueueStats {
     pub due: i64,
     pub deferred: i64,
     /// Age in seconds of the oldest due row (0 when none).
@@ -33,7 +33,7 @@ pub struct QueueStats {
 const REJECTED: &str = "SELECT count(*) FROM deptrans.rejected";
 
 /// Rows due and deferred, and the age of the oldest due row.
-pub async fn read(pool: &Pool) -> Result<QueueStats, deadpool_postgres::PoolError> {
+pub(crate) async fn read(pool: &Pool) -> Result<QueueStats, deadpool_postgres::PoolError> {
     let client = pool.get().await?;
     let stmt = client.prepare_cached(STATS).await?;
     let row = client.query_one(&stmt, &[]).await?;
@@ -45,14 +45,14 @@ pub async fn read(pool: &Pool) -> Result<QueueStats, deadpool_postgres::PoolErro
 }
 
 /// Rows in `deptrans.rejected`.
-pub async fn rejected(pool: &Pool) -> Result<i64, deadpool_postgres::PoolError> {
+pub(crate) async fn rejected(pool: &Pool) -> Result<i64, deadpool_postgres::PoolError> {
     let client = pool.get().await?;
     let stmt = client.prepare_cached(REJECTED).await?;
     Ok(client.query_one(&stmt, &[]).await?.get(0))
 }
 
 /// Refreshes the queue gauges every `every` until `stop`; a failed read keeps the last values.
-pub async fn run(
+pub(crate) async fn run(
     pool: Pool,
     every: Duration,
     metrics: Arc<DeptransMetrics>,

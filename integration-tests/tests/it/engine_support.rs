@@ -9,7 +9,7 @@ use events::{event_type, Envelope};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// A uid-bind envelope numbered `i`.
-pub fn envelope(i: u64) -> Envelope {
+pub(crate) fn envelope(i: u64) -> Envelope {
     let link = AccountLink {
         portal_uid: i,
         phonish_uid: i + 1,
@@ -26,7 +26,7 @@ pub fn envelope(i: u64) -> Envelope {
 }
 
 /// Produces `env` with `key` to exactly `partition` of `topic`.
-pub async fn produce_to(
+pub(crate) async fn produce_to(
     p: &FutureProducer,
     topic: &str,
     partition: i32,
@@ -47,7 +47,7 @@ pub async fn produce_to(
 }
 
 /// The value of gauge/counter `name` with label `subscriber` on the dispatcher's `/metrics`.
-pub async fn metric(metrics_url: &str, name: &str, subscriber: &str) -> Option<f64> {
+pub(crate) async fn metric(metrics_url: &str, name: &str, subscriber: &str) -> Option<f64> {
     let text = reqwest::get(metrics_url).await.ok()?.text().await.ok()?;
     let prefix = format!("{name}{{subscriber=\"{subscriber}\"}} ");
     text.lines()
@@ -56,7 +56,7 @@ pub async fn metric(metrics_url: &str, name: &str, subscriber: &str) -> Option<f
 }
 
 /// Polls `f` every 50 ms until it holds or `within` passes.
-pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
+pub(crate) async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

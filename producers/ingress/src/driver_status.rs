@@ -14,8 +14,8 @@ use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 
 /// Largest accepted body.
-pub const MAX_BODY: usize = 64 * 1024;
-pub const PRODUCER: &str = "producers/driver-status";
+pub(crate) const MAX_BODY: usize = 64 * 1024;
+pub(crate) const PRODUCER: &str = "producers/driver-status";
 
 /// `[driver_status]` section of the ingress config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,7 +35,7 @@ impl Default for DriverStatusConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum DriverStatusValue {
+pub(crate) enum DriverStatusValue {
     Online,
     Busy,
     Offline,
@@ -44,7 +44,7 @@ pub enum DriverStatusValue {
 /// A driver's status change.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DriverStatusRequest {
+pub(crate) struct DriverStatusRequest {
     /// Park (taxi company) id: 1-64 of `[A-Za-z0-9_-]`.
     pub park_id: String,
     /// Driver profile id within the park: 1-64 of `[A-Za-z0-9_-]`.
@@ -56,7 +56,7 @@ pub struct DriverStatusRequest {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct DriverStatusResponse {
+pub(crate) struct DriverStatusResponse {
     /// Id of the published event.
     pub event_id: String,
 }
@@ -126,7 +126,7 @@ impl DriverStatusRequest {
     ),
     tag = "driver-status"
 )]
-pub async fn handle(
+pub(crate) async fn handle(
     State(state): State<AppState>,
     body: Body,
 ) -> Result<Json<DriverStatusResponse>, ApiError> {

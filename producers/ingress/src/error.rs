@@ -3,7 +3,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-pub use switchyard_runtime::http::{BadRequest, ErrorBody, Violation};
+pub(crate) use switchyard_runtime::http::{BadRequest, ErrorBody, Violation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -52,7 +52,7 @@ impl From<BadRequest> for ApiError {
 }
 
 /// Seconds a client should wait before retrying after a 503.
-pub const RETRY_AFTER_SECS: &str = "1";
+pub(crate) const RETRY_AFTER_SECS: &str = "1";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

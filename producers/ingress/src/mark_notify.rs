@@ -22,17 +22,17 @@ use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 
 /// Largest accepted body.
-pub const MAX_BODY: usize = 16 * 1024;
-pub const PRODUCER: &str = "producers/mark-notify";
+pub(crate) const MAX_BODY: usize = 16 * 1024;
+pub(crate) const PRODUCER: &str = "producers/mark-notify";
 
-pub const H_USER_ID: &str = "x-yataxi-userid";
-pub const H_UID: &str = "x-yandex-uid";
-pub const H_BOUND_UIDS: &str = "x-yataxi-bound-uids";
-pub const H_PHONE_ID: &str = "x-yataxi-phoneid";
-pub const H_PARK_ID: &str = "x-yataxi-park-id";
-pub const H_DRIVER_ID: &str = "x-yataxi-driver-profile-id";
+pub(crate) const H_USER_ID: &str = "x-yataxi-userid";
+pub(crate) const H_UID: &str = "x-yandex-uid";
+pub(crate) const H_BOUND_UIDS: &str = "x-yataxi-bound-uids";
+pub(crate) const H_PHONE_ID: &str = "x-yataxi-phoneid";
+pub(crate) const H_PARK_ID: &str = "x-yataxi-park-id";
+pub(crate) const H_DRIVER_ID: &str = "x-yataxi-driver-profile-id";
 /// Every identity header; only a caller with `trusted_identity_headers` may send them.
-pub const IDENTITY_HEADERS: [&str; 6] = [
+pub(crate) const IDENTITY_HEADERS: [&str; 6] = [
     H_USER_ID,
     H_UID,
     H_BOUND_UIDS,
@@ -41,7 +41,7 @@ pub const IDENTITY_HEADERS: [&str; 6] = [
     H_DRIVER_ID,
 ];
 /// Optional: identifies one anonymous view across the app's retries of the same request.
-pub const H_IDEMPOTENCY_TOKEN: &str = "x-idempotency-token";
+pub(crate) const H_IDEMPOTENCY_TOKEN: &str = "x-idempotency-token";
 
 /// `[mark_notify]` section of the ingress config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +62,7 @@ impl Default for MarkNotifyConfig {
 /// A notification shown to the caller.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SeenRequest {
+pub(crate) struct SeenRequest {
     /// Notification kind, routes to integrations: 1-64 of `[a-z0-9_-]`.
     pub tag: String,
     /// The notification's id within its tag: 1-256 printable characters.
@@ -70,7 +70,7 @@ pub struct SeenRequest {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SeenResponse {
+pub(crate) struct SeenResponse {
     /// Id of the published event.
     pub event_id: String,
     /// The key consumers deduplicate on: the same for a retry of the same view.
@@ -119,7 +119,7 @@ fn uid(name: &str, value: &str) -> Result<u64, ApiError> {
 }
 
 /// Who is calling, from the gateway's headers; contradictions are a 400 naming the header.
-pub fn caller(headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub(crate) fn caller(headers: &HeaderMap) -> Result<Caller, ApiError> {
     let user_id = header(headers, H_USER_ID)?;
     let yandex_uid = header(headers, H_UID)?;
     let bound = header(headers, H_BOUND_UIDS)?;
@@ -193,7 +193,7 @@ pub fn caller(headers: &HeaderMap) -> Result<Caller, ApiError> {
 
 /// The anonymous view a request is: the client's `X-Idempotency-Token` when sent (so a retry
 /// of the same request is the same view), else a fresh id (every request is its own view).
-pub fn view_id(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn view_id(headers: &HeaderMap) -> Result<String, ApiError> {
     match header(headers, H_IDEMPOTENCY_TOKEN)? {
         Some(t) if t.len() <= 128 && t.bytes().all(|b| b.is_ascii_graphic()) => Ok(t.to_owned()),
         Some(_) => Err(ApiError::header(
@@ -206,7 +206,7 @@ pub fn view_id(headers: &HeaderMap) -> Result<String, ApiError> {
 
 /// The record key: the person, so one person's marks stay in order; an anonymous mark has no
 /// person, so it is keyed by its view and views spread over the partitions.
-pub fn record_key(caller: &Caller, view: &str) -> String {
+pub(crate) fn record_key(caller: &Caller, view: &str) -> String {
     match caller {
         Caller::Client(c) => format!("client:{}", c.user_id),
         Caller::Driver(d) => format!("driver:{}:{}", d.db_id, d.uuid),
@@ -237,7 +237,7 @@ pub fn record_key(caller: &Caller, view: &str) -> String {
     ),
     tag = "mark-notify"
 )]
-pub async fn handle(
+pub(crate) async fn handle(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,

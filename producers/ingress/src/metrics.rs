@@ -8,13 +8,13 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use switchyard_runtime::http::RequestMetrics;
 
-pub const REQUESTS: &str = "switchyard_ingress_requests";
-pub const REQUEST_SECONDS: &str = "switchyard_ingress_request_seconds";
-pub const PUBLISH_SECONDS: &str = "switchyard_ingress_publish_seconds";
-pub const PUBLISH_FAILURES: &str = "switchyard_ingress_publish_failures";
-pub const DISABLED: &str = "switchyard_ingress_disabled_requests";
-pub const AUTH: &str = "switchyard_ingress_auth";
-pub const UID_NOTIFY_MODE: &str = "switchyard_ingress_uid_notify_mode";
+pub(crate) const REQUESTS: &str = "switchyard_ingress_requests";
+pub(crate) const REQUEST_SECONDS: &str = "switchyard_ingress_request_seconds";
+pub(crate) const PUBLISH_SECONDS: &str = "switchyard_ingress_publish_seconds";
+pub(crate) const PUBLISH_FAILURES: &str = "switchyard_ingress_publish_failures";
+pub(crate) const DISABLED: &str = "switchyard_ingress_disabled_requests";
+pub(crate) const AUTH: &str = "switchyard_ingress_auth";
+pub(crate) const UID_NOTIFY_MODE: &str = "switchyard_ingress_uid_notify_mode";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabels {

@@ -15,7 +15,7 @@ use crate::AppState;
 
 /// One registered event type and version.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SchemaEntry {
+pub(crate) struct SchemaEntry {
     /// `<type>.v<version>`, the id of `GET /v1/schemas/{schema}` and `POST /v1/events/{event_type}`.
     pub id: String,
     /// `<domain>.<name>`: the envelope's `event_type`.
@@ -31,7 +31,7 @@ pub struct SchemaEntry {
 
 /// Every registered event type and version.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SchemaList {
+pub(crate) struct SchemaList {
     pub schemas: Vec<SchemaEntry>,
 }
 
@@ -87,7 +87,7 @@ fn answer(headers: &HeaderMap, body: Vec<u8>, content_type: &'static str) -> Res
     ),
     tag = "schemas"
 )]
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let schemas = state
         .events
         .iter()
@@ -123,7 +123,7 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
     ),
     tag = "schemas"
 )]
-pub async fn get_one(
+pub(crate) async fn get_one(
     State(state): State<AppState>,
     UrlPath(schema): UrlPath<String>,
     headers: HeaderMap,

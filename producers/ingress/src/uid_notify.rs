@@ -16,12 +16,12 @@ use crate::metrics::FlowLabels;
 use crate::AppState;
 
 /// Largest accepted body.
-pub const MAX_BODY: usize = 64 * 1024;
-pub const PRODUCER: &str = "producers/uid-notify";
+pub(crate) const MAX_BODY: usize = 64 * 1024;
+pub(crate) const PRODUCER: &str = "producers/uid-notify";
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum LinkEventType {
+pub(crate) enum LinkEventType {
     Bind,
     Unbind,
 }
@@ -29,7 +29,7 @@ pub enum LinkEventType {
 /// A bind or unbind of a phone-only account.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UidNotifyRequest {
+pub(crate) struct UidNotifyRequest {
     /// The full ("portal") account, > 0.
     #[schema(minimum = 1)]
     pub portal_uid: u64,
@@ -44,7 +44,7 @@ pub struct UidNotifyRequest {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct UidNotifyResponse {
+pub(crate) struct UidNotifyResponse {
     /// Id of the published event.
     pub event_id: String,
 }
@@ -101,7 +101,7 @@ impl UidNotifyRequest {
     ),
     tag = "uid-notify"
 )]
-pub async fn handle(
+pub(crate) async fn handle(
     State(state): State<AppState>,
     body: Body,
 ) -> Result<Json<UidNotifyResponse>, ApiError> {

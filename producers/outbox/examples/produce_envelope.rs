@@ -17,7 +17,7 @@ use switchyard_runtime::KafkaSettings;
 
 /// Publishes `payload` as `event_type` v`version` to `topic`, keyed by `key_field`'s value;
 /// returns the envelope's event id once the broker acknowledged the record.
-pub async fn produce(
+pub(crate) async fn produce(
     producer: &FutureProducer,
     topic: &str,
     event_type: &str,

@@ -24,12 +24,12 @@ use switchyard_runtime::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-pub const API_KEY: &str = "partner-api-key-0123456789";
-pub const LOOKUP_KEY: &str = "lookup-api-key-abcdef";
+pub(crate) const API_KEY: &str = "partner-api-key-0123456789";
+pub(crate) const LOOKUP_KEY: &str = "lookup-api-key-abcdef";
 /// The internal caller every harness request authenticates as (`x-proxy-key`).
-pub const CALLER_TOKEN: &str = "test-caller-token-0123456789";
+pub(crate) const CALLER_TOKEN: &str = "test-caller-token-0123456789";
 
-pub async fn serve(app: Router) -> SocketAddr {
+pub(crate) async fn serve(app: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -37,14 +37,14 @@ pub async fn serve(app: Router) -> SocketAddr {
 }
 
 /// An address nothing listens on.
-pub async fn closed_addr() -> SocketAddr {
+pub(crate) async fn closed_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap()
 }
 
 /// One request as the backend saw it.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: String,
     pub path_and_query: String,
     pub headers: HeaderMap,
@@ -54,12 +54,12 @@ pub struct Seen {
 /// The partner API: records every request; `/v1/slow` never answers, `/v1/download?bytes=N`
 /// streams N bytes, `/v1/reflect` puts every request header into the response.
 #[derive(Clone, Default)]
-pub struct Backend {
+pub(crate) struct Backend {
     pub seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Backend {
-    pub async fn start() -> (Self, SocketAddr) {
+    pub(crate) async fn start() -> (Self, SocketAddr) {
         let backend = Self::default();
         let app = Router::new()
             .fallback(any(backend_handler))
@@ -67,11 +67,11 @@ impl Backend {
         (backend, serve(app).await)
     }
 
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
-    pub fn last(&self) -> Seen {
+    pub(crate) fn last(&self) -> Seen {
         self.seen().last().cloned().expect("backend saw no request")
     }
 }
@@ -134,7 +134,9 @@ async fn backend_handler(State(b): State<Backend>, req: Request) -> Response {
 }
 
 /// `n` bytes of a repeating pattern, 64 KiB at a time, never all in memory.
-pub fn pattern_stream(n: u64) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+pub(crate) fn pattern_stream(
+    n: u64,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let chunk = Bytes::from((0..65_536u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     futures::stream::unfold(n, move |left| {
         let chunk = chunk.clone();
@@ -150,7 +152,7 @@ pub fn pattern_stream(n: u64) -> impl futures::Stream<Item = Result<Bytes, std::
 
 /// `personal` and the partner's user lookup in one server, with switches to break them.
 #[derive(Clone)]
-pub struct Lookups {
+pub(crate) struct Lookups {
     pub personal_calls: Arc<AtomicUsize>,
     pub partner_calls: Arc<AtomicUsize>,
     pub personal_fails: Arc<AtomicBool>,
@@ -161,12 +163,12 @@ pub struct Lookups {
 }
 
 impl Lookups {
-    pub async fn start() -> (Self, SocketAddr) {
+    pub(crate) async fn start() -> (Self, SocketAddr) {
         Self::start_with_gate(tokio::sync::Semaphore::MAX_PERMITS).await
     }
 
     /// Personal holds its answers until `gate` has permits (add them with `gate.add_permits`).
-    pub async fn start_with_gate(permits: usize) -> (Self, SocketAddr) {
+    pub(crate) async fn start_with_gate(permits: usize) -> (Self, SocketAddr) {
         let lookups = Self {
             personal_calls: Arc::default(),
             partner_calls: Arc::default(),
@@ -182,21 +184,21 @@ impl Lookups {
         (lookups, serve(app).await)
     }
 
-    pub fn personal(&self) -> usize {
+    pub(crate) fn personal(&self) -> usize {
         self.personal_calls.load(Ordering::SeqCst)
     }
 
-    pub fn partner(&self) -> usize {
+    pub(crate) fn partner(&self) -> usize {
         self.partner_calls.load(Ordering::SeqCst)
     }
 }
 
 /// The phone number personal knows for `id`; tests check it never leaves the proxy.
-pub fn phone_of(id: &str) -> String {
+pub(crate) fn phone_of(id: &str) -> String {
     format!("+7900{}", id.len() * 1111)
 }
 
-pub fn user_of(id: &str) -> String {
+pub(crate) fn user_of(id: &str) -> String {
     format!("user-{}", phone_of(id).trim_start_matches('+'))
 }
 
@@ -231,7 +233,7 @@ async fn partner_lookup(
 }
 
 /// A backend config with the usual prefixes and the partner API key.
-pub fn backend_config(addr: SocketAddr) -> BackendConfig {
+pub(crate) fn backend_config(addr: SocketAddr) -> BackendConfig {
     BackendConfig {
         base_url: format!("http://{addr}"),
         timeout_ms: 2_000,
@@ -248,7 +250,7 @@ pub fn backend_config(addr: SocketAddr) -> BackendConfig {
     }
 }
 
-pub fn identity_config(lookups: SocketAddr) -> IdentityConfig {
+pub(crate) fn identity_config(lookups: SocketAddr) -> IdentityConfig {
     IdentityConfig {
         personal_url: format!("http://{lookups}/v1/phones/retrieve"),
         partner_url: format!("http://{lookups}/v1/users/lookup"),
@@ -266,7 +268,7 @@ pub fn identity_config(lookups: SocketAddr) -> IdentityConfig {
 }
 
 /// A caller with `token` that may use `backends`.
-pub fn caller(token: &str, backends: &[&str]) -> CallerConfig {
+pub(crate) fn caller(token: &str, backends: &[&str]) -> CallerConfig {
     CallerConfig {
         token_sha256: Some(switchyard_proxy::sha256_hex(token)),
         token_file: None,
@@ -275,7 +277,7 @@ pub fn caller(token: &str, backends: &[&str]) -> CallerConfig {
 }
 
 /// The proxy config over `backends`, with the harness caller (`CALLER_TOKEN`) allowed on all.
-pub fn proxy_config(backends: BTreeMap<String, BackendConfig>) -> ProxyConfig {
+pub(crate) fn proxy_config(backends: BTreeMap<String, BackendConfig>) -> ProxyConfig {
     let tags: Vec<&str> = backends.keys().map(String::as_str).collect();
     let callers = BTreeMap::from([("test".to_owned(), caller(CALLER_TOKEN, &tags))]);
     ProxyConfig {
@@ -286,7 +288,7 @@ pub fn proxy_config(backends: BTreeMap<String, BackendConfig>) -> ProxyConfig {
 }
 
 /// A running proxy; dropped tests just leave it to the runtime.
-pub struct Proxy {
+pub(crate) struct Proxy {
     /// Internal forwarding (`x-api-tag`).
     pub addr: SocketAddr,
     /// Partner callbacks.
@@ -296,7 +298,7 @@ pub struct Proxy {
     pub shutdown: Shutdown,
 }
 
-pub async fn start_proxy(config: ProxyConfig) -> Proxy {
+pub(crate) async fn start_proxy(config: ProxyConfig) -> Proxy {
     switchyard_runtime::telemetry::init_tracing("proxy-test");
     let bind = || async { TcpListener::bind("127.0.0.1:0").await.unwrap() };
     let listeners = switchyard_proxy::Listeners {
@@ -321,14 +323,14 @@ pub async fn start_proxy(config: ProxyConfig) -> Proxy {
 
 /// A response read whole.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
 
 impl Answer {
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "body is not JSON ({e}): {}",
@@ -338,21 +340,21 @@ impl Answer {
     }
 
     /// Asserts the proxy's own error shape and returns the code.
-    pub fn error_code(&self) -> String {
+    pub(crate) fn error_code(&self) -> String {
         let v = self.json();
         assert!(v["message"].is_string(), "no message in {v}");
         v["code"].as_str().expect("code").to_owned()
     }
 }
 
-pub type TestClient = Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
+pub(crate) type TestClient = Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
 
-pub fn client() -> TestClient {
+pub(crate) fn client() -> TestClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// Sends `req` to the proxy and reads the whole answer.
-pub async fn send(client: &TestClient, req: http::Request<Body>) -> Answer {
+pub(crate) async fn send(client: &TestClient, req: http::Request<Body>) -> Answer {
     let resp = client.request(req).await.expect("proxy answered");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
@@ -366,7 +368,7 @@ pub async fn send(client: &TestClient, req: http::Request<Body>) -> Answer {
 
 /// A GET to the proxy at `path` with `x-api-tag: tag` (if any), extra headers, and the
 /// harness caller's `x-proxy-key`.
-pub fn get(
+pub(crate) fn get(
     proxy: SocketAddr,
     path: &str,
     tag: Option<&str>,
@@ -384,7 +386,7 @@ pub fn get(
 }
 
 /// Writes raw bytes to the proxy and reads until it closes the connection.
-pub async fn raw(proxy: SocketAddr, bytes: &[u8]) -> String {
+pub(crate) async fn raw(proxy: SocketAddr, bytes: &[u8]) -> String {
     let mut stream = TcpStream::connect(proxy).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     let mut out = Vec::new();
@@ -395,7 +397,7 @@ pub async fn raw(proxy: SocketAddr, bytes: &[u8]) -> String {
 
 /// The value of a metric line such as `name_total{labels} 3`, or 0 when absent; `ops` is the
 /// proxy's ops listener.
-pub async fn metric(client: &TestClient, ops: SocketAddr, line_prefix: &str) -> f64 {
+pub(crate) async fn metric(client: &TestClient, ops: SocketAddr, line_prefix: &str) -> f64 {
     let answer = send(client, get(ops, "/_proxy/metrics", None, &[])).await;
     assert_eq!(answer.status, 200, "metrics not served");
     let text = String::from_utf8_lossy(&answer.body).into_owned();

@@ -18,14 +18,14 @@ use crate::db::lock;
 use crate::krt::{KrtError, TokenStore};
 use crate::upstream::Upstream;
 
-pub const PARK_HEADER: &str = "x-yataxi-park-id";
-pub const DRIVER_HEADER: &str = "x-yataxi-driver-profile-id";
+pub(crate) const PARK_HEADER: &str = "x-yataxi-park-id";
+pub(crate) const DRIVER_HEADER: &str = "x-yataxi-driver-profile-id";
 /// Largest accepted body.
-pub const MAX_BODY: usize = 16 * 1024;
+pub(crate) const MAX_BODY: usize = 16 * 1024;
 
 /// What the driver id endpoints need.
 #[derive(Clone)]
-pub struct DriverIdState {
+pub(crate) struct DriverIdState {
     pub pool: Pool,
     pub caches: Arc<Caches>,
     pub upstream: Upstream,
@@ -57,12 +57,12 @@ fn driver_pd_id(state: &DriverIdState, headers: &HeaderMap) -> Result<String, Ap
 }
 
 /// A KRT id: exactly 10 decimal digits (the format the state services portal issues).
-pub fn valid_deptrans_id(id: &str) -> bool {
+pub(crate) fn valid_deptrans_id(id: &str) -> bool {
     id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// All but the last four characters hidden.
-pub fn mask(id: &str) -> String {
+pub(crate) fn mask(id: &str) -> String {
     let n = id.chars().count();
     id.chars()
         .enumerate()
@@ -72,7 +72,7 @@ pub fn mask(id: &str) -> String {
 
 /// Whether the driver has a KRT id bound, shown masked.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct IdStatus {
+pub(crate) struct IdStatus {
     pub bound: bool,
     /// All but the last four digits hidden, e.g. `******6789`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -98,7 +98,7 @@ pub struct IdStatus {
     ),
     tag = "driver"
 )]
-pub async fn get_id(
+pub(crate) async fn get_id(
     State(state): State<DriverIdState>,
     headers: HeaderMap,
 ) -> Result<Json<IdStatus>, ApiError> {
@@ -127,7 +127,7 @@ pub async fn get_id(
 /// `POST` body: the KRT id the driver got from the state services portal.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BindRequest {
+pub(crate) struct BindRequest {
     /// Exactly 10 digits.
     pub deptrans_id: String,
 }
@@ -151,7 +151,7 @@ pub struct BindRequest {
     ),
     tag = "driver"
 )]
-pub async fn post_id(
+pub(crate) async fn post_id(
     State(state): State<DriverIdState>,
     headers: HeaderMap,
     body: Bytes,

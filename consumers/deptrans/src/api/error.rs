@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 /// Error body of every deptrans endpoint.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// Machine-readable code, e.g. `invalid_field`, `unauthorized`, `driver_not_found`.
     pub code: String,
     /// Human-readable explanation naming the offending field or header.
@@ -20,7 +20,7 @@ pub struct ErrorBody {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("{message}")]
     BadRequest {
         code: &'static str,
@@ -40,7 +40,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn field(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
+    pub(crate) fn field(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
         let field = field.into();
         Self::BadRequest {
             code: "invalid_field",
@@ -49,7 +49,7 @@ impl ApiError {
         }
     }
 
-    pub fn header(name: &str, message: &str) -> Self {
+    pub(crate) fn header(name: &str, message: &str) -> Self {
         Self::BadRequest {
             code: "invalid_header",
             message: format!("header {name}: {message}"),
@@ -131,7 +131,7 @@ impl IntoResponse for ApiError {
 }
 
 /// Parses `bytes` as `T`, naming the field at fault.
-pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
@@ -168,7 +168,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
 
 /// A query string the extractor could not parse, as a 400 naming the parameter when serde
 /// names it (`duplicate field `limit``, say).
-pub fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
+pub(crate) fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
     let msg = rejection.body_text();
     let named = msg.find('`').and_then(|s| {
         msg[s + 1..]

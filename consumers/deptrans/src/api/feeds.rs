@@ -22,7 +22,7 @@ use crate::upstream::DriverRef;
 
 /// What the feeds need.
 #[derive(Clone)]
-pub struct FeedsState {
+pub(crate) struct FeedsState {
     pub pool: Pool,
     pub caches: Arc<Caches>,
     pub keys: ApiKeys,
@@ -33,7 +33,7 @@ pub struct FeedsState {
 /// Paging of a feed.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct PageQuery {
+pub(crate) struct PageQuery {
     /// Where the previous page ended; absent or empty = from the beginning.
     pub cursor: Option<String>,
     /// Items per page, 1 to `api.max_page` (default 100).
@@ -43,13 +43,13 @@ pub struct PageQuery {
 
 /// A position in a feed.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Cursor {
+pub(crate) struct Cursor {
     pub updated_at: DateTime<Utc>,
     pub key: String,
 }
 
 impl Cursor {
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(format!(
             "{}|{}",
             self.updated_at.timestamp_micros(),
@@ -57,7 +57,7 @@ impl Cursor {
         ))
     }
 
-    pub fn decode(s: &str) -> Option<Self> {
+    pub(crate) fn decode(s: &str) -> Option<Self> {
         let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
         let (micros, key) = raw.split_once('|')?;
         Some(Self {
@@ -76,7 +76,7 @@ impl Cursor {
 
 /// A bound KRT id.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct IdItem {
+pub(crate) struct IdItem {
     pub driver_license_pd_id: String,
     pub deptrans_id: String,
     pub updated_at: DateTime<Utc>,
@@ -86,7 +86,7 @@ pub struct IdItem {
 
 /// A page of the bound-id feed.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct IdPage {
+pub(crate) struct IdPage {
     pub items: Vec<IdItem>,
     /// Pass as `cursor` for the next page; unchanged when nothing new.
     pub cursor: String,
@@ -94,7 +94,7 @@ pub struct IdPage {
 
 /// KRT's latest answer for a licence: the state of the work shift.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct StatusItem {
+pub(crate) struct StatusItem {
     pub driver_license_pd_id: String,
     pub session_status: String,
     pub status_at: DateTime<Utc>,
@@ -106,7 +106,7 @@ pub struct StatusItem {
 
 /// A page of the session-status feed.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct StatusPage {
+pub(crate) struct StatusPage {
     pub items: Vec<StatusItem>,
     pub cursor: String,
 }
@@ -149,7 +149,7 @@ fn page_args(state: &FeedsState, q: &PageQuery) -> Result<(Cursor, i64), ApiErro
     ),
     tag = "internal"
 )]
-pub async fn id_updates(
+pub(crate) async fn id_updates(
     State(state): State<FeedsState>,
     headers: HeaderMap,
     q: Result<Query<PageQuery>, QueryRejection>,
@@ -205,7 +205,7 @@ pub async fn id_updates(
     ),
     tag = "internal"
 )]
-pub async fn status_updates(
+pub(crate) async fn status_updates(
     State(state): State<FeedsState>,
     headers: HeaderMap,
     q: Result<Query<PageQuery>, QueryRejection>,

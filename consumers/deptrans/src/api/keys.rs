@@ -8,19 +8,19 @@ use axum::http::HeaderMap;
 use super::error::ApiError;
 
 /// Header carrying an internal client's key.
-pub const API_KEY_HEADER: &str = "x-api-key";
+pub(crate) const API_KEY_HEADER: &str = "x-api-key";
 
 /// Keys of the configured internal clients; never printed.
 #[derive(Clone)]
-pub struct ApiKeys(Arc<Vec<String>>);
+pub(crate) struct ApiKeys(Arc<Vec<String>>);
 
 impl ApiKeys {
-    pub fn new(keys: Vec<String>) -> Self {
+    pub(crate) fn new(keys: Vec<String>) -> Self {
         Self(Arc::new(keys))
     }
 
     /// `Ok` when `headers` carry one of the keys.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let key = headers
             .get(API_KEY_HEADER)
             .and_then(|v| v.to_str().ok())

@@ -9,12 +9,12 @@
 //!
 //! Plus `/ping` and `/metrics`.
 
-pub mod driver_id;
-pub mod error;
-pub mod feeds;
-pub mod keys;
-pub mod openapi;
-pub mod rejected;
+pub(crate) mod driver_id;
+pub(crate) mod error;
+pub(crate) mod feeds;
+pub(crate) mod keys;
+pub(crate) mod openapi;
+pub(crate) mod rejected;
 
 use std::sync::Arc;
 
@@ -32,7 +32,7 @@ use rejected::RejectedState;
 
 /// Everything the router serves from.
 #[derive(Clone)]
-pub struct ApiState {
+pub(crate) struct ApiState {
     pub driver_id: DriverIdState,
     pub feeds: FeedsState,
     pub rejected: RejectedState,
@@ -58,7 +58,7 @@ impl FromRef<ApiState> for RejectedState {
 }
 
 /// Every deptrans route.
-pub fn router(state: ApiState) -> Router {
+pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
         .route(
             "/driver/v1/deptrans-status/v1/id",

@@ -28,10 +28,10 @@ use super::{driver_id, error, feeds, rejected};
         (name = "internal", description = "Other services; `X-API-Key` of an `[api.clients]` entry")
     )
 )]
-pub struct DeptransApi;
+pub(crate) struct DeptransApi;
 
 /// The document as committed in `schemas/openapi/deptrans.json`.
-pub fn document() -> String {
+pub(crate) fn document() -> String {
     let mut json = DeptransApi::openapi().to_pretty_json().unwrap_or_default();
     json.push('\n');
     json

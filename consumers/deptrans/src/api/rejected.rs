@@ -21,11 +21,11 @@ use crate::metrics::DeptransMetrics;
 use crate::rejected::{self, reason, Rejected};
 
 /// Most drivers re-queued by one request.
-pub const MAX_REQUEUE: usize = 1_000;
+pub(crate) const MAX_REQUEUE: usize = 1_000;
 
 /// What the rejected-rows endpoints need.
 #[derive(Clone)]
-pub struct RejectedState {
+pub(crate) struct RejectedState {
     pub pool: Pool,
     pub keys: ApiKeys,
     pub max_page: i64,
@@ -35,7 +35,7 @@ pub struct RejectedState {
 /// Paging and filter of the list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct RejectedQuery {
+pub(crate) struct RejectedQuery {
     /// Where the previous page ended; absent or empty = from the oldest.
     pub cursor: Option<String>,
     /// Items per page, 1 to `api.max_page` (default 100).
@@ -48,7 +48,7 @@ pub struct RejectedQuery {
 
 /// A status that left the queue without being sent.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct RejectedItem {
+pub(crate) struct RejectedItem {
     pub park_id: String,
     pub driver_id: String,
     /// `online`, `busy` or `offline`.
@@ -83,7 +83,7 @@ impl From<Rejected> for RejectedItem {
 
 /// A page of rejected rows, oldest rejection first.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct RejectedPage {
+pub(crate) struct RejectedPage {
     pub items: Vec<RejectedItem>,
     /// Pass as `cursor` for the next page; unchanged when nothing new.
     pub cursor: String,
@@ -92,7 +92,7 @@ pub struct RejectedPage {
 /// A driver as the platform names it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DriverKey {
+pub(crate) struct DriverKey {
     pub park_id: String,
     pub driver_id: String,
 }
@@ -100,14 +100,14 @@ pub struct DriverKey {
 /// `POST` body: the drivers whose rejected status goes back into the queue.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RequeueRequest {
+pub(crate) struct RequeueRequest {
     /// 1 to 1000 drivers.
     pub drivers: Vec<DriverKey>,
 }
 
 /// What a re-queue did.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct RequeueResult {
+pub(crate) struct RequeueResult {
     /// Drivers whose rejected status is queued again (unless a newer one already was).
     pub requeued: Vec<DriverKey>,
     /// Drivers asked for that had no rejected row.
@@ -143,7 +143,7 @@ fn decode(s: &str) -> Option<Position> {
     ),
     tag = "internal"
 )]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<RejectedState>,
     headers: HeaderMap,
     q: Result<Query<RejectedQuery>, QueryRejection>,
@@ -211,7 +211,7 @@ pub async fn list(
     ),
     tag = "internal"
 )]
-pub async fn requeue(
+pub(crate) async fn requeue(
     State(state): State<RejectedState>,
     headers: HeaderMap,
     body: Bytes,

@@ -10,7 +10,7 @@ use switchyard_dispatcher::config::{BreakerConfig, RetryPolicy, SubscriberConfig
 /// A target that accepts every request and never answers: the worst dead target (each attempt
 /// costs the whole timeout).
 async fn hung_target() -> anyhow::Result<String> {
-    let app = Router::new().route("/hung", post(|| std::future::pending::<&'static str>()));
+    let app = Router::new().route("/hung", post(std::future::pending::<&'static str>));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/hung", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });

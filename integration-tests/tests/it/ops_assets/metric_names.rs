@@ -8,7 +8,7 @@ use integration_tests::workspace_root;
 
 /// Metric families in prometheus text: a counter `x` is exported as `x_total`, a histogram
 /// as `x_bucket`, `x_sum` and `x_count`, anything else under its own name.
-pub fn exported_from_text(text: &str) -> BTreeSet<String> {
+pub(super) fn exported_from_text(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {
@@ -35,7 +35,7 @@ fn exported_names(name: &str, kind: &str) -> Vec<String> {
 
 /// The proxy's metric names from its source: `pub const X: &str = "name"` and
 /// `registry.register(X, "help", field.clone())` with `pub field: Family<_, Kind>`.
-pub fn proxy_exported() -> BTreeSet<String> {
+pub(super) fn proxy_exported() -> BTreeSet<String> {
     let src = fs::read_to_string(workspace_root().join("proxy/src/metrics.rs")).unwrap();
     let consts: BTreeMap<&str, &str> = src
         .lines()
@@ -82,7 +82,7 @@ pub fn proxy_exported() -> BTreeSet<String> {
 
 /// Metric names in a PromQL expression: identifiers outside strings, label matchers, ranges
 /// and grouping clauses that are neither functions, keywords nor numbers.
-pub fn promql_metrics(expr: &str) -> BTreeSet<String> {
+pub(super) fn promql_metrics(expr: &str) -> BTreeSet<String> {
     /// Operators and aggregations that are not followed by `(` when a grouping comes first.
     const KEYWORDS: [&str; 28] = [
         "by",

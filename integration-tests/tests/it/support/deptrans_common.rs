@@ -28,19 +28,19 @@ use switchyard_runtime::Shutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub const ADMIN_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
-pub const MOSCOW: (f64, f64) = (55.7558, 37.6173);
-pub const SPB: (f64, f64) = (59.9386, 30.3141);
-pub const API_KEY: &str = "test-key";
+pub(crate) const ADMIN_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+pub(crate) const MOSCOW: (f64, f64) = (55.7558, 37.6173);
+pub(crate) const SPB: (f64, f64) = (59.9386, 30.3141);
+pub(crate) const API_KEY: &str = "test-key";
 
-pub struct Env {
+pub(crate) struct Env {
     pub fakes: Fakes,
     pub db_url: String,
     pub topic: String,
     pub group: String,
 }
 
-pub async fn env(partitions: i32) -> Env {
+pub(crate) async fn env(partitions: i32) -> Env {
     switchyard_runtime::telemetry::init_tracing("test");
     let name = format!("deptrans_test_{}", uuid::Uuid::now_v7().simple());
     let admin = pg(ADMIN_URL).await;
@@ -63,7 +63,7 @@ pub async fn env(partitions: i32) -> Env {
     }
 }
 
-pub async fn pg(url: &str) -> tokio_postgres::Client {
+pub(crate) async fn pg(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect postgres");
@@ -72,7 +72,7 @@ pub async fn pg(url: &str) -> tokio_postgres::Client {
 }
 
 impl Env {
-    pub fn config(&self) -> DeptransConfig {
+    pub(crate) fn config(&self) -> DeptransConfig {
         let mut c = DeptransConfig {
             kafka: kafka_settings(),
             topic: self.topic.clone(),
@@ -99,12 +99,12 @@ impl Env {
         c
     }
 
-    pub async fn db(&self) -> tokio_postgres::Client {
+    pub(crate) async fn db(&self) -> tokio_postgres::Client {
         pg(&self.db_url).await
     }
 
     /// The sender's parts, for tests that drive one run at a time.
-    pub async fn sender(&self, batch: i64) -> (Sender, Arc<TokenStore>) {
+    pub(crate) async fn sender(&self, batch: i64) -> (Sender, Arc<TokenStore>) {
         let cfg = self.config();
         let pool = db::pool(&cfg.postgres.url, 4).expect("pool");
         db::migrate(&pool).await.expect("migrate");
@@ -137,7 +137,7 @@ impl Env {
         (sender, tokens)
     }
 
-    pub async fn queue(&self) -> Vec<(String, String, String, DateTime<Utc>)> {
+    pub(crate) async fn queue(&self) -> Vec<(String, String, String, DateTime<Utc>)> {
         self.db()
             .await
             .query("SELECT park_id, driver_id, status, updated_at FROM deptrans.status_queue ORDER BY 1, 2", &[])
@@ -146,7 +146,7 @@ impl Env {
             .unwrap_or_default()
     }
 
-    pub async fn count(&self, table: &str) -> i64 {
+    pub(crate) async fn count(&self, table: &str) -> i64 {
         self.db()
             .await
             .query_one(&format!("SELECT count(*) FROM deptrans.{table}"), &[])
@@ -156,19 +156,19 @@ impl Env {
     }
 }
 
-pub struct Service {
+pub(crate) struct Service {
     pub addr: SocketAddr,
     pub shutdown: Shutdown,
     pub join: JoinHandle<Result<(), String>>,
 }
 
 impl Service {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// The `/metrics` text.
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         reqwest::get(self.url("/metrics"))
             .await
             .expect("metrics")
@@ -179,11 +179,11 @@ impl Service {
 
     /// The value of `series` (name plus labels exactly as exported, e.g.
     /// `x_total{cache="a",result="hit"}`) in the `/metrics` text, if present.
-    pub async fn metric(&self, series: &str) -> Option<f64> {
+    pub(crate) async fn metric(&self, series: &str) -> Option<f64> {
         metric_value(&self.metrics().await, series)
     }
 
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.trigger();
         self.join
             .await
@@ -192,7 +192,7 @@ impl Service {
     }
 }
 
-pub async fn start(cfg: DeptransConfig) -> Service {
+pub(crate) async fn start(cfg: DeptransConfig) -> Service {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = Shutdown::new();
@@ -222,14 +222,14 @@ pub async fn start(cfg: DeptransConfig) -> Service {
 }
 
 /// The value of `series` in a Prometheus text exposition.
-pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
 
 /// Polls `check` until it holds; the bound only turns a hang into a failure.
-pub async fn eventually<F, Fut>(what: &str, check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -243,13 +243,13 @@ where
     panic!("never happened: {what}");
 }
 
-pub fn at(minute: u32) -> DateTime<Utc> {
+pub(crate) fn at(minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 10, minute, 0)
         .single()
         .expect("valid time")
 }
 
-pub async fn produce(
+pub(crate) async fn produce(
     p: &FutureProducer,
     topic: &str,
     park: &str,
@@ -276,7 +276,7 @@ pub async fn produce(
         .expect("produce");
 }
 
-pub fn ev(park: &str, driver: &str, status: KrtStatus, when: DateTime<Utc>) -> StatusEvent {
+pub(crate) fn ev(park: &str, driver: &str, status: KrtStatus, when: DateTime<Utc>) -> StatusEvent {
     StatusEvent {
         park_id: park.into(),
         driver_id: driver.into(),
@@ -288,10 +288,10 @@ pub fn ev(park: &str, driver: &str, status: KrtStatus, when: DateTime<Utc>) -> S
 }
 
 /// `schemas/openapi/deptrans.json`, deptrans's generated contract.
-pub struct DeptransOpenApi(Value);
+pub(crate) struct DeptransOpenApi(Value);
 
 impl DeptransOpenApi {
-    pub fn load() -> Self {
+    pub(crate) fn load() -> Self {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../schemas/openapi/deptrans.json"
@@ -302,7 +302,7 @@ impl DeptransOpenApi {
     /// Asserts that `body` is valid against the schema the document gives for `status` of
     /// `method path` (OpenAPI 3.1 schemas are JSON Schema 2020-12; `$ref`s resolve against the
     /// document's components).
-    pub fn check(&self, method: &str, path: &str, status: u16, body: &Value) {
+    pub(crate) fn check(&self, method: &str, path: &str, status: u16, body: &Value) {
         let response = &self.0["paths"][path][method]["responses"][status.to_string()];
         let schema = &response["content"]["application/json"]["schema"];
         assert!(

@@ -20,7 +20,7 @@ use prost::Message;
 
 /// One exported span, ids in hex.
 #[derive(Debug, Clone)]
-pub struct Got {
+pub(crate) struct Got {
     pub service: String,
     pub trace_id: String,
     pub span_id: String,
@@ -34,12 +34,12 @@ pub struct Got {
 
 /// A real OTLP/HTTP receiver: `POST /v1/traces` with a protobuf `ExportTraceServiceRequest`.
 #[derive(Clone, Default)]
-pub struct Collector {
+pub(crate) struct Collector {
     spans: Arc<Mutex<Vec<Got>>>,
 }
 
 impl Collector {
-    pub async fn start(&self) -> String {
+    pub(crate) async fn start(&self) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = Router::new()
@@ -50,13 +50,13 @@ impl Collector {
     }
 
     /// Every span received so far.
-    pub fn all(&self) -> Vec<Got> {
+    pub(crate) fn all(&self) -> Vec<Got> {
         self.spans.lock().unwrap().clone()
     }
 
     /// Starts the receiver and points this process's OTLP export at it. The endpoint is read
     /// once, when the first service sets up tracing, so call this before starting any.
-    pub async fn install(&self) {
+    pub(crate) async fn install(&self) {
         let endpoint = self.start().await;
         std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
         std::env::set_var("OTEL_SERVICE_NAME", "switchyard-tracing-test");
@@ -65,7 +65,7 @@ impl Collector {
         std::env::remove_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
     }
 
-    pub fn trace(&self, trace_id: &str) -> Vec<Got> {
+    pub(crate) fn trace(&self, trace_id: &str) -> Vec<Got> {
         let spans = self.spans.lock().unwrap();
         spans
             .iter()
@@ -137,7 +137,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Exports what is buffered; blocking, so off the runtime that serves the receiver.
-pub async fn flush() {
+pub(crate) async fn flush() {
     tokio::task::spawn_blocking(switchyard_runtime::telemetry::flush_tracing)
         .await
         .unwrap()
