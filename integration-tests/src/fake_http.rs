@@ -148,25 +148,27 @@ async fn handle(State(fake): State<FakeSubscriber>, headers: HeaderMap, body: By
     let now = fake.active.fetch_add(1, Ordering::SeqCst) + 1;
     let _active = Active(fake.active.clone());
     fake.peak.fetch_max(now, Ordering::SeqCst);
-    let mut inner = fake.inner.lock().unwrap();
-    let seen = inner.received.len();
-    let (status, retry_after) = match fake.script.lock().unwrap().clone() {
-        Script::Ok => (200, None),
-        Script::FailFirst {
-            n,
+    let (status, retry_after) = {
+        let mut inner = fake.inner.lock().unwrap();
+        let seen = inner.received.len();
+        let (status, retry_after) = match fake.script.lock().unwrap().clone() {
+            Script::Ok => (200, None),
+            Script::FailFirst {
+                n,
+                status,
+                retry_after,
+            } if seen < n => (status, retry_after),
+            Script::FailFirst { .. } => (200, None),
+            Script::AlwaysFail { status } => (status, None),
+        };
+        inner.received.push(Received {
+            headers,
+            body,
             status,
-            retry_after,
-        } if seen < n => (status, retry_after),
-        Script::FailFirst { .. } => (200, None),
-        Script::AlwaysFail { status } => (status, None),
+            at,
+        });
+        (status, retry_after)
     };
-    inner.received.push(Received {
-        headers,
-        body,
-        status,
-        at,
-    });
-    drop(inner);
     let delay = *fake.delay.lock().unwrap();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -469,6 +469,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    #[allow(clippy::disallowed_methods)] // the test's own waiters, joined below
     async fn owning_nothing_delivers_nothing_until_a_share_comes() {
         let l = limits(Some(5.0), Some(2));
         let stop = CancellationToken::new();
