@@ -2,6 +2,7 @@
 //! to a script (fail the first N, always fail, honour Retry-After...).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub status: u16,
+    /// When the request arrived.
+    pub at: Instant,
 }
 
 impl Received {
@@ -55,6 +58,11 @@ pub struct FakeSubscriber {
     pub addr: SocketAddr,
     script: Arc<Mutex<Script>>,
     inner: Arc<Mutex<Inner>>,
+    /// How long each answer takes.
+    delay: Arc<Mutex<Duration>>,
+    /// Requests being answered now, and the most there ever were at once.
+    active: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
 }
 
 impl FakeSubscriber {
@@ -65,6 +73,9 @@ impl FakeSubscriber {
             addr,
             script: Arc::new(Mutex::new(script)),
             inner: Arc::default(),
+            delay: Arc::default(),
+            active: Arc::default(),
+            peak: Arc::default(),
         };
         let app = Router::new()
             .route("/{*path}", post(handle))
@@ -79,6 +90,16 @@ impl FakeSubscriber {
 
     pub fn set_script(&self, script: Script) {
         *self.script.lock().unwrap() = script;
+    }
+
+    /// Every answer waits `delay` first (a slow subscriber).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
+    }
+
+    /// The most requests this subscriber was answering at once.
+    pub fn peak_concurrency(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -113,25 +134,45 @@ impl FakeSubscriber {
     }
 }
 
+/// One request being answered; counted until its handler ends or is dropped.
+struct Active(Arc<AtomicUsize>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn handle(State(fake): State<FakeSubscriber>, headers: HeaderMap, body: Bytes) -> Response {
-    let mut inner = fake.inner.lock().unwrap();
-    let seen = inner.received.len();
-    let (status, retry_after) = match fake.script.lock().unwrap().clone() {
-        Script::Ok => (200, None),
-        Script::FailFirst {
-            n,
+    let at = Instant::now();
+    let now = fake.active.fetch_add(1, Ordering::SeqCst) + 1;
+    let _active = Active(fake.active.clone());
+    fake.peak.fetch_max(now, Ordering::SeqCst);
+    let (status, retry_after) = {
+        let mut inner = fake.inner.lock().unwrap();
+        let seen = inner.received.len();
+        let (status, retry_after) = match fake.script.lock().unwrap().clone() {
+            Script::Ok => (200, None),
+            Script::FailFirst {
+                n,
+                status,
+                retry_after,
+            } if seen < n => (status, retry_after),
+            Script::FailFirst { .. } => (200, None),
+            Script::AlwaysFail { status } => (status, None),
+        };
+        inner.received.push(Received {
+            headers,
+            body,
             status,
-            retry_after,
-        } if seen < n => (status, retry_after),
-        Script::FailFirst { .. } => (200, None),
-        Script::AlwaysFail { status } => (status, None),
+            at,
+        });
+        (status, retry_after)
     };
-    inner.received.push(Received {
-        headers,
-        body,
-        status,
-    });
-    drop(inner);
+    let delay = *fake.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match retry_after {
         Some(s) => (code, [("retry-after", s.to_string())], "scripted").into_response(),

@@ -204,6 +204,8 @@ pub fn http_subscriber(
         ),
         max_attempts: None,
         concurrency: 8,
+        max_per_second: None,
+        max_in_flight: None,
         retry: None,
         paused: false,
         breaker: Default::default(),

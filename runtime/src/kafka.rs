@@ -115,7 +115,17 @@ pub trait ConsumerObserver: Send + Sync + 'static {
     fn lag(&self, topic: &str, partition: i32, lag: i64);
     /// `partition` of `topic` was taken away by a rebalance (its lag is another owner's now).
     fn revoked(&self, topic: &str, partition: i32);
+    /// After every rebalance (assign or revoke): `owned` is every partition this consumer owns
+    /// now; `partition_count` asks the broker how many partitions a topic has (a metadata
+    /// round trip from the rebalance callback: ask only what you need; `None` when the broker
+    /// cannot say). Does nothing unless implemented.
+    fn assigned(&self, owned: &[(String, i32)], partition_count: &dyn Fn(&str) -> Option<usize>) {
+        let _ = (owned, partition_count);
+    }
 }
+
+/// How long a rebalance callback waits for a topic's metadata.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The one consumer context of the workspace: turns librdkafka's statistics into
 /// [`ConsumerObserver::lag`] calls and remembers partitions revoked by a rebalance, so the
@@ -172,15 +182,42 @@ impl<O: ConsumerObserver> rdkafka::consumer::ConsumerContext for StatsContext<O>
     /// forgot why it paused it ([`StatsContext::take_revoked`]): nothing would ever resume it,
     /// and its records would wait for good (found by the fault suite: a retry tier paused on
     /// a full lane during a rebalance stayed paused). The loop pauses it again if it must.
+    /// Then the observer hears the whole assignment ([`ConsumerObserver::assigned`]).
     fn post_rebalance(
         &self,
         consumer: &rdkafka::consumer::BaseConsumer<Self>,
         rebalance: &rdkafka::consumer::Rebalance<'_>,
     ) {
-        if let rdkafka::consumer::Rebalance::Assign(tpl) = rebalance {
-            if let Err(e) = rdkafka::consumer::Consumer::resume(consumer, tpl) {
+        use rdkafka::consumer::{Consumer, Rebalance};
+        if let Rebalance::Assign(tpl) = rebalance {
+            if let Err(e) = consumer.resume(tpl) {
                 tracing::warn!(error = %e, "cannot resume newly assigned partitions");
             }
+        }
+        if matches!(rebalance, Rebalance::Assign(_) | Rebalance::Revoke(_)) {
+            let owned: Vec<(String, i32)> = match consumer.assignment() {
+                Ok(tpl) => tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the assignment after a rebalance");
+                    return;
+                }
+            };
+            let partition_count = |topic: &str| {
+                let metadata = consumer
+                    .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+                    .ok()?;
+                metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .map(|t| t.partitions().len())
+                    .filter(|&n| n > 0)
+            };
+            self.observer.assigned(&owned, &partition_count);
         }
     }
 }

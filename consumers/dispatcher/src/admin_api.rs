@@ -163,6 +163,7 @@ async fn subscribers(State(state): State<Arc<AdminState>>) -> Json<SubscriberLis
             let stats = h.stats.snapshot();
             let (delivered_per_sec, failed_per_sec) = h.rates();
             let waiting = h.dead_letters();
+            let (max_per_second, max_in_flight) = h.limits.effective();
             SubscriberView {
                 name: h.name.clone(),
                 topics: h.topics.clone(),
@@ -180,6 +181,8 @@ async fn subscribers(State(state): State<Arc<AdminState>>) -> Json<SubscriberLis
                 delivered_per_sec: round2(delivered_per_sec),
                 failed_per_sec: round2(failed_per_sec),
                 dead_letters: (waiting >= 0).then_some(waiting),
+                max_per_second: max_per_second.map(round2),
+                max_in_flight,
             }
         })
         .collect();

@@ -177,9 +177,20 @@ pub struct SubscriberConfig {
     /// Total attempts before dead-lettering; absent means retry forever.
     #[serde(default)]
     pub max_attempts: Option<u32>,
-    /// Deliveries in flight at once (distinct keys; one key is always sequential).
+    /// Lanes of this replica: records of distinct keys delivered at once (one key is always
+    /// sequential). `max_in_flight` bounds attempts for the whole subscriber; a replica runs
+    /// at most the smaller of its lanes and its share of `max_in_flight` at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Delivery attempts per second for the whole subscriber, over every replica (each applies
+    /// its share: the partitions of the source topics it owns over all of them). Every attempt
+    /// counts: in-process retries, breaker probes, topic targets. Absent: unlimited.
+    #[serde(default)]
+    pub max_per_second: Option<f64>,
+    /// Attempts in flight at once for the whole subscriber, over every replica (shared like
+    /// `max_per_second`, at least 1 on a replica that owns a partition). Absent: unlimited.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
     /// Overrides the dispatcher-wide retry policy.
     #[serde(default)]
     pub retry: Option<RetryPolicy>,
@@ -396,6 +407,12 @@ impl DispatcherConfig {
             }
             if s.concurrency == 0 {
                 return Err(invalid(i, "concurrency", "must be at least 1"));
+            }
+            if s.max_per_second.is_some_and(|r| !r.is_finite() || r <= 0.0) {
+                return Err(invalid(i, "max_per_second", "must be a number above 0"));
+            }
+            if s.max_in_flight == Some(0) {
+                return Err(invalid(i, "max_in_flight", "must be at least 1"));
             }
             if s.max_attempts == Some(0) {
                 return Err(invalid(i, "max_attempts", "must be at least 1"));

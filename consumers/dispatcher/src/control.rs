@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
 use crate::config::Target;
+use crate::limits::Limits;
 use crate::metrics::{DispatchMetrics, SubscriberLabels};
 use crate::plan::SubscriberPlan;
 use switchyard_runtime::pg::DbError;
@@ -45,6 +46,9 @@ pub struct SubscriberHandle {
     pub stats: Arc<SubscriberStats>,
     /// Its circuit breaker, consulted by its deliverer, read by the admin API.
     pub breaker: Arc<Breaker>,
+    /// Its rate and in-flight limits: waited on by its deliverer, rescaled by its consumer's
+    /// rebalances, read by the admin API.
+    pub limits: Arc<Limits>,
 }
 
 /// What one subscriber has done since this process started. The deliverer counts here and in
@@ -139,6 +143,13 @@ impl SubscriberHandle {
             rates: Mutex::default(),
             stats: Arc::default(),
             breaker: Arc::new(Breaker::new(s.breaker.clone(), &s.name, metrics)),
+            limits: Arc::new(Limits::new(
+                &s.name,
+                &s.topics,
+                s.max_per_second,
+                s.max_in_flight,
+                metrics,
+            )),
         }
     }
 

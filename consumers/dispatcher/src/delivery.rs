@@ -321,6 +321,13 @@ impl Deliverer {
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
+            // The subscriber's rate and in-flight limits, held for the attempt.
+            let Some(slot) = self.handle.limits.acquire(stop).await else {
+                if probe {
+                    breaker.abandon_probe();
+                }
+                return None;
+            };
             let started = Instant::now();
             let outcome = match &self.sink {
                 Sink::Http(http) => http.attempt(&env.event_id, &rendered).await,
@@ -329,6 +336,7 @@ impl Deliverer {
                         .await
                 }
             };
+            drop(slot);
             attempts += 1;
             if let Some(log) = &self.attempt_log {
                 log.record(self.attempt_row(&env.event_id, attempts, started, &outcome));

@@ -77,6 +77,8 @@ impl IntegrationsFile {
                     target: t.target,
                     max_attempts: t.max_attempts,
                     concurrency: t.concurrency,
+                    max_per_second: None,
+                    max_in_flight: None,
                     retry: t.retry,
                     paused: false,
                     breaker: Default::default(),

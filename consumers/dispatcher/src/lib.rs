@@ -12,7 +12,8 @@
 //!   [`http_target`]: the HTTP sink; [`target_guard`]: where webhooks may go; [`sign`]: webhook signatures; [`render`]: request
 //!   bodies per format, and the trace a delivery continues; `retry`: retry-tier headers and
 //!   backoff.
-//! - `breaker`: the circuit breaker of each subscriber.
+//! - `breaker`: the circuit breaker of each subscriber; `limits`: its rate and in-flight
+//!   limits, shared out between replicas by partitions owned.
 //! - `control`: the subscriber registry (pause switches, lag, dead letters waiting);
 //!   `dead_letters`: where a group stands on a topic (dead letters waiting, committed offsets).
 //! - [`attempt_log`]: delivery attempts written to Postgres (schema `switchyard_admin`,
@@ -34,6 +35,7 @@ mod dead_letters;
 mod delivery;
 pub mod http_target;
 mod integrations;
+mod limits;
 mod metrics;
 mod offsets;
 pub mod plan;

@@ -1,5 +1,7 @@
 //! Every metric the dispatcher exports, named in one place.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,6 +29,10 @@ pub const SHORT_CIRCUITED: &str = "switchyard_dispatch_short_circuited";
 pub const GONE: &str = "switchyard_dispatch_subscriber_gone";
 pub const ATTEMPT_LOG_WRITTEN: &str = "switchyard_dispatch_attempt_log_written";
 pub const ATTEMPT_LOG_DROPPED: &str = "switchyard_dispatch_attempt_log_dropped";
+pub const RATE_LIMIT: &str = "switchyard_dispatch_rate_limit_per_second";
+pub const MAX_IN_FLIGHT: &str = "switchyard_dispatch_max_in_flight";
+/// A counter: exported as `switchyard_dispatch_rate_limited_seconds_total`.
+pub const RATE_LIMITED: &str = "switchyard_dispatch_rate_limited_seconds";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SubscriberLabels {
@@ -61,7 +67,14 @@ pub struct DispatchMetrics {
     pub dead_lettered: Family<SubscriberLabels, Counter>,
     pub skipped: Family<SubscriberLabels, Counter>,
     pub latency: Family<SubscriberLabels, Histogram>,
+    /// Delivery attempts in flight (each holds one of this replica's `max_in_flight`).
     pub in_flight: Family<SubscriberLabels, Gauge>,
+    /// This replica's share of `max_per_second` (limited subscribers only).
+    pub rate_limit: Family<SubscriberLabels, Gauge<f64, AtomicU64>>,
+    /// This replica's share of `max_in_flight` (limited subscribers only).
+    pub max_in_flight: Family<SubscriberLabels, Gauge>,
+    /// Seconds attempts spent waiting for a token of the rate.
+    pub rate_limited_seconds: Family<SubscriberLabels, Counter<f64, AtomicU64>>,
     pub consumer_lag: Family<LagLabels, Gauge>,
     /// Requests to the dispatcher's own HTTP endpoints (admin API, page, metrics).
     pub http_requests: RequestMetrics,
@@ -90,6 +103,9 @@ impl Default for DispatchMetrics {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 20))
             }),
             in_flight: Family::default(),
+            rate_limit: Family::default(),
+            max_in_flight: Family::default(),
+            rate_limited_seconds: Family::default(),
             consumer_lag: Family::default(),
             http_requests: RequestMetrics::register(
                 &mut registry,
@@ -129,7 +145,26 @@ impl Default for DispatchMetrics {
             "Time from the event's production to its delivery",
             m.latency.clone(),
         );
-        registry.register(IN_FLIGHT, "Records being delivered", m.in_flight.clone());
+        registry.register(
+            IN_FLIGHT,
+            "Delivery attempts in flight",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            RATE_LIMIT,
+            "Attempts per second this replica may start: its share of the subscriber's max_per_second",
+            m.rate_limit.clone(),
+        );
+        registry.register(
+            MAX_IN_FLIGHT,
+            "Attempts this replica may have in flight: its share of the subscriber's max_in_flight",
+            m.max_in_flight.clone(),
+        );
+        registry.register(
+            RATE_LIMITED,
+            "Time attempts spent waiting for the subscriber's rate limit",
+            m.rate_limited_seconds.clone(),
+        );
         registry.register(
             CONSUMER_LAG,
             "Records behind the high watermark per subscriber and partition (stored offsets)",

@@ -24,8 +24,10 @@ use crate::offsets::OffsetTracker;
 use crate::retry::RetryState;
 
 /// What this subscriber's consumer reports: stored-offset lags go to the lag gauge and the
-/// registry; a revoked partition's lag is forgotten there. The runtime's [`StatsContext`]
-/// calls it and remembers revoked partitions for [`Worker`] to drop their bookkeeping.
+/// registry; a revoked partition's lag is forgotten there; every rebalance rescales the
+/// subscriber's limits to this replica's share of its source partitions. The runtime's
+/// [`StatsContext`] calls it and remembers revoked partitions for [`Worker`] to drop their
+/// bookkeeping.
 pub struct GroupObserver {
     subscriber: String,
     lag: Family<LagLabels, Gauge>,
@@ -55,6 +57,10 @@ impl ConsumerObserver for GroupObserver {
 
     fn revoked(&self, topic: &str, partition: i32) {
         self.handle.forget_lag(topic, partition);
+    }
+
+    fn assigned(&self, owned: &[(String, i32)], partition_count: &dyn Fn(&str) -> Option<usize>) {
+        self.handle.limits.rebalanced(owned, partition_count);
     }
 }
 
@@ -124,14 +130,7 @@ impl Worker {
             let (deliverer, done_tx, lane_stop) = (d.clone(), done_tx.clone(), lane_stop.clone());
             lane_tasks.spawn(async move {
                 while let Some(job) = rx.recv().await {
-                    let gauge = deliverer
-                        .metrics
-                        .in_flight
-                        .get_or_create(&deliverer.labels)
-                        .clone();
-                    gauge.inc();
                     let settled = deliverer.handle(&job, &lane_stop).await;
-                    gauge.dec();
                     if settled.is_none() {
                         return; // shutting down; unsettled records are redelivered later
                     }

@@ -25,6 +25,7 @@ mod domain_events;
 mod engine_breaker;
 mod engine_guard;
 mod engine_http;
+mod engine_limits;
 mod engine_parking;
 mod engine_support;
 mod faults;

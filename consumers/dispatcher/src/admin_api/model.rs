@@ -58,6 +58,11 @@ pub struct SubscriberView {
     pub failed_per_sec: f64,
     /// Dead letters not replayed yet; null until first counted.
     pub dead_letters: Option<i64>,
+    /// Attempts per second this replica may start: its share of `max_per_second` (its source
+    /// partitions over all of them; 0 while it owns none); null: no rate limit.
+    pub max_per_second: Option<f64>,
+    /// Attempts this replica may have in flight: its share of `max_in_flight`; null: no limit.
+    pub max_in_flight: Option<u32>,
 }
 
 /// The state after `pause` or `resume`, kept in PostgreSQL for every replica.
