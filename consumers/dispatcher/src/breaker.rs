@@ -260,7 +260,7 @@ impl Breaker {
 }
 
 /// Whether a failed attempt with `status` counts against the target (`None`: no answer).
-pub fn counts_against_target(status: Option<u16>) -> bool {
+pub(crate) fn counts_against_target(status: Option<u16>) -> bool {
     match status {
         None => true,
         Some(s) => s >= 500 || s == 408 || s == 429,

@@ -14,7 +14,7 @@ pub(crate) const META_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Dead letters waiting (not replayed yet) in `dlq`, counted from the watermarks and the
 /// position of the replay group `consumer` belongs to.
-pub fn waiting(consumer: &BaseConsumer, dlq: &str) -> Result<i64, KafkaError> {
+pub(crate) fn waiting(consumer: &BaseConsumer, dlq: &str) -> Result<i64, KafkaError> {
     let parts = partitions(consumer, dlq)?;
     let committed = committed(consumer, dlq, &parts)?;
     let mut waiting = 0;

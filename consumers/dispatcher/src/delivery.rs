@@ -23,7 +23,7 @@ use crate::retry::{backoff, Parked, RetryState};
 
 /// A record taken off the consumer, owned so it can cross tasks.
 #[derive(Debug)]
-pub struct Job {
+pub(crate) struct Job {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
@@ -34,14 +34,14 @@ pub struct Job {
 
 /// Where deliveries go.
 #[derive(Clone)]
-pub enum Sink {
+pub(crate) enum Sink {
     Http(HttpSink),
     Topic(TopicSink),
 }
 
 /// Delivery as a record on another topic, keyed like the source record.
 #[derive(Clone)]
-pub struct TopicSink {
+pub(crate) struct TopicSink {
     pub producer: FutureProducer,
     pub topic: String,
 }
@@ -92,7 +92,7 @@ impl TopicSink {
 }
 
 /// Everything a delivery lane needs, shared by all lanes of one subscriber.
-pub struct Deliverer {
+pub(crate) struct Deliverer {
     pub subscriber: String,
     /// The same name, shared by the attempt log's rows.
     pub subscriber_name: Arc<str>,
@@ -133,7 +133,7 @@ enum Verdict {
 
 impl Deliverer {
     /// Handles `job` to the end; `None` means interrupted by shutdown before it was settled.
-    pub async fn handle(&self, job: &Job, stop: &CancellationToken) -> Option<()> {
+    pub(crate) async fn handle(&self, job: &Job, stop: &CancellationToken) -> Option<()> {
         // The consumer span of this delivery; its parent is set from the envelope's trace.
         let span = tracing::info_span!(
             "deliver",
@@ -225,7 +225,7 @@ impl Deliverer {
 
     /// Whether a source record's headers prove this subscriber's filters refuse it (see
     /// [`refused_by_headers`]).
-    pub fn skips_by_headers(&self, event_type: Option<&str>, tag: Option<&str>) -> bool {
+    pub(crate) fn skips_by_headers(&self, event_type: Option<&str>, tag: Option<&str>) -> bool {
         refused_by_headers(&self.event_types, &self.tags, event_type, tag)
     }
 
@@ -511,7 +511,7 @@ impl Drop for ParkingFailed {
 /// `event_types` and `tags` refuse it, so it is skipped without copying or decoding its body.
 /// `false` when they can't tell (no headers, or a versioned filter that needs the envelope's
 /// schema version): the filters are applied again after decoding.
-pub fn refused_by_headers(
+pub(crate) fn refused_by_headers(
     event_types: &[String],
     tags: &[String],
     event_type: Option<&str>,

@@ -10,7 +10,7 @@ use crate::config::{RetryPolicy, SubscriberConfig, Target};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IntegrationsFile {
+pub(crate) struct IntegrationsFile {
     /// Integrated services by tag.
     #[serde(default)]
     pub integrations: Vec<Integration>,
@@ -18,7 +18,7 @@ pub struct IntegrationsFile {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Integration {
+pub(crate) struct Integration {
     /// Notification tag, as apps send it.
     pub tag: String,
     /// Where marks of this tag go; each target is served independently.
@@ -27,7 +27,7 @@ pub struct Integration {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IntegrationTarget {
+pub(crate) struct IntegrationTarget {
     /// Name, unique within the tag; the subscriber is `mark-notify.{tag}.{name}`.
     pub name: String,
     /// `{ kind = "http", url, timeout_ms, secret }` or `{ kind = "topic", topic }`.
@@ -48,7 +48,7 @@ fn default_concurrency() -> usize {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum IntegrationsError {
+pub(crate) enum IntegrationsError {
     #[error("reading {0}")]
     Read(String, #[source] std::io::Error),
     #[error("parsing {0}")]
@@ -56,7 +56,7 @@ pub enum IntegrationsError {
 }
 
 impl IntegrationsFile {
-    pub fn read(path: &Path) -> Result<Self, IntegrationsError> {
+    pub(crate) fn read(path: &Path) -> Result<Self, IntegrationsError> {
         let name = path.display().to_string();
         let text =
             std::fs::read_to_string(path).map_err(|e| IntegrationsError::Read(name.clone(), e))?;
@@ -64,7 +64,7 @@ impl IntegrationsFile {
     }
 
     /// One subscriber per (tag, target), reading `topic` and filtering on the tag.
-    pub fn into_subscribers(self, topic: &str) -> Vec<SubscriberConfig> {
+    pub(crate) fn into_subscribers(self, topic: &str) -> Vec<SubscriberConfig> {
         self.integrations
             .into_iter()
             .flat_map(|i| {

@@ -10,29 +10,29 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use switchyard_runtime::http::RequestMetrics;
 
-pub const DELIVERIES: &str = "switchyard_dispatch_deliveries";
-pub const ATTEMPT_FAILURES: &str = "switchyard_dispatch_failed_attempts";
-pub const PARKED: &str = "switchyard_dispatch_parked";
-pub const DEAD_LETTERED: &str = "switchyard_dispatch_dead_lettered";
-pub const SKIPPED: &str = "switchyard_dispatch_skipped";
-pub const LATENCY: &str = "switchyard_dispatch_delivery_seconds";
-pub const IN_FLIGHT: &str = "switchyard_dispatch_in_flight";
-pub const CONSUMER_LAG: &str = "switchyard_dispatch_consumer_lag";
-pub const HTTP_REQUESTS: &str = "switchyard_dispatch_http_requests";
-pub const HTTP_REQUEST_SECONDS: &str = "switchyard_dispatch_http_request_seconds";
-pub const DEAD_LETTERS_WAITING: &str = "switchyard_dispatch_dead_letters_waiting";
-pub const PARKING_FAILED: &str = "switchyard_dispatch_parking_failed";
-pub const PAUSED: &str = "switchyard_dispatch_subscriber_paused";
-pub const BREAKER_STATE: &str = "switchyard_dispatch_breaker_state";
-pub const BREAKER_TRANSITIONS: &str = "switchyard_dispatch_breaker_transitions";
-pub const SHORT_CIRCUITED: &str = "switchyard_dispatch_short_circuited";
-pub const GONE: &str = "switchyard_dispatch_subscriber_gone";
-pub const ATTEMPT_LOG_WRITTEN: &str = "switchyard_dispatch_attempt_log_written";
-pub const ATTEMPT_LOG_DROPPED: &str = "switchyard_dispatch_attempt_log_dropped";
-pub const RATE_LIMIT: &str = "switchyard_dispatch_rate_limit_per_second";
-pub const MAX_IN_FLIGHT: &str = "switchyard_dispatch_max_in_flight";
+pub(crate) const DELIVERIES: &str = "switchyard_dispatch_deliveries";
+pub(crate) const ATTEMPT_FAILURES: &str = "switchyard_dispatch_failed_attempts";
+pub(crate) const PARKED: &str = "switchyard_dispatch_parked";
+pub(crate) const DEAD_LETTERED: &str = "switchyard_dispatch_dead_lettered";
+pub(crate) const SKIPPED: &str = "switchyard_dispatch_skipped";
+pub(crate) const LATENCY: &str = "switchyard_dispatch_delivery_seconds";
+pub(crate) const IN_FLIGHT: &str = "switchyard_dispatch_in_flight";
+pub(crate) const CONSUMER_LAG: &str = "switchyard_dispatch_consumer_lag";
+pub(crate) const HTTP_REQUESTS: &str = "switchyard_dispatch_http_requests";
+pub(crate) const HTTP_REQUEST_SECONDS: &str = "switchyard_dispatch_http_request_seconds";
+pub(crate) const DEAD_LETTERS_WAITING: &str = "switchyard_dispatch_dead_letters_waiting";
+pub(crate) const PARKING_FAILED: &str = "switchyard_dispatch_parking_failed";
+pub(crate) const PAUSED: &str = "switchyard_dispatch_subscriber_paused";
+pub(crate) const BREAKER_STATE: &str = "switchyard_dispatch_breaker_state";
+pub(crate) const BREAKER_TRANSITIONS: &str = "switchyard_dispatch_breaker_transitions";
+pub(crate) const SHORT_CIRCUITED: &str = "switchyard_dispatch_short_circuited";
+pub(crate) const GONE: &str = "switchyard_dispatch_subscriber_gone";
+pub(crate) const ATTEMPT_LOG_WRITTEN: &str = "switchyard_dispatch_attempt_log_written";
+pub(crate) const ATTEMPT_LOG_DROPPED: &str = "switchyard_dispatch_attempt_log_dropped";
+pub(crate) const RATE_LIMIT: &str = "switchyard_dispatch_rate_limit_per_second";
+pub(crate) const MAX_IN_FLIGHT: &str = "switchyard_dispatch_max_in_flight";
 /// A counter: exported as `switchyard_dispatch_rate_limited_seconds_total`.
-pub const RATE_LIMITED: &str = "switchyard_dispatch_rate_limited_seconds";
+pub(crate) const RATE_LIMITED: &str = "switchyard_dispatch_rate_limited_seconds";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SubscriberLabels {

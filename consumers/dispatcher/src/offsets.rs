@@ -12,12 +12,12 @@ struct Partition {
 
 /// Tracks in-flight offsets per (topic, partition).
 #[derive(Debug, Default)]
-pub struct OffsetTracker {
+pub(crate) struct OffsetTracker {
     parts: HashMap<(String, i32), Partition>,
 }
 
 impl OffsetTracker {
-    pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
+    pub(crate) fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
         // The first record seen marks where this consumer started: nothing before it is ours.
         let p = self
             .parts
@@ -32,7 +32,7 @@ impl OffsetTracker {
     }
 
     /// Marks `offset` done; returns the new commit position (next offset to read) when it moved.
-    pub fn finish(&mut self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
+    pub(crate) fn finish(&mut self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
         let p = self.parts.get_mut(&(topic.to_owned(), partition))?;
         if !p.in_flight.remove(&offset) {
             return None;
@@ -45,18 +45,18 @@ impl OffsetTracker {
     }
 
     /// Forgets partitions this consumer no longer owns.
-    pub fn forget(&mut self, topic: &str, partition: i32) {
+    pub(crate) fn forget(&mut self, topic: &str, partition: i32) {
         self.parts.remove(&(topic.to_owned(), partition));
     }
 
     /// Commit positions of every tracked partition.
-    pub fn positions(&self) -> impl Iterator<Item = (&str, i32, i64)> + '_ {
+    pub(crate) fn positions(&self) -> impl Iterator<Item = (&str, i32, i64)> + '_ {
         self.parts
             .iter()
             .map(|((t, part), p)| (t.as_str(), *part, p.committed))
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.parts.values().map(|p| p.in_flight.len()).sum()
     }
 }

@@ -7,18 +7,18 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 use crate::config::RetryPolicy;
 
-pub const H_EVENT_TYPE: &str = events::HEADER_EVENT_TYPE;
-pub const H_TAG: &str = events::header::TAG;
-pub const H_ATTEMPTS: &str = events::header::ATTEMPTS;
-pub const H_NOT_BEFORE: &str = events::header::NOT_BEFORE_MS;
-pub const H_TIER: &str = events::header::TIER;
-pub const H_ERROR: &str = events::header::LAST_ERROR;
-pub const H_ORIGIN: &str = events::header::ORIGIN;
-pub const H_SUBSCRIBER: &str = events::header::SUBSCRIBER;
+pub(crate) const H_EVENT_TYPE: &str = events::HEADER_EVENT_TYPE;
+pub(crate) const H_TAG: &str = events::header::TAG;
+pub(crate) const H_ATTEMPTS: &str = events::header::ATTEMPTS;
+pub(crate) const H_NOT_BEFORE: &str = events::header::NOT_BEFORE_MS;
+pub(crate) const H_TIER: &str = events::header::TIER;
+pub(crate) const H_ERROR: &str = events::header::LAST_ERROR;
+pub(crate) const H_ORIGIN: &str = events::header::ORIGIN;
+pub(crate) const H_SUBSCRIBER: &str = events::header::SUBSCRIBER;
 
 /// What a record's headers say about its earlier delivery attempts.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct RetryState {
+pub(crate) struct RetryState {
     pub event_type: Option<String>,
     /// A mark's tag (`sy-tag`), for filtering without decoding; not retry bookkeeping.
     pub tag: Option<String>,
@@ -29,7 +29,7 @@ pub struct RetryState {
 }
 
 impl RetryState {
-    pub fn from_headers<H: Headers>(headers: Option<&H>) -> Self {
+    pub(crate) fn from_headers<H: Headers>(headers: Option<&H>) -> Self {
         let mut state = Self::default();
         let Some(headers) = headers else { return state };
         for h in headers.iter() {
@@ -51,7 +51,7 @@ impl RetryState {
 }
 
 /// Headers of a record parked in a retry tier or the dead-letter topic.
-pub struct Parked<'a> {
+pub(crate) struct Parked<'a> {
     pub subscriber: &'a str,
     pub event_type: Option<&'a str>,
     pub attempts: u32,
@@ -62,7 +62,7 @@ pub struct Parked<'a> {
 }
 
 impl Parked<'_> {
-    pub fn headers(&self) -> OwnedHeaders {
+    pub(crate) fn headers(&self) -> OwnedHeaders {
         let attempts = self.attempts.to_string();
         let tier = self.tier.map(|t| t.to_string());
         let not_before = self.not_before_ms.map(|t| t.to_string());
@@ -117,7 +117,7 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// Exponential backoff with full jitter for in-process attempt `n` (0-based).
-pub fn backoff(policy: &RetryPolicy, n: u32) -> Duration {
+pub(crate) fn backoff(policy: &RetryPolicy, n: u32) -> Duration {
     let cap = policy.max_backoff_ms.max(1);
     let exp = policy
         .initial_backoff_ms

@@ -16,13 +16,13 @@ async fn receive(headers: HeaderMap, body: Bytes) -> &'static str {
     "ok"
 }
 
-pub fn router() -> Router {
+pub(crate) fn router() -> Router {
     Router::new()
         .route("/{*path}", post(receive))
         .route("/", post(receive))
 }
 
-pub async fn serve(listener: TcpListener, stop: CancellationToken) -> std::io::Result<()> {
+pub(crate) async fn serve(listener: TcpListener, stop: CancellationToken) -> std::io::Result<()> {
     tracing::info!(addr = ?listener.local_addr().ok(), "built-in sink listening");
     axum::serve(listener, router())
         .with_graceful_shutdown(stop.cancelled_owned())

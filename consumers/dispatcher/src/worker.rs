@@ -28,14 +28,14 @@ use crate::retry::RetryState;
 /// subscriber's limits to this replica's share of its source partitions. The runtime's
 /// [`StatsContext`] calls it and remembers revoked partitions for [`Worker`] to drop their
 /// bookkeeping.
-pub struct GroupObserver {
+pub(crate) struct GroupObserver {
     subscriber: String,
     lag: Family<LagLabels, Gauge>,
     handle: Arc<SubscriberHandle>,
 }
 
 impl GroupObserver {
-    pub fn new(handle: Arc<SubscriberHandle>, metrics: &DispatchMetrics) -> Self {
+    pub(crate) fn new(handle: Arc<SubscriberHandle>, metrics: &DispatchMetrics) -> Self {
         Self {
             subscriber: handle.name.clone(),
             lag: metrics.consumer_lag.clone(),
@@ -64,9 +64,9 @@ impl ConsumerObserver for GroupObserver {
     }
 }
 
-pub type GroupContext = StatsContext<GroupObserver>;
+pub(crate) type GroupContext = StatsContext<GroupObserver>;
 
-pub type GroupConsumer = StreamConsumer<GroupContext>;
+pub(crate) type GroupConsumer = StreamConsumer<GroupContext>;
 
 struct Done {
     topic: String,
@@ -99,7 +99,7 @@ pub enum WorkerError {
     Subscribe(Vec<String>, #[source] rdkafka::error::KafkaError),
 }
 
-pub struct Worker {
+pub(crate) struct Worker {
     pub consumer: GroupConsumer,
     pub deliverer: Arc<Deliverer>,
     pub lanes: usize,
@@ -109,7 +109,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub async fn run(self, stop: CancellationToken) -> Result<(), WorkerError> {
+    pub(crate) async fn run(self, stop: CancellationToken) -> Result<(), WorkerError> {
         let d = &self.deliverer;
         let retry_topics: HashSet<&str> = d.retry_topics.iter().map(String::as_str).collect();
         let mut topics: Vec<String> = d.source_topics.clone();
