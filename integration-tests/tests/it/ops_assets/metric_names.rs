@@ -33,13 +33,18 @@ fn exported_names(name: &str, kind: &str) -> Vec<String> {
     }
 }
 
-/// The proxy's metric names from its source: `pub const X: &str = "name"` and
-/// `registry.register(X, "help", field.clone())` with `pub field: Family<_, Kind>`.
+/// The proxy's metric names from its source: `pub(crate) const X: &str = "name"` and
+/// `registry.register(X, "help", field.clone())` with `pub(crate) field: Family<_, Kind>`
+/// (`pub` or `pub(crate)`).
 pub(super) fn proxy_exported() -> BTreeSet<String> {
     let src = fs::read_to_string(workspace_root().join("proxy/src/metrics.rs")).unwrap();
     let consts: BTreeMap<&str, &str> = src
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("pub const ")
+                .or_else(|| l.strip_prefix("pub(crate) const "))
+        })
         .filter_map(|l| {
             let (ident, rest) = l.split_once(": &str = \"")?;
             Some((ident, rest.strip_suffix("\";")?))
@@ -47,7 +52,11 @@ pub(super) fn proxy_exported() -> BTreeSet<String> {
         .collect();
     let fields: BTreeMap<&str, &str> = src
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("pub "))
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("pub ")
+                .or_else(|| l.strip_prefix("pub(crate) "))
+        })
         .filter_map(|l| {
             let (field, ty) = l.split_once(": Family<")?;
             let kind = ty.trim_end_matches(">,").rsplit(',').next()?.trim();
