@@ -269,7 +269,14 @@ impl Verifier {
                 return Err(ProxyError::ReplayCacheFull);
             }
         }
-        let entry = self.seen.entry_by_ref(jti).or_insert(until).await;
+        // `or_insert_with`, not `or_insert`: moka coalesces concurrent inits of one key so
+        // exactly one caller sees a fresh entry; `or_insert` is a get then an insert, and two
+        // workers racing the same token both passed (moka-rs/moka#545).
+        let entry = self
+            .seen
+            .entry_by_ref(jti)
+            .or_insert_with(std::future::ready(until))
+            .await;
         if entry.is_fresh() {
             Ok(())
         } else {
@@ -343,6 +350,51 @@ mod tests {
         let value = HeaderValue::from_str(&format!("Bearer {again}")).unwrap();
         let claims = verifier.verify(Some(&value)).unwrap();
         assert!(verifier.use_up(&claims).await.is_ok());
+    }
+
+    /// Threads racing one token: exactly one of them uses it up, every time.
+    #[test]
+    fn concurrent_uses_of_one_token_let_exactly_one_through() {
+        let verifier = std::sync::Arc::new(
+            Verifier::new(
+                "cb",
+                &CallbackConfig {
+                    upstream: "http://x".into(),
+                    allowed_prefixes: vec!["/".into()],
+                    issuer: "talaria".into(),
+                    audience: "partner".into(),
+                    leeway_secs: 0,
+                    timeout_ms: 1000,
+                    keys: vec![],
+                },
+            )
+            .unwrap(),
+        );
+        let exp = unix_now() + 60;
+        for round in 0..200 {
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let passed: usize = (0..4)
+                .map(|_| {
+                    let (verifier, barrier) = (verifier.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        let claims = CallbackClaims {
+                            sub: None,
+                            exp,
+                            jti: Some(format!("jti-{round}")),
+                        };
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .build()
+                            .unwrap();
+                        barrier.wait();
+                        rt.block_on(verifier.use_up(&claims)).is_ok()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| usize::from(t.join().unwrap()))
+                .sum();
+            assert_eq!(passed, 1, "round {round}");
+        }
     }
 
     #[test]
