@@ -35,6 +35,8 @@ pub mod config;
 mod error;
 mod forward;
 mod framing;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod guard;
 mod identity;
 mod jwt;

@@ -33,6 +33,8 @@ pub mod config;
 mod control;
 mod dead_letters;
 mod delivery;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod http_target;
 mod integrations;
 mod limits;

@@ -330,8 +330,27 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<PublishedEvent>, ApiError> {
-    let (name, version) = split_versioned(&event_type, "event_type")?;
-    let event = state.events.lookup(name, version)?;
+    let bytes = switchyard_runtime::http::json::read_limited(body, MAX_BODY).await?;
+    let (event, key, env) = accept(&state.events, &event_type, &headers, &bytes)?;
+    state.publish(&event.entry.topic, &key, &env).await?;
+    Ok(Json(PublishedEvent {
+        event_id: env.event_id,
+        idempotency_key: env.idempotency_key,
+        topic: event.entry.topic.clone(),
+    }))
+}
+
+/// The event type from the path, the caller's headers and the body checked against the
+/// registry and turned into the registered event, the record key and the envelope (the fuzz
+/// target's entry).
+pub(crate) fn accept<'r>(
+    registry: &'r Registry,
+    event_type: &str,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<(&'r Arc<RegisteredEvent>, String, Envelope), ApiError> {
+    let (name, version) = split_versioned(event_type, "event_type")?;
+    let event = registry.lookup(name, version)?;
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
         Some(v) => match v.to_str() {
             Ok(s) if !s.is_empty() && s.len() <= 200 => Some(s.to_owned()),
@@ -344,8 +363,7 @@ pub async fn handle(
         },
         None => None,
     };
-    let bytes = switchyard_runtime::http::json::read_limited(body, MAX_BODY).await?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest {
         code: "invalid_json",
         field: None,
         message: format!("body is not valid JSON: {e}"),
@@ -355,12 +373,7 @@ pub async fn handle(
         return Err(ApiError::Violations(found));
     }
     let (key, env) = envelope(event, &value, idempotency_key)?;
-    state.publish(&event.entry.topic, &key, &env).await?;
-    Ok(Json(PublishedEvent {
-        event_id: env.event_id,
-        idempotency_key: env.idempotency_key,
-        topic: event.entry.topic.clone(),
-    }))
+    Ok((event, key, env))
 }
 
 #[cfg(test)]

@@ -112,6 +112,13 @@ impl DriverStatusRequest {
     }
 }
 
+/// The body checked and turned into its record key and envelope (the fuzz target's entry).
+pub(crate) fn accept(bytes: &[u8]) -> Result<(String, Envelope), ApiError> {
+    let req: DriverStatusRequest = switchyard_runtime::http::json::parse(bytes)?;
+    req.validate()?;
+    Ok(req.into_envelope())
+}
+
 /// Publish a driver status change; 200 only once the broker has the record.
 #[utoipa::path(
     post,
@@ -131,9 +138,7 @@ pub(crate) async fn handle(
     body: Body,
 ) -> Result<Json<DriverStatusResponse>, ApiError> {
     let bytes = switchyard_runtime::http::json::read_limited(body, MAX_BODY).await?;
-    let req: DriverStatusRequest = switchyard_runtime::http::json::parse(&bytes)?;
-    req.validate()?;
-    let (key, envelope) = req.into_envelope();
+    let (key, envelope) = accept(&bytes)?;
     state
         .publish(&state.config.driver_status.topic, &key, &envelope)
         .await?;

@@ -21,6 +21,8 @@ pub mod config;
 pub mod domain_events;
 mod driver_status;
 mod error;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod mark_notify;
 mod metrics;
 pub mod openapi;

@@ -214,6 +214,34 @@ pub(crate) fn record_key(caller: &Caller, view: &str) -> String {
     }
 }
 
+/// The body and the caller's headers checked and turned into the record key and envelope
+/// (the fuzz target's entry).
+pub(crate) fn accept(headers: &HeaderMap, bytes: &[u8]) -> Result<(String, Envelope), ApiError> {
+    let req: SeenRequest = switchyard_runtime::http::json::parse(bytes)?;
+    req.validate()?;
+    let caller = caller(headers)?;
+    let view = match caller {
+        Caller::Anonymous(_) => view_id(headers)?,
+        _ => String::new(),
+    };
+    let key = record_key(&caller, &view);
+    let seen = NotificationSeen {
+        tag: req.tag,
+        id: req.id,
+        caller: Some(caller),
+    };
+    let idempotency = format!("{}:{}:{key}", seen.tag, seen.id);
+    let env = Envelope::new(
+        event_type::MARK_SEEN,
+        1,
+        Utc::now(),
+        PRODUCER,
+        idempotency,
+        Payload::NotificationSeen(seen),
+    );
+    Ok((key, env))
+}
+
 /// Remember that a notification was shown; 200 only once the broker has the fact.
 #[utoipa::path(
     post,
@@ -254,28 +282,7 @@ pub(crate) async fn handle(
         }
     }
     let bytes = switchyard_runtime::http::json::read_limited(body, MAX_BODY).await?;
-    let req: SeenRequest = switchyard_runtime::http::json::parse(&bytes)?;
-    req.validate()?;
-    let caller = caller(&headers)?;
-    let view = match caller {
-        Caller::Anonymous(_) => view_id(&headers)?,
-        _ => String::new(),
-    };
-    let key = record_key(&caller, &view);
-    let seen = NotificationSeen {
-        tag: req.tag,
-        id: req.id,
-        caller: Some(caller),
-    };
-    let idempotency = format!("{}:{}:{key}", seen.tag, seen.id);
-    let env = Envelope::new(
-        event_type::MARK_SEEN,
-        1,
-        Utc::now(),
-        PRODUCER,
-        idempotency,
-        Payload::NotificationSeen(seen),
-    );
+    let (key, env) = accept(&headers, &bytes)?;
     state
         .publish(&state.config.mark_notify.topic, &key, &env)
         .await?;

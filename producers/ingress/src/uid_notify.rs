@@ -87,6 +87,13 @@ impl UidNotifyRequest {
     }
 }
 
+/// The body checked and turned into its record key and envelope (the fuzz target's entry).
+pub(crate) fn accept(bytes: &[u8]) -> Result<(String, Envelope), ApiError> {
+    let req: UidNotifyRequest = switchyard_runtime::http::json::parse(bytes)?;
+    req.validate()?;
+    Ok(req.into_envelope())
+}
+
 /// Publish a bind/unbind; 200 only once the broker has the record.
 #[utoipa::path(
     post,
@@ -106,8 +113,7 @@ pub(crate) async fn handle(
     body: Body,
 ) -> Result<Json<UidNotifyResponse>, ApiError> {
     let bytes = switchyard_runtime::http::json::read_limited(body, MAX_BODY).await?;
-    let req: UidNotifyRequest = switchyard_runtime::http::json::parse(&bytes)?;
-    req.validate()?;
+    let (key, envelope) = accept(&bytes)?;
     let switches = state.switches.load();
     if switches.uid_notify_mode == UidNotifyMode::Off {
         state
@@ -122,7 +128,6 @@ pub(crate) async fn handle(
         });
     }
     // `on` and `hold` both publish: holding is the dispatcher's (its subscribers are paused).
-    let (key, envelope) = req.into_envelope();
     state
         .publish(&state.config.uid_notify.topic, &key, &envelope)
         .await?;
