@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: `ProxyConfig` (backends, identity, API keys, secrets).
+//! - [`config`]: `ProxyConfig` (backends, identity, API keys, secrets); `state`: the
+//!   [`ProxyState`] built from it once (key material loaded at start, not per request).
 //! - `access`: internal callers, their credentials and the backends each may use.
 //! - `guard`: what a request must satisfy before routing; `framing`: request-smuggling
 //!   detection below hyper.
@@ -21,10 +22,11 @@
 //!   ops endpoints (`/_proxy/ping`, `/_proxy/metrics`). `workers`: thread-per-core serving;
 //!   every accepted connection lives on one worker thread with its own backend pool.
 //!
-//! Imports point one way, from the request path down to the leaves: this file -> `access`,
-//! `guard`, `identity`, `jwt`, `forward`, `ops`; `identity` -> `forward` (API-key headers),
-//! `client`; `ops` -> `identity`, `metrics`; `forward` -> `client` -> `body`; the others ->
-//! `error`, `config`, `metrics`. No module imports back from a module that imports it.
+//! Imports point one way, from the request path down to the leaves: this file -> `state`,
+//! `access`, `guard`, `identity`, `jwt`, `forward`, `ops`; `state` -> `access`, `identity`,
+//! `jwt`, `forward`; `identity` -> `forward` (API-key headers), `client`; `ops` -> `identity`,
+//! `metrics`; `forward` -> `client` -> `body`; the others -> `error`, `config`, `metrics`. No
+//! module imports back from a module that imports it.
 //!
 //! No Kafka here: the proxy takes `switchyard-runtime` without its `kafka` feature.
 
@@ -42,9 +44,9 @@ mod identity;
 mod jwt;
 mod metrics;
 mod ops;
+mod state;
 mod workers;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,14 +67,13 @@ use crate::workers::Workers;
 
 pub use crate::access::{sha256_hex, X_PROXY_KEY};
 use crate::body::ProxyBody;
+use crate::config::InvalidConfig;
 pub use crate::config::ProxyConfig;
-use crate::config::{BackendConfig, InvalidConfig};
 use crate::error::ProxyError;
-use crate::forward::{Forwarding, StripRules, Target};
+use crate::forward::Forwarding;
 use crate::framing::{FramingFlag, SniffedIo};
-use crate::identity::IdentityExchange;
-use crate::jwt::{Signer, Verifier};
-use crate::metrics::{ProxyMetrics, NO_BACKEND};
+use crate::metrics::NO_BACKEND;
+pub use crate::state::ProxyState;
 
 /// Header every client request names its backend in.
 pub static X_API_TAG: HeaderName = HeaderName::from_static("x-api-tag");
@@ -113,119 +114,6 @@ impl Listeners {
             ops: bind(config.ops_listen.clone()).await?,
         })
     }
-}
-
-struct Backend {
-    target: Target,
-    prefixes: Vec<String>,
-    identity: Option<Arc<IdentityExchange>>,
-    signer: Option<(HeaderName, Signer)>,
-    callback: Option<Callback>,
-}
-
-struct Callback {
-    target: Target,
-    prefixes: Vec<String>,
-    verifier: Verifier,
-}
-
-/// Everything a request needs, built once from the config; key material is loaded here so a
-/// bad key fails the start, not the first request.
-pub struct ProxyState {
-    allowed_hosts: Vec<String>,
-    trust_forwarded_for: bool,
-    strip: StripRules,
-    backends: HashMap<String, Backend>,
-    identities: Vec<Arc<IdentityExchange>>,
-    callers: access::Callers,
-    request_timeout: Duration,
-    pub metrics: Arc<ProxyMetrics>,
-}
-
-impl ProxyState {
-    pub fn new(cfg: &ProxyConfig) -> Result<Arc<Self>, InvalidConfig> {
-        cfg.validate()?;
-        let metrics = Arc::new(ProxyMetrics::default());
-        let mut identities = HashMap::new();
-        for (name, id_cfg) in &cfg.identity {
-            let exchange = IdentityExchange::new(name, id_cfg, metrics.clone())?;
-            identities.insert(name.clone(), Arc::new(exchange));
-        }
-        let mut backends = HashMap::new();
-        for (tag, b) in &cfg.backends {
-            backends.insert(
-                tag.clone(),
-                build_backend(tag, b, &identities, cfg.max_body_bytes)?,
-            );
-        }
-        let names = cfg
-            .strip_headers
-            .iter()
-            .map(|n| {
-                HeaderName::try_from(n.as_str()).map_err(|e| InvalidConfig::key("strip_headers", e))
-            })
-            .collect::<Result<_, _>>()?;
-        let prefixes = cfg
-            .strip_header_prefixes
-            .iter()
-            .map(|p| p.to_ascii_lowercase())
-            .collect();
-        Ok(Arc::new(Self {
-            allowed_hosts: cfg.allowed_hosts.clone(),
-            trust_forwarded_for: cfg.trust_forwarded_for,
-            strip: StripRules { names, prefixes },
-            backends,
-            identities: identities.into_values().collect(),
-            callers: access::Callers::new(&cfg.callers)?,
-            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
-            metrics,
-        }))
-    }
-}
-
-fn build_backend(
-    tag: &str,
-    b: &BackendConfig,
-    identities: &HashMap<String, Arc<IdentityExchange>>,
-    max_body: u64,
-) -> Result<Backend, InvalidConfig> {
-    let key = |field: &str| format!("backends.{tag}.{field}");
-    let mut target = Target::new(tag, &b.base_url, b.timeout_ms);
-    target.max_body = b.max_body_bytes.unwrap_or(max_body);
-    target.api_key = b
-        .api_key
-        .as_ref()
-        .map(|k| forward::api_key_header(&key("api_key"), k))
-        .transpose()?;
-    let signer = match &b.jwt {
-        Some(j) => {
-            let header = HeaderName::try_from(j.header.as_str())
-                .map_err(|e| InvalidConfig::key(key("jwt.header"), e))?;
-            Some((header, Signer::new(&key("jwt"), j)?))
-        }
-        None => None,
-    };
-    let callback = match &b.callback {
-        Some(cb) => Some(Callback {
-            target: Target {
-                max_body,
-                ..Target::new(tag, &cb.upstream, cb.timeout_ms)
-            },
-            prefixes: cb.allowed_prefixes.clone(),
-            verifier: Verifier::new(&key("callback"), cb)?,
-        }),
-        None => None,
-    };
-    Ok(Backend {
-        target,
-        prefixes: b.allowed_prefixes.clone(),
-        identity: b
-            .identity
-            .as_ref()
-            .and_then(|name| identities.get(name).cloned()),
-        signer,
-        callback,
-    })
 }
 
 #[derive(Debug, thiserror::Error)]
