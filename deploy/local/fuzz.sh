@@ -6,6 +6,7 @@
 #
 #   deploy/local/fuzz.sh [SECONDS] [TARGET...]
 #   FUZZ_UPDATE_CORPUS=1 ...   keep what a run found in fuzz/corpus/<target> (else a temp dir)
+#   FUZZ_SEED=N ...            libFuzzer's seed (test.sh fixes it so a CI run is repeatable)
 source "$(dirname "$0")/lib.sh"
 ensure_cargo
 cd "$ROOT/fuzz"
@@ -43,6 +44,7 @@ for t in "${TARGETS[@]}"; do
   status=0
   "$BIN_DIR/$t" "${dirs[@]}" -max_total_time="$SECONDS_EACH" -print_final_stats=1 \
     -artifact_prefix="artifacts/$t/" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
+    ${FUZZ_SEED:+-seed="$FUZZ_SEED"} \
     >"$out" 2>&1 || status=$?
   runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$out" | tail -1)"
   corpus="$(grep -o 'corp: [0-9]*' "$out" | tail -1 | cut -d' ' -f2)"

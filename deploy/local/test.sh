@@ -43,4 +43,10 @@ cargo build --release --workspace --bins --tests -q
 
 log "tests"
 cargo nextest run --release --workspace --no-fail-fast --failure-output final
+
+# Every fuzz target for 10 s from its committed corpus (crash inputs found so far are kept there
+# as regression-* seeds), with a fixed seed: a new crash fails the run and leaves its input in
+# fuzz/artifacts/. Longer runs: deploy/local/fuzz.sh 600.
+log "fuzz targets, 10 s each"
+FUZZ_SEED=1 "$ROOT/deploy/local/fuzz.sh" 10
 log "all tests passed"

@@ -207,7 +207,7 @@ pub fn violations(validator: &jsonschema::Validator, instance: &Value) -> Vec<Vi
     out
 }
 
-/// JSON pointer `/a/0/b` as `a[0].b`.
+/// JSON pointer `/a/0/b` as `a[0].b` (odd keys as `["…"]`, as the JSON body errors write them).
 fn dotted(pointer: &str) -> String {
     let mut out = String::new();
     for seg in pointer.split('/').skip(1) {
@@ -215,21 +215,16 @@ fn dotted(pointer: &str) -> String {
         if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
             out.push_str(&format!("[{seg}]"));
         } else {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            out.push_str(&seg);
+            switchyard_runtime::http::push_key(&mut out, &seg);
         }
     }
     out
 }
 
 fn join(base: &str, name: &str) -> String {
-    if base.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{base}.{name}")
-    }
+    let mut out = base.to_owned();
+    switchyard_runtime::http::push_key(&mut out, name);
+    out
 }
 
 /// Splits `tasks.task_assigned.v1` into the type and the version; an error names `field`.
@@ -417,6 +412,15 @@ mod tests {
             .map(|v| v.field)
             .collect();
         assert_eq!(fields, ["assigned_at", "extra", "task_id", "user_id"]);
+        // Found by the domain_event fuzz target: an unexpected empty key was field "".
+        let odd = json!({"task_id": "0190e6a4-0000-7000-8000-000000000001",
+            "user_id": "0190e6a4-0000-7000-8000-000000000002",
+            "assigned_at": "2026-01-01T10:00:00Z", "": 1});
+        let fields: Vec<String> = violations(&event.validator, &odd)
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, [r#"[""]"#]);
         let ok = json!({
             "task_id": "0190e6a4-0000-7000-8000-000000000001",
             "user_id": "0190e6a4-0000-7000-8000-000000000002",
@@ -427,7 +431,10 @@ mod tests {
 
     #[test]
     fn paths_and_versions_parse() {
-        assert_eq!(dotted("/a/0/b~1c"), "a[0].b/c");
+        assert_eq!(dotted("/a/0/b_c"), "a[0].b_c");
+        // Keys that would read ambiguously or as nothing are written in JSON string syntax.
+        assert_eq!(dotted("/a/0/b~1c"), r#"a[0]["b/c"]"#);
+        assert_eq!(dotted("/a//b"), r#"a[""].b"#);
         assert_eq!(
             split_versioned("tasks.task_assigned.v12", "event_type").unwrap(),
             ("tasks.task_assigned", 12)

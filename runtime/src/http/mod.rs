@@ -13,4 +13,5 @@ pub mod json;
 pub mod ops;
 
 pub use error::{BadRequest, ErrorBody, Violation};
+pub use json::push_key;
 pub use ops::{ops_routes, RequestMetrics, RouteLabels, UNMATCHED_ROUTE};
