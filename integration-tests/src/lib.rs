@@ -76,7 +76,7 @@ pub async fn start_ingress(
     let shutdown = Shutdown::new();
     let s = shutdown.clone();
     let join = tokio::spawn(async move {
-        switchyard_ingress::run(state, config_file, listener, s).await?;
+        switchyard_ingress::run(state, config_file, listener, s).await;
         Ok(())
     });
     Ok(Running {

@@ -43,6 +43,7 @@ pub mod upstream;
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchyard_runtime::http::{ConnDeadlines, RequestDeadline};
 use switchyard_runtime::shutdown::{supervise, Tasks};
 use switchyard_runtime::topics::TopicSpec;
 use switchyard_runtime::Shutdown;
@@ -240,13 +241,17 @@ pub async fn run(
         },
         metrics,
     };
-    let app = api::router(state);
+    let app = RequestDeadline::INTERNAL.layer(api::router(state));
     let stop = shutdown.token();
     tracing::info!(addr = ?listener.local_addr().ok(), "deptrans listening");
     tasks.spawn("http", async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await?;
+        switchyard_runtime::http::serve(
+            listener,
+            app,
+            ConnDeadlines::DEFAULT,
+            stop.cancelled_owned(),
+        )
+        .await;
         Ok(())
     });
 

@@ -54,6 +54,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use rdkafka::producer::FutureProducer;
+use switchyard_runtime::http::{ConnDeadlines, RequestDeadline};
 use switchyard_runtime::shutdown::{supervise, Tasks};
 use switchyard_runtime::topics::{ensure_topics, TopicError};
 use switchyard_runtime::Shutdown;
@@ -220,16 +221,22 @@ pub async fn run(
 
     let app = switchyard_runtime::http::ops_routes(metrics.clone())
         .merge(admin_api::routes(admin))
-        .merge(admin_page::routes())
+        .merge(admin_page::routes());
+    let app = RequestDeadline::INTERNAL
+        .layer(app)
         .layer(axum::middleware::from_fn_with_state(
             metrics.http_requests.clone(),
             switchyard_runtime::http::RequestMetrics::layer,
         ));
     let stop = shutdown.token();
     tasks.spawn("http", async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await?;
+        switchyard_runtime::http::serve(
+            listener,
+            app,
+            ConnDeadlines::DEFAULT,
+            stop.cancelled_owned(),
+        )
+        .await;
         Ok(())
     });
 

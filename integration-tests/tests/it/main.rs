@@ -38,6 +38,7 @@ mod mark_notify;
 mod operations;
 mod ops_assets;
 mod schema_evolution;
+mod slow_clients;
 mod traces;
 mod traces_deptrans;
 mod uid_notify;

@@ -18,8 +18,14 @@ pub struct IngressConfig {
     pub listen: String,
     /// Broker connection.
     pub kafka: KafkaSettings,
-    /// Upper bound for one request, body read and broker ack included.
+    /// Upper bound for one request after its head: body read (408 past it) and broker ack
+    /// included (503 past it, so the caller retries).
     pub request_timeout_ms: u64,
+    /// From a request's first byte to its complete head; the connection is closed past it.
+    pub header_read_timeout_ms: u64,
+    /// A kept-alive connection with no request is closed after this. Keep it longer than the
+    /// callers' pool idle timeouts (Go and reqwest: 90 s), or their reuse races the close.
+    pub idle_timeout_ms: u64,
     /// How often the config file is checked for changes (kill switches).
     pub reload_interval_ms: u64,
     /// `POST /v1/uid-notify`.
@@ -40,6 +46,8 @@ impl Default for IngressConfig {
             listen: "127.0.0.1:8080".into(),
             kafka: KafkaSettings::default(),
             request_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 120_000,
             reload_interval_ms: 2_000,
             uid_notify: UidNotifyConfig::default(),
             driver_status: crate::driver_status::DriverStatusConfig::default(),
@@ -103,8 +111,21 @@ impl IngressConfig {
         load_config(file, ENV_PREFIX)
     }
 
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
+    /// The connection deadlines: a request head's arrival, and the keep-alive wait.
+    pub fn conn_deadlines(&self) -> switchyard_runtime::http::ConnDeadlines {
+        switchyard_runtime::http::ConnDeadlines {
+            header_read: Duration::from_millis(self.header_read_timeout_ms),
+            idle: Duration::from_millis(self.idle_timeout_ms),
+        }
+    }
+
+    /// What a caller may take after the head: the body and the answer, and the largest body.
+    pub fn request_deadline(&self) -> switchyard_runtime::http::RequestDeadline {
+        switchyard_runtime::http::RequestDeadline {
+            within: Duration::from_millis(self.request_timeout_ms),
+            // The largest of the routes' own limits (domain events).
+            max_body: crate::domain_events::MAX_BODY,
+        }
     }
 }
 

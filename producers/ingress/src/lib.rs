@@ -14,7 +14,8 @@
 //!   also parses JSON strictly and serves `/ping` + `/metrics`).
 //! - `schemas`: `GET /v1/schemas[/{type}.v{N}]`, the registry read-only with an `ETag`.
 //! - `metrics`: every metric the ingress exports; [`openapi`]: the generated document.
-//! - [`run`]: the router (`/ping`, `/metrics`, the flows) served until shutdown.
+//! - [`run`]: the router (`/ping`, `/metrics`, the flows) served until shutdown, within the
+//!   config's header-read and request deadlines.
 
 pub mod auth;
 pub mod config;
@@ -176,6 +177,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events/{event_type}", post(domain_events::handle))
         .route("/v1/schemas", get(schemas::list))
         .route("/v1/schemas/{schema}", get(schemas::get_one))
+        // Inside auth: a refused caller's body is never read.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.config.request_deadline(),
+            switchyard_runtime::http::serve::deadline,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,
@@ -241,12 +247,6 @@ fn request_span(req: &Request, route: &str) -> tracing::Span {
     span
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("serving http")]
-    Serve(#[source] std::io::Error),
-}
-
 /// Serves the ingress on `listener` until `shutdown`, then flushes the producer.
 /// When `config_file` is given it is watched and its kill switches applied without restart.
 pub async fn run(
@@ -254,7 +254,7 @@ pub async fn run(
     config_file: Option<PathBuf>,
     listener: TcpListener,
     shutdown: Shutdown,
-) -> Result<(), RunError> {
+) {
     for route in &state.auth.open_names {
         tracing::warn!(%route, "auth.allow_unauthenticated: route served without a credential");
     }
@@ -273,12 +273,9 @@ pub async fn run(
         );
     }
     let publisher = state.publisher.clone();
+    let conn = state.config.conn_deadlines();
     let app = router(state);
     tracing::info!(addr = ?listener.local_addr().ok(), "ingress listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.triggered())
-        .await
-        .map_err(RunError::Serve)?;
+    switchyard_runtime::http::serve(listener, app, conn, shutdown.triggered()).await;
     publisher.flush(Duration::from_secs(5));
-    Ok(())
 }

@@ -32,8 +32,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let publisher = Publisher::kafka(&config.kafka, "ingress")?;
     let state = AppState::new(config, publisher)?;
-    let served =
-        switchyard_ingress::run(state, args.config, listener, Shutdown::on_signals()).await;
+    switchyard_ingress::run(state, args.config, listener, Shutdown::on_signals()).await;
     telemetry::shutdown_tracing();
-    Ok(served?)
+    Ok(())
 }

@@ -5,13 +5,20 @@
 //! - [`ops`]: [`ops_routes`] and [`RequestMetrics`] (`route` = the matched route or
 //!   `unmatched`, so unknown paths cannot grow the label set; `status` = the answer's code).
 //! - [`error`]: [`ErrorBody`], the one JSON error body, and [`Violation`].
+//! - [`serve`]: [`serve::serve`], `axum::serve` with the connection deadlines of [`conn`]
+//!   (header read from a request's first byte; idle keep-alive), and the request deadline
+//!   layer, so a slow client cannot hold a connection past them.
 //! - [`json`]: [`json::read_limited`] and [`json::parse`], whose [`BadRequest`] each service
 //!   turns into its own error type.
 
+pub mod conn;
 pub mod error;
 pub mod json;
 pub mod ops;
+pub mod serve;
 
+pub use conn::ConnDeadlines;
 pub use error::{BadRequest, ErrorBody, Violation};
 pub use json::push_key;
 pub use ops::{ops_routes, RequestMetrics, RouteLabels, UNMATCHED_ROUTE};
+pub use serve::{serve, RequestDeadline};
