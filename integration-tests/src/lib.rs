@@ -89,6 +89,14 @@ pub async fn start_ingress(
 pub async fn start_dispatcher(
     config: switchyard_dispatcher::DispatcherConfig,
 ) -> anyhow::Result<Running> {
+    start_dispatcher_watching(config, None).await
+}
+
+/// A dispatcher that watches `config_file` (which `config` was loaded from) for changes.
+pub async fn start_dispatcher_watching(
+    config: switchyard_dispatcher::DispatcherConfig,
+    config_file: Option<PathBuf>,
+) -> anyhow::Result<Running> {
     switchyard_runtime::telemetry::init_tracing("test");
     config.validate()?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -96,7 +104,7 @@ pub async fn start_dispatcher(
     let shutdown = Shutdown::new();
     let s = shutdown.clone();
     let join = tokio::spawn(async move {
-        switchyard_dispatcher::run(config, listener, s).await?;
+        switchyard_dispatcher::run(config, config_file, listener, s).await?;
         Ok(())
     });
     Ok(Running {

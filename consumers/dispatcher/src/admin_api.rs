@@ -19,7 +19,6 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::control::Control;
-use crate::plan::Plan;
 use crate::replay::{self, ReplaySource};
 pub use model::{
     AttemptList, AttemptView, DeadLetter, DeadLetterList, ErrorBody, JobStatus, PauseState,
@@ -28,17 +27,16 @@ pub use model::{
 
 /// Shared by every admin handler.
 pub struct AdminState {
+    /// The subscribers and the plan in force (both change on a config reload).
     pub control: Arc<Control>,
-    pub plan: Plan,
     token: String,
     jobs: Mutex<HashMap<String, JobStatus>>,
 }
 
 impl AdminState {
-    pub fn new(control: Arc<Control>, plan: Plan, token: String) -> Self {
+    pub fn new(control: Arc<Control>, token: String) -> Self {
         Self {
             control,
-            plan,
             token,
             jobs: Mutex::default(),
         }
@@ -157,8 +155,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn subscribers(State(state): State<Arc<AdminState>>) -> Json<SubscriberList> {
     let subscribers = state
         .control
-        .subscribers
-        .values()
+        .handles()
+        .into_iter()
         .map(|h| {
             let stats = h.stats.snapshot();
             let (delivered_per_sec, failed_per_sec) = h.rates();
@@ -293,7 +291,7 @@ async fn dead_letters(
         .ok_or_else(|| ApiError::no_subscriber(&name))?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let records = replay::browse_dead_letters(
-        &state.plan.config.kafka,
+        &state.control.plan().config.kafka,
         &h.dead_letter_topic,
         &h.replay_group,
         limit,
@@ -356,7 +354,7 @@ async fn start_replay(
                 j.total = total;
             }
         };
-        let result = replay::replay(&st.plan, &name, &source, progress).await;
+        let result = replay::replay(&st.control.plan(), &name, &source, progress).await;
         if let Some(j) = lock(&st.jobs).get_mut(&job_id) {
             match result {
                 Ok(n) => {

@@ -46,6 +46,9 @@ pub struct DispatcherConfig {
     pub attempt_log: Option<AttemptLogConfig>,
     /// How every HTTP target is called (`[webhooks]`).
     pub webhooks: WebhookClient,
+    /// How often the config file and the integrations file are checked for changes, which
+    /// add, remove or restart subscribers without a restart of the process.
+    pub reload_interval_ms: u64,
 }
 
 /// The HTTP client side of webhook delivery, shared by every HTTP target.
@@ -154,6 +157,7 @@ impl Default for DispatcherConfig {
             admin: AdminConfig::default(),
             attempt_log: None,
             webhooks: WebhookClient::default(),
+            reload_interval_ms: 2_000,
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
@@ -19,7 +19,7 @@ use crate::breaker::Breaker;
 use crate::config::Target;
 use crate::limits::Limits;
 use crate::metrics::{DispatchMetrics, SubscriberLabels};
-use crate::plan::SubscriberPlan;
+use crate::plan::{Plan, SubscriberPlan};
 use switchyard_runtime::pg::DbError;
 
 /// One subscriber as the admin API sees it.
@@ -254,16 +254,58 @@ impl SubscriberHandle {
     }
 }
 
-/// Every subscriber of this dispatcher, by name, plus where pauses are kept.
+/// Every subscriber of this dispatcher, by name, the plan in force, and where pauses are
+/// kept. A config reload replaces handles and the plan (`subscribers::Subscribers`); readers
+/// take a snapshot and never hold the locks across an await.
 pub struct Control {
-    pub subscribers: BTreeMap<String, Arc<SubscriberHandle>>,
+    subscribers: RwLock<BTreeMap<String, Arc<SubscriberHandle>>>,
+    plan: RwLock<Arc<Plan>>,
     pub pool: Option<Pool>,
     pub metrics: Arc<DispatchMetrics>,
 }
 
 impl Control {
-    pub fn get(&self, name: &str) -> Option<&Arc<SubscriberHandle>> {
-        self.subscribers.get(name)
+    pub fn new(plan: Arc<Plan>, pool: Option<Pool>, metrics: Arc<DispatchMetrics>) -> Self {
+        Self {
+            subscribers: RwLock::default(),
+            plan: RwLock::new(plan),
+            pool,
+            metrics,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<SubscriberHandle>> {
+        read(&self.subscribers).get(name).cloned()
+    }
+
+    /// Every subscriber now, by name.
+    pub fn handles(&self) -> Vec<Arc<SubscriberHandle>> {
+        read(&self.subscribers).values().cloned().collect()
+    }
+
+    /// The plan in force (the last config that loaded).
+    pub fn plan(&self) -> Arc<Plan> {
+        read(&self.plan).clone()
+    }
+
+    pub(crate) fn set_plan(&self, plan: Arc<Plan>) {
+        *self.plan.write().unwrap_or_else(PoisonError::into_inner) = plan;
+    }
+
+    pub(crate) fn insert(&self, handle: Arc<SubscriberHandle>) {
+        let mut map = self
+            .subscribers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.insert(handle.name.clone(), handle);
+    }
+
+    pub(crate) fn remove(&self, name: &str) {
+        let mut map = self
+            .subscribers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.remove(name);
     }
 
     /// Pauses or resumes `name` here and, with a database, for every replica.
@@ -308,8 +350,8 @@ impl Control {
             )
             .await?;
         let paused: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        for (name, h) in &self.subscribers {
-            h.set_operator_paused(paused.contains(name));
+        for h in self.handles() {
+            h.set_operator_paused(paused.contains(&h.name));
         }
         Ok(())
     }
@@ -317,9 +359,9 @@ impl Control {
     /// Until `stop`: samples delivery rates every 2 s and follows pauses set by other replicas.
     pub async fn maintain(self: Arc<Self>, stop: CancellationToken) {
         switchyard_runtime::shutdown::every(Duration::from_secs(2), &stop, || async {
-            for (name, h) in &self.subscribers {
+            for h in self.handles() {
                 let labels = SubscriberLabels {
-                    subscriber: name.clone(),
+                    subscriber: h.name.clone(),
                 };
                 h.sample();
                 self.metrics
@@ -348,7 +390,11 @@ impl Control {
         std::thread::spawn(move || {
             let mut consumers: HashMap<String, BaseConsumer> = HashMap::new();
             while !stop.is_cancelled() {
-                for (name, h) in &self.subscribers {
+                let handles = self.handles();
+                // A subscriber removed by a reload lets go of its counting consumer.
+                consumers.retain(|name, _| handles.iter().any(|h| &h.name == name));
+                for h in handles {
+                    let name = &h.name;
                     if !consumers.contains_key(name) {
                         match kafka.consumer_config(&h.replay_group).create() {
                             Ok(c) => {
@@ -388,6 +434,10 @@ impl Control {
             }
         })
     }
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -46,9 +46,11 @@ pub mod replay;
 mod retry;
 pub mod sign;
 mod sink;
+mod subscribers;
 pub mod target_guard;
 mod worker;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,13 +63,10 @@ use switchyard_runtime::Shutdown;
 use tokio::net::TcpListener;
 
 pub use config::DispatcherConfig;
-use config::Target;
-use delivery::{Deliverer, Sink};
-use metrics::{DispatchMetrics, SubscriberLabels};
+use metrics::DispatchMetrics;
 pub use plan::Plan;
 /// Which delivery lane a record takes; tests use it to place keys on distinct lanes.
 pub use worker::lane_of;
-use worker::{GroupContext, GroupObserver, Worker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -89,13 +88,16 @@ pub enum DispatchError {
     Db(#[from] switchyard_runtime::pg::DbError),
 }
 
-/// Runs every subscriber until `shutdown`; `listener` serves `/ping` and `/metrics`.
+/// Runs every subscriber until `shutdown`; `listener` serves `/ping`, `/metrics` and the admin
+/// API and page. With `config_file`, the file (and the mark-notify integrations file it names)
+/// is watched and subscriber changes are applied without a restart (`subscribers`).
 pub async fn run(
     cfg: DispatcherConfig,
+    config_file: Option<PathBuf>,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), DispatchError> {
-    let plan = Plan::resolve(cfg)?;
+    let plan = Arc::new(Plan::resolve(cfg)?);
     let cfg = &plan.config;
     ensure_topics(&cfg.kafka, &plan.derived_topics()).await?;
     let metrics = Arc::new(DispatchMetrics::default());
@@ -121,76 +123,22 @@ pub async fn run(
         }
         None => (None, None),
     };
-    let control = Arc::new(control::Control {
-        subscribers: plan
-            .subscribers
-            .iter()
-            .map(|s| {
-                let h = Arc::new(control::SubscriberHandle::new(s, &metrics));
-                (s.name().to_owned(), h)
-            })
-            .collect(),
-        pool,
-        metrics: metrics.clone(),
-    });
-    control.load_pauses().await?;
-    // `paused = true` in the config pauses at start, stored like an operator's pause so every
-    // replica holds too; the admin API's resume (or the CLI's) lifts it.
-    for sp in plan.subscribers.iter().filter(|s| s.config.paused) {
-        control.set_paused(sp.name(), true).await?;
-    }
-
-    for sp in &plan.subscribers {
-        let s = &sp.config;
-        let handle = control.subscribers[&s.name].clone();
-        let sink = match &s.target {
-            Target::Http(h) => Sink::Http(
-                http_target::HttpSink::with_client(h, s.concurrency, &cfg.webhooks)
-                    .map_err(|e| DispatchError::Target(s.name.clone(), e))?,
-            ),
-            Target::Topic(t) => Sink::Topic(delivery::TopicSink {
-                producer: producer.clone(),
-                topic: t.topic.clone(),
-            }),
-        };
-        let deliverer = Deliverer {
-            subscriber: s.name.clone(),
-            source_topics: s.topics.clone(),
-            event_types: s.event_types.clone(),
-            tags: s.tags.clone(),
-            sink,
-            retry_topics: sp.retry_topics.clone(),
-            policy: sp.policy.clone(),
-            max_attempts: s.max_attempts,
-            dead_letter_topic: sp.dead_letter_topic.clone(),
-            producer: producer.clone(),
+    let control = Arc::new(control::Control::new(plan.clone(), pool, metrics.clone()));
+    let mut subscribers = subscribers::Subscribers::new(
+        subscribers::Shared {
+            producer,
             metrics: metrics.clone(),
-            labels: SubscriberLabels {
-                subscriber: s.name.clone(),
-            },
-            subscriber_name: Arc::from(s.name.as_str()),
-            attempt_log: attempt_log.clone(),
-            stats: handle.stats.clone(),
-            handle: handle.clone(),
-        };
-        let consumer = cfg
-            .kafka
-            .consumer_config(&sp.group_id)
-            .set("statistics.interval.ms", "5000")
-            .create_with_context(GroupContext::new(GroupObserver::new(
-                handle.clone(),
-                &metrics,
-            )))?;
-        let worker = Worker {
-            consumer,
-            deliverer: Arc::new(deliverer),
-            lanes: s.concurrency,
-            drain: Duration::from_millis(cfg.drain_timeout_ms),
-            handle,
-        };
-        let stop = shutdown.token();
-        tasks.spawn("subscriber", async move { Ok(worker.run(stop).await?) });
-    }
+            attempt_log,
+            control: control.clone(),
+        },
+        shutdown.token(),
+    );
+    subscribers.start(&plan).await?;
+    let watch = config_file.map(|config_file| subscribers::Watch {
+        config_file,
+        interval: Duration::from_millis(cfg.reload_interval_ms.max(100)),
+    });
+    tasks.spawn("subscribers", subscribers.run(watch));
 
     if let Some(addr) = &cfg.builtin_sink_listen {
         let sink_listener = TcpListener::bind(addr).await?;
@@ -211,13 +159,11 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || counter.join()).await;
         Ok(())
     });
-    let admin = cfg.admin.token.clone().map(|token| {
-        Arc::new(admin_api::AdminState::new(
-            control.clone(),
-            plan.clone(),
-            token,
-        ))
-    });
+    let admin = cfg
+        .admin
+        .token
+        .clone()
+        .map(|token| Arc::new(admin_api::AdminState::new(control.clone(), token)));
 
     let app = switchyard_runtime::http::ops_routes(metrics.clone())
         .merge(admin_api::routes(admin))

@@ -30,7 +30,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let served = switchyard_dispatcher::run(config, listener, Shutdown::on_signals()).await;
+    let served =
+        switchyard_dispatcher::run(config, args.config, listener, Shutdown::on_signals()).await;
     telemetry::shutdown_tracing();
     Ok(served?)
 }

@@ -31,12 +31,20 @@ pub(crate) const ATTEMPT_LOG_WRITTEN: &str = "switchyard_dispatch_attempt_log_wr
 pub(crate) const ATTEMPT_LOG_DROPPED: &str = "switchyard_dispatch_attempt_log_dropped";
 pub(crate) const RATE_LIMIT: &str = "switchyard_dispatch_rate_limit_per_second";
 pub(crate) const MAX_IN_FLIGHT: &str = "switchyard_dispatch_max_in_flight";
+pub(crate) const CONFIG_RELOADS: &str = "switchyard_dispatch_config_reloads";
+pub(crate) const SUBSCRIBER_STARTS: &str = "switchyard_dispatch_subscriber_starts";
 /// A counter: exported as `switchyard_dispatch_rate_limited_seconds_total`.
 pub(crate) const RATE_LIMITED: &str = "switchyard_dispatch_rate_limited_seconds";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SubscriberLabels {
     pub subscriber: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `applied`, `unchanged` (the files changed, the plan did not) or `rejected`.
+    pub result: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +96,10 @@ pub struct DispatchMetrics {
     pub gone: Family<SubscriberLabels, Gauge>,
     pub attempt_log_written: Counter,
     pub attempt_log_dropped: Counter,
+    /// Config file changes seen, by what came of them.
+    pub config_reloads: Family<ReloadLabels, Counter>,
+    /// Workers started per subscriber: 1 unless a reload changed (restarted) it.
+    pub subscriber_starts: Family<SubscriberLabels, Counter>,
 }
 
 impl Default for DispatchMetrics {
@@ -121,6 +133,8 @@ impl Default for DispatchMetrics {
             gone: Family::default(),
             attempt_log_written: Counter::default(),
             attempt_log_dropped: Counter::default(),
+            config_reloads: Family::default(),
+            subscriber_starts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(DELIVERIES, "Records delivered (2xx)", m.deliveries.clone());
@@ -214,6 +228,17 @@ impl Default for DispatchMetrics {
             ATTEMPT_LOG_DROPPED,
             "Delivery attempts not logged because the log's buffer was full",
             m.attempt_log_dropped.clone(),
+        );
+        registry.register(
+            CONFIG_RELOADS,
+            "Changes of the config or integrations file: applied, unchanged or rejected (the \
+             running config stays; the log names the key)",
+            m.config_reloads.clone(),
+        );
+        registry.register(
+            SUBSCRIBER_STARTS,
+            "Subscriber workers started (at start, and when a reload adds or changes one)",
+            m.subscriber_starts.clone(),
         );
         Self { registry, ..m }
     }

@@ -17,6 +17,8 @@ pub struct Plan {
     /// The config, with the mark-notify integrations already turned into `subscribers`.
     pub config: DispatcherConfig,
     pub subscribers: Vec<SubscriberPlan>,
+    /// The mark-notify integrations file the subscribers came from, if any (watched).
+    pub integrations_file: Option<std::path::PathBuf>,
 }
 
 /// One subscriber with every name it uses.
@@ -45,6 +47,10 @@ impl SubscriberPlan {
 impl Plan {
     /// Expands and validates `config`; fails naming the bad key.
     pub fn resolve(mut config: DispatcherConfig) -> Result<Self, ConfigCheckError> {
+        let integrations_file = config
+            .mark_notify
+            .as_ref()
+            .map(|m| m.integrations_file.clone());
         if let Some(section) = config.mark_notify.take() {
             let file = IntegrationsFile::read(&section.integrations_file)
                 .map_err(|e| ConfigCheckError::Integrations(e.to_string()))?;
@@ -75,6 +81,7 @@ impl Plan {
         Ok(Self {
             config,
             subscribers,
+            integrations_file,
         })
     }
 

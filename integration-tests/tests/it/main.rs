@@ -29,6 +29,7 @@ mod engine_limits;
 mod engine_parking;
 mod engine_support;
 mod faults;
+mod hot_reload;
 mod idempotent;
 mod ingress;
 mod ingress_auth;
