@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[switchyard_runtime::pg::Migration] = &[
         "deferred",
         include_str!("../migrations/0005_deferred.sql"),
     ),
+    (6, "history", include_str!("../migrations/0006_history.sql")),
 ];
 
 pub use switchyard_runtime::pg::{pool, DbError};

@@ -229,6 +229,12 @@ pub async fn run(
         },
         feeds: api::feeds::FeedsState {
             pool: pool.clone(),
+            caches: caches.clone(),
+            keys: keys.clone(),
+            max_page: cfg.api.max_page,
+        },
+        history: api::history::HistoryState {
+            pool: pool.clone(),
             caches,
             keys: keys.clone(),
             max_page: cfg.api.max_page,

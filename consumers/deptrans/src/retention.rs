@@ -1,5 +1,5 @@
-//! Retention: deletes session history and sent marks older than the configured days, in
-//! small batches so no statement holds many locks.
+//! Retention: deletes session states, their history, the status history and sent marks
+//! older than the configured days, in small batches so no statement holds many locks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +21,21 @@ DELETE FROM deptrans.sent_marks WHERE (park_id, driver_id) IN (
     SELECT park_id, driver_id FROM deptrans.sent_marks
     WHERE updated_at < now() - $1::float8 * interval '1 day' LIMIT $2)";
 
+const SESSION_HISTORY: &str = "
+DELETE FROM deptrans.session_history WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM deptrans.session_history
+    WHERE recorded_at < now() - $1::float8 * interval '1 day' LIMIT $2))";
+
+const STATUS_HISTORY: &str = "
+DELETE FROM deptrans.status_history WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM deptrans.status_history
+    WHERE recorded_at < now() - $1::float8 * interval '1 day' LIMIT $2))";
+
 /// One full pass; returns rows deleted.
 pub async fn purge(pool: &Pool, days: u32, batch: i64) -> Result<u64, tokio_postgres::Error> {
     let days = f64::from(days);
     let mut total = 0;
-    for sql in [SESSIONS, MARKS] {
+    for sql in [SESSIONS, MARKS, SESSION_HISTORY, STATUS_HISTORY] {
         loop {
             // A pool error here is a connection problem: surface it as a postgres error path.
             let Ok(client) = pool.get().await else {

@@ -76,6 +76,21 @@ SET updated_at = GREATEST(m.updated_at, excluded.updated_at),
     status = CASE WHEN excluded.updated_at >= m.updated_at
                   THEN COALESCE(excluded.status, m.status) ELSE m.status END";
 
+/// Every shift state KRT answered joins the licence's history (a later answer about the same
+/// state may add its end).
+const SESSION_HISTORY: &str = "
+INSERT INTO deptrans.session_history AS h (driver_license_pd_id, session_status, status_at, ended_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+ON CONFLICT (driver_license_pd_id, status_at, session_status) DO UPDATE
+SET ended_at = COALESCE(excluded.ended_at, h.ended_at)";
+
+/// Every status KRT took joins the driver's history (`$4` NULL: refused, not history).
+const STATUS_HISTORY: &str = "
+INSERT INTO deptrans.status_history (park_id, driver_id, status_at, status)
+SELECT p, d, t, s FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS u(p, d, t, s)
+WHERE s IS NOT NULL
+ON CONFLICT DO NOTHING";
+
 /// Write time strictly after every committed row, under the feed lock: cursor readers
 /// never miss a row committed behind their cursor.
 const WRITE_SESSIONS: &str = "
@@ -526,10 +541,14 @@ impl Sender {
                 .await?;
             tx.execute(WRITE_SESSIONS, &[&pds, &sts, &ats, &ends])
                 .await?;
+            tx.execute(SESSION_HISTORY, &[&pds, &sts, &ats, &ends])
+                .await?;
         }
         if !del_p.is_empty() {
             tx.execute(DELETE_SENT, &[&del_p, &del_d, &del_t]).await?;
             tx.execute(MARK_SENT, &[&del_p, &del_d, &del_t, &del_s])
+                .await?;
+            tx.execute(STATUS_HISTORY, &[&del_p, &del_d, &del_t, &del_s])
                 .await?;
         }
         rejected::insert(&tx, &refused).await?;

@@ -398,14 +398,23 @@ async fn retention_deletes_only_old_session_history_in_batches() {
          INSERT INTO deptrans.session_statuses (driver_license_pd_id, session_status, status_at, updated_at, ended_at)
          SELECT 'new-' || g, 'open', now(), now(), now() + interval '8 hours' FROM generate_series(1, 7) g;
          INSERT INTO deptrans.sent_marks (park_id, driver_id, updated_at)
-         VALUES ('p', 'old', now() - interval '10 days'), ('p', 'new', now());",
+         VALUES ('p', 'old', now() - interval '10 days'), ('p', 'new', now());
+         INSERT INTO deptrans.session_history (driver_license_pd_id, session_status, status_at, recorded_at)
+         SELECT 'h', 'open', now() - g * interval '1 day', now() - (g * 24 + 12) * interval '1 hour'
+         FROM generate_series(0, 9) g;
+         INSERT INTO deptrans.status_history (park_id, driver_id, status, status_at, recorded_at)
+         SELECT 'p', 'h', 'online', now() - g * interval '1 day', now() - (g * 24 + 12) * interval '1 hour'
+         FROM generate_series(0, 9) g;",
     )
     .await
     .expect("seed");
     let deleted = switchyard_deptrans::retention::purge(&sender.pool, 7, 4)
         .await
         .expect("purge");
-    assert_eq!(deleted, 25 + 5 + 1);
+    // History recorded 0.5, 1.5, ... 9.5 days ago: the 7.5, 8.5 and 9.5 of each go.
+    assert_eq!(deleted, 25 + 5 + 1 + 3 + 3);
+    assert_eq!(env.count("session_history").await, 7);
+    assert_eq!(env.count("status_history").await, 7);
     let left: Vec<String> = db
         .query(
             "SELECT driver_license_pd_id FROM deptrans.session_statuses ORDER BY 1",

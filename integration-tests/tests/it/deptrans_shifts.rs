@@ -79,3 +79,88 @@ async fn offline_closes_an_open_shift_wherever_the_driver_is() {
     assert_eq!(closed, 2);
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drivers_history_keeps_every_status_sent_and_shift_state_newest_first() {
+    let env = env(1).await;
+    let f = &env.fakes.state;
+    f.add_driver("p", "h", "L-h", &["econom"], MOSCOW.0, MOSCOW.1);
+    let p = kafka::producer().expect("producer");
+    let svc = start(env.config()).await;
+    // One status at a time, each sent before the next (the queue keeps a driver's latest).
+    let steps = [
+        (DriverStatusKind::Online, 1),
+        (DriverStatusKind::Busy, 2),
+        (DriverStatusKind::Offline, 3),
+    ];
+    for (n, (kind, minute)) in steps.into_iter().enumerate() {
+        produce(&p, &env.topic, "p", "h", kind, at(minute)).await;
+        eventually("the status sent", || async { f.pushed().len() == n + 1 }).await;
+    }
+    eventually("queue drained", || async {
+        env.count("status_queue").await == 0
+    })
+    .await;
+
+    let get = |query: &'static str| {
+        reqwest::Client::new()
+            .get(svc.url(&format!("/internal/v1/history{query}")))
+            .header("x-api-key", API_KEY)
+            .send()
+    };
+    let resp = get("?park_id=p&driver_id=h").await.expect("history");
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    DeptransOpenApi::load().check("get", "/internal/v1/history", 200, &body);
+    let field = |list: &str, key: &str| -> Vec<String> {
+        body[list]
+            .as_array()
+            .expect(list)
+            .iter()
+            .map(|e| e[key].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        field("statuses", "status"),
+        ["offline", "busy", "online"],
+        "{body:#}"
+    );
+    let times: Vec<String> = [3, 2, 1]
+        .iter()
+        .map(|m| at(*m).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .collect();
+    let sent_at: Vec<String> = field("statuses", "status_at")
+        .iter()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .expect("time")
+                .with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        })
+        .collect();
+    assert_eq!(sent_at, times, "each status at its own time");
+    assert_eq!(
+        field("sessions", "session_status"),
+        ["closed", "open", "open"],
+        "every shift state KRT answered, newest first: {body:#}"
+    );
+    assert_eq!(
+        body["session"]["session_status"], "closed",
+        "the latest state as before"
+    );
+    assert_eq!(body["driver_license_pd_id"], "pd-p-h");
+
+    // Another driver has no history; a missing driver_id is a 400 naming it; no key, 401.
+    let other = get("?park_id=p&driver_id=nobody").await.expect("other");
+    let other: serde_json::Value = other.json().await.expect("json");
+    assert_eq!(other["statuses"], serde_json::json!([]));
+    let bad = get("?park_id=p").await.expect("bad");
+    assert_eq!(bad.status(), 400);
+    let bad: serde_json::Value = bad.json().await.expect("json");
+    assert_eq!(bad["field"], "driver_id", "{bad}");
+    let anon = reqwest::get(svc.url("/internal/v1/history?park_id=p&driver_id=h"))
+        .await
+        .expect("anon");
+    assert_eq!(anon.status(), 401);
+    svc.stop().await;
+}

@@ -3,6 +3,7 @@
 //!
 //! - [`driver_id`]: the driver's KRT id (GET masked, POST checked by KRT).
 //! - [`feeds`]: the internal cursor-paged feeds for other services' caches.
+//! - [`history`]: one driver's statuses sent and shift states, newest first.
 //! - [`rejected`]: statuses refused for good, listed and re-queued.
 //! - [`error`]: the one error type and its JSON body; [`keys`]: internal clients' API keys.
 //! - [`openapi`]: the OpenAPI document derived from the handlers (`schemas/openapi/deptrans.json`).
@@ -12,6 +13,7 @@
 pub(crate) mod driver_id;
 pub(crate) mod error;
 pub(crate) mod feeds;
+pub(crate) mod history;
 pub(crate) mod keys;
 pub(crate) mod openapi;
 pub(crate) mod rejected;
@@ -28,6 +30,7 @@ use axum::Router;
 use crate::metrics::DeptransMetrics;
 use driver_id::DriverIdState;
 use feeds::FeedsState;
+use history::HistoryState;
 use rejected::RejectedState;
 
 /// Everything the router serves from.
@@ -35,6 +38,7 @@ use rejected::RejectedState;
 pub(crate) struct ApiState {
     pub driver_id: DriverIdState,
     pub feeds: FeedsState,
+    pub history: HistoryState,
     pub rejected: RejectedState,
     pub metrics: Arc<DeptransMetrics>,
 }
@@ -48,6 +52,12 @@ impl FromRef<ApiState> for DriverIdState {
 impl FromRef<ApiState> for FeedsState {
     fn from_ref(s: &ApiState) -> Self {
         s.feeds.clone()
+    }
+}
+
+impl FromRef<ApiState> for HistoryState {
+    fn from_ref(s: &ApiState) -> Self {
+        s.history.clone()
     }
 }
 
@@ -66,6 +76,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         )
         .route("/internal/v1/id/updates", get(feeds::id_updates))
         .route("/internal/v1/status/updates", get(feeds::status_updates))
+        .route("/internal/v1/history", get(history::driver))
         .route("/internal/v1/rejected", get(rejected::list))
         .route(
             "/internal/v1/rejected/requeue",

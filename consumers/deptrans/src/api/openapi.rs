@@ -3,15 +3,16 @@
 
 use utoipa::OpenApi;
 
-use super::{driver_id, error, feeds, rejected};
+use super::{driver_id, error, feeds, history, rejected};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "switchyard deptrans",
         description = "The driver's KRT id (masked GET, POST checked by KRT), the internal \
-                       cursor-paged feeds of bound ids and KRT session statuses, and the \
-                       statuses KRT refused for good (listed, re-queued). `/ping` and \
+                       cursor-paged feeds of bound ids and KRT session statuses, one driver's \
+                       history of statuses sent and shift states, and the statuses KRT refused \
+                       for good (listed, re-queued). `/ping` and \
                        `/metrics` are served beside them."
     ),
     paths(
@@ -19,6 +20,7 @@ use super::{driver_id, error, feeds, rejected};
         driver_id::post_id,
         feeds::id_updates,
         feeds::status_updates,
+        history::driver,
         rejected::list,
         rejected::requeue
     ),
