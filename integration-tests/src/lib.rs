@@ -6,6 +6,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod cluster;
+pub mod cut;
 pub mod deptrans_fakes;
 pub mod fake_http;
 pub mod faults;

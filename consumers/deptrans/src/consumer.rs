@@ -257,6 +257,10 @@ impl ConsumerObserver for LagObserver {
             partition,
         });
     }
+
+    fn assigned(&self, _owned: &[(String, i32)], _partition_count: &dyn Fn(&str) -> Option<usize>) {
+        self.metrics.consumer_rebalances.inc();
+    }
 }
 
 pub type LagContext = StatsContext<LagObserver>;
@@ -271,6 +275,55 @@ fn traceparent_header(msg: &impl Message) -> Option<String> {
         .and_then(|v| std::str::from_utf8(v).ok())
         .filter(|v| !v.is_empty())
         .map(str::to_owned)
+}
+
+/// Records read for one store: the statuses, the bad records, the last offset per partition.
+#[derive(Default)]
+struct Batch {
+    events: Vec<StatusEvent>,
+    last: HashMap<(String, i32), i64>,
+    bad: Vec<BadRecord>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.events.len() + self.bad.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decodes `msg` into the batch (a bad record is counted and kept for its dead letter).
+    fn add(
+        &mut self,
+        msg: &rdkafka::message::BorrowedMessage<'_>,
+        sources: &HashMap<&str, (Format, String)>,
+        metrics: &DeptransMetrics,
+    ) {
+        self.last
+            .insert((msg.topic().to_owned(), msg.partition()), msg.offset());
+        let Some((format, dead_letter_topic)) = sources.get(msg.topic()) else {
+            return; // not subscribed: cannot happen
+        };
+        match format.decode(msg.payload()) {
+            Ok(mut e) => {
+                if e.traceparent.is_none() {
+                    e.traceparent = traceparent_header(msg);
+                }
+                self.events.push(e);
+            }
+            Err(e) => {
+                metrics.bad_record(msg.topic(), e.reason());
+                self.bad.push(BadRecord {
+                    msg: msg.detach(),
+                    reason: e.reason(),
+                    error: e.to_string(),
+                    dead_letter_topic: dead_letter_topic.clone(),
+                });
+            }
+        }
+    }
 }
 
 pub struct StatusConsumer {
@@ -303,14 +356,19 @@ impl StatusConsumer {
             self.metrics.bad_record_series(&s.topic, s.format.reasons());
         }
         tracing::info!(topics = %all_topics, "deptrans status consumer started");
+        // Records read while a batch waited for PostgreSQL: the start of the next batch.
+        let mut next = Batch::default();
         loop {
-            let mut events = Vec::new();
-            let mut last: HashMap<(String, i32), i64> = HashMap::new();
-            let mut bad: Vec<BadRecord> = Vec::new();
+            let mut batch = std::mem::take(&mut next);
             let deadline = tokio::time::sleep(Duration::from_secs(3600));
             tokio::pin!(deadline);
-            let mut started = false;
-            while events.len() + bad.len() < self.batch_max {
+            let mut started = !batch.is_empty();
+            if started {
+                deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + self.linger);
+            }
+            while batch.len() < self.batch_max {
                 let msg = tokio::select! {
                     biased;
                     _ = stop.cancelled() => return Ok(()),
@@ -330,28 +388,9 @@ impl StatusConsumer {
                         .as_mut()
                         .reset(tokio::time::Instant::now() + self.linger);
                 }
-                last.insert((msg.topic().to_owned(), msg.partition()), msg.offset());
-                let Some((format, dead_letter_topic)) = sources.get(msg.topic()) else {
-                    continue; // not subscribed: cannot happen
-                };
-                match format.decode(msg.payload()) {
-                    Ok(mut e) => {
-                        if e.traceparent.is_none() {
-                            e.traceparent = traceparent_header(&msg);
-                        }
-                        events.push(e);
-                    }
-                    Err(e) => {
-                        self.metrics.bad_record(msg.topic(), e.reason());
-                        bad.push(BadRecord {
-                            msg: msg.detach(),
-                            reason: e.reason(),
-                            error: e.to_string(),
-                            dead_letter_topic: dead_letter_topic.clone(),
-                        });
-                    }
-                }
+                batch.add(&msg, &sources, &self.metrics);
             }
+            let Batch { events, last, bad } = batch;
             self.metrics.event("invalid", bad.len() as u64);
             let read = (events.len() + bad.len()) as u64;
             // Park the records that cannot be used first; their offsets wait for the acks.
@@ -374,24 +413,67 @@ impl StatusConsumer {
                     .map(|e| e.traceparent.as_deref()),
             );
             // Retry the batch until it is committed; its offsets are not stored before that.
+            // Meanwhile the partitions are paused and the loop keeps polling, so an outage
+            // longer than max.poll.interval.ms does not get this member expelled from its
+            // group; a record that was already on its way is kept for the next batch.
+            let mut paused = None;
             loop {
                 match self.store(events.clone()).instrument(span.clone()).await {
                     Ok(()) => break,
                     Err(e) => {
                         self.metrics.upsert_failures.inc();
                         tracing::warn!(error = %e, "status batch not stored, retrying");
-                        tokio::select! {
-                            _ = stop.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(self.retry_backoff) => {}
+                        if paused.is_none() {
+                            paused = self.pause_all();
+                        }
+                        let retry = tokio::time::sleep(self.retry_backoff);
+                        tokio::pin!(retry);
+                        loop {
+                            tokio::select! {
+                                biased;
+                                _ = stop.cancelled() => return Ok(()),
+                                _ = &mut retry => break,
+                                msg = self.consumer.recv() => {
+                                    if let Ok(msg) = msg {
+                                        next.add(&msg, &sources, &self.metrics);
+                                    }
+                                }
+                            }
                         }
                     }
                 }
+            }
+            if let Some(assignment) = paused {
+                self.metrics.consumer_paused.set(0);
+                if let Err(e) = self.consumer.resume(&assignment) {
+                    tracing::warn!(error = %e, "resuming the partitions failed");
+                }
+                tracing::info!("status batch stored; partitions resumed");
             }
             self.metrics.consumed.inc_by(read);
             for ((topic, partition), offset) in last {
                 if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
                     tracing::debug!(%topic, partition, offset, error = %e, "offset not stored (partition revoked?)");
                 }
+            }
+        }
+    }
+
+    /// Pauses every assigned partition; returns what was paused.
+    fn pause_all(&self) -> Option<rdkafka::TopicPartitionList> {
+        let assignment = self.consumer.assignment().ok()?;
+        match self.consumer.pause(&assignment) {
+            Ok(()) => {
+                self.metrics.consumer_paused.set(1);
+                tracing::warn!(
+                    partitions = assignment.count(),
+                    "PostgreSQL unavailable: partitions paused, polling on"
+                );
+                Some(assignment)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "pausing the partitions failed");
+                None
             }
         }
     }

@@ -13,6 +13,8 @@ pub const EVENTS: &str = "switchyard_deptrans_events";
 pub const CONSUMED: &str = "switchyard_deptrans_consumed";
 pub const UPSERT_STATEMENTS: &str = "switchyard_deptrans_upsert_statements";
 pub const UPSERT_FAILURES: &str = "switchyard_deptrans_upsert_failures";
+pub const CONSUMER_PAUSED: &str = "switchyard_deptrans_consumer_paused";
+pub const CONSUMER_REBALANCES: &str = "switchyard_deptrans_consumer_rebalances";
 pub const SENT: &str = "switchyard_deptrans_sent";
 pub const KRT_FAILURES: &str = "switchyard_deptrans_krt_failures";
 pub const TOKEN_REFRESHES: &str = "switchyard_deptrans_token_refreshes";
@@ -120,6 +122,10 @@ pub struct DeptransMetrics {
     pub consumed: Counter,
     pub upsert_statements: Counter,
     pub upsert_failures: Counter,
+    /// 1 while the status consumer's partitions are paused (PostgreSQL unavailable).
+    pub consumer_paused: Gauge,
+    /// Rebalances the status consumer went through (an expelled member rejoins with one).
+    pub consumer_rebalances: Counter,
     pub sent: Family<OutcomeLabels, Counter>,
     pub krt_failures: Counter,
     pub token_refreshes: Counter,
@@ -230,6 +236,8 @@ impl Default for DeptransMetrics {
             consumed: Counter::default(),
             upsert_statements: Counter::default(),
             upsert_failures: Counter::default(),
+            consumer_paused: Gauge::default(),
+            consumer_rebalances: Counter::default(),
             sent: Family::default(),
             krt_failures: Counter::default(),
             token_refreshes: Counter::default(),
@@ -278,6 +286,16 @@ impl Default for DeptransMetrics {
             UPSERT_FAILURES,
             "Failed status_queue batch writes",
             m.upsert_failures.clone(),
+        );
+        registry.register(
+            CONSUMER_PAUSED,
+            "1 while the status consumer's partitions are paused because PostgreSQL is unavailable",
+            m.consumer_paused.clone(),
+        );
+        registry.register(
+            CONSUMER_REBALANCES,
+            "Rebalances of the status consumer's group seen by this instance",
+            m.consumer_rebalances.clone(),
         );
         registry.register(
             SENT,

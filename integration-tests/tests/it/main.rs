@@ -18,6 +18,7 @@ mod crate_edges;
 mod deptrans;
 mod deptrans_api;
 mod deptrans_json;
+mod deptrans_pg_down;
 mod deptrans_poison;
 mod deptrans_shifts;
 mod dispatcher_restart;
