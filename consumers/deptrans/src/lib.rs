@@ -15,8 +15,11 @@
 //!   refused for good, out of the queue.
 //! - [`upstream`]: driver profiles, categories, personal data and trackstory;
 //!   [`cache`]: their in-memory caches, refreshed in the background.
+//! - [`mirror`]: in-memory mirrors of `profiles` and `session_statuses`, followed by cursor,
+//!   which the feeds and the id GET answer from (also while PostgreSQL is down).
 //! - `api`: the HTTP API, a folder: `mod` (router and state), `driver_id` (the driver's KRT
-//!   id), `feeds` (internal cache feeds), `rejected` (refused statuses, listed and re-queued),
+//!   id), `feeds` (internal cache feeds), `history` (a driver's statuses and shift states),
+//!   `rejected` (refused statuses, listed and re-queued),
 //!   `error`, `keys` (internal API keys) and `openapi` (the document derived from the
 //!   handlers, see [`openapi_document`]).
 //! - [`retention`]: trims old session history and sent marks; `queue_stats`: queue gauges
@@ -33,6 +36,7 @@ pub mod dead_letter;
 mod geo;
 pub mod krt;
 pub mod metrics;
+pub mod mirror;
 mod queue_stats;
 pub mod records;
 pub mod rejected;
@@ -42,6 +46,9 @@ pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How often the mirrors read what was written to their tables.
+const MIRROR_INTERVAL: Duration = Duration::from_millis(500);
 
 use switchyard_runtime::http::{ConnDeadlines, RequestDeadline};
 use switchyard_runtime::shutdown::{supervise, Tasks};
@@ -219,17 +226,34 @@ pub async fn run(
         });
     }
 
+    // The feeds and the id GET answer from the mirrors (read once now, then followed), so they
+    // keep answering while PostgreSQL is down.
+    let mirrors = Arc::new(mirror::Mirrors::default());
+    if let Err(e) = mirrors.follow_once(&pool).await {
+        tracing::warn!(error = %e, "first mirror read failed; the API reads PostgreSQL until one succeeds");
+    }
+    {
+        let (mirrors, pool, stop) = (mirrors.clone(), pool.clone(), shutdown.token());
+        let days = cfg.retention_days;
+        tasks.spawn("mirror", async move {
+            mirrors.follow(pool, MIRROR_INTERVAL, days, stop).await;
+            Ok(())
+        });
+    }
+
     let keys = api::keys::ApiKeys::new(cfg.api.clients.values().cloned().collect());
     let state = api::ApiState {
         driver_id: api::driver_id::DriverIdState {
             pool: pool.clone(),
             caches: caches.clone(),
+            mirrors: mirrors.clone(),
             upstream,
             tokens,
         },
         feeds: api::feeds::FeedsState {
             pool: pool.clone(),
             caches: caches.clone(),
+            mirrors,
             keys: keys.clone(),
             max_page: cfg.api.max_page,
         },

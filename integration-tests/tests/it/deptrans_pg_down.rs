@@ -1,6 +1,7 @@
 //! PostgreSQL down for longer than `max.poll.interval.ms`: the status consumer pauses its
-//! partitions and keeps polling, so it stays in its group (no rebalance); when PostgreSQL is
-//! back, every status reaches KRT.
+//! partitions and keeps polling, so it stays in its group (no rebalance); the feeds and the
+//! driver's id GET answer from their mirrors meanwhile; when PostgreSQL is back, every status
+//! reaches KRT.
 
 use std::time::Duration;
 
@@ -47,6 +48,39 @@ async fn postgres_down_past_the_poll_interval_pauses_and_loses_nothing() {
         .await;
     }
     eventually("the first ten sent", || async { f.pushed().len() == 10 }).await;
+    // d0 binds a KRT id.
+    f.krt_ids
+        .lock()
+        .unwrap()
+        .insert("0123456789".into(), "L-0".into());
+    let http = reqwest::Client::new();
+    let id_path = "/driver/v1/deptrans-status/v1/id";
+    let bind = http
+        .post(svc.url(id_path))
+        .header("x-yataxi-park-id", "p")
+        .header("x-yataxi-driver-profile-id", "d0")
+        .json(&serde_json::json!({"deptrans_id": "0123456789"}))
+        .send()
+        .await
+        .expect("bind");
+    assert_eq!(bind.status(), 200);
+    let feed = |path: &'static str| {
+        let (http, url) = (http.clone(), svc.url(path));
+        async move {
+            let r = http
+                .get(url)
+                .header("x-api-key", API_KEY)
+                .send()
+                .await
+                .expect("feed");
+            assert_eq!(r.status(), 200, "{path}");
+            let body: serde_json::Value = r.json().await.expect("json");
+            body["items"].as_array().expect("items").len()
+        }
+    };
+    // The mirrors follow every 500 ms: wait until they hold what PostgreSQL holds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(feed("/internal/v1/status/updates?limit=100").await, 10);
     let rebalances = svc
         .metric("switchyard_deptrans_consumer_rebalances_total")
         .await

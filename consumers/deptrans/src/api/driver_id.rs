@@ -28,6 +28,8 @@ pub(crate) const MAX_BODY: usize = 16 * 1024;
 pub(crate) struct DriverIdState {
     pub pool: Pool,
     pub caches: Arc<Caches>,
+    /// The GET answers from here while PostgreSQL is down.
+    pub mirrors: Arc<crate::mirror::Mirrors>,
     pub upstream: Upstream,
     pub tokens: Arc<TokenStore>,
 }
@@ -103,18 +105,28 @@ pub(crate) async fn get_id(
     headers: HeaderMap,
 ) -> Result<Json<IdStatus>, ApiError> {
     let pd = driver_pd_id(&state, &headers)?;
-    let client = state.pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT deptrans_id, updated_at FROM deptrans.profiles WHERE driver_license_pd_id = $1",
-            &[&pd],
-        )
-        .await?;
+    let from_pg = async {
+        let client = state.pool.get().await?;
+        Ok(client
+            .query_opt(
+                "SELECT deptrans_id, updated_at FROM deptrans.profiles WHERE driver_license_pd_id = $1",
+                &[&pd],
+            )
+            .await?
+            .map(|r| (r.get(0), r.get(1))))
+    };
+    let mirrored = || {
+        let profiles = &state.mirrors.profiles;
+        profiles
+            .synced()
+            .then(|| profiles.get(&pd).map(|(at, p)| (p.deptrans_id, at)))
+    };
+    let row: Option<(String, DateTime<Utc>)> = super::feeds::or_mirror(from_pg, mirrored).await?;
     Ok(Json(match row {
-        Some(r) => IdStatus {
+        Some((id, at)) => IdStatus {
             bound: true,
-            deptrans_id_masked: Some(mask(r.get::<_, &str>(0))),
-            updated_at: Some(r.get(1)),
+            deptrans_id_masked: Some(mask(&id)),
+            updated_at: Some(at),
         },
         None => IdStatus {
             bound: false,
@@ -210,11 +222,19 @@ pub(crate) async fn post_id(
         )
         .await?;
     tx.commit().await?;
+    let updated_at = row.get(0);
+    // The driver's next GET sees it now; the follower meets the same row later.
+    state.mirrors.profiles.put(
+        (updated_at, pd.clone()),
+        crate::mirror::Profile {
+            deptrans_id: req.deptrans_id.clone(),
+        },
+    );
     tracing::info!(driver_license_pd_id = %pd, "deptrans id bound");
     Ok(Json(IdStatus {
         bound: true,
         deptrans_id_masked: Some(mask(id)),
-        updated_at: Some(row.get(0)),
+        updated_at: Some(updated_at),
     }))
 }
 

@@ -1,6 +1,8 @@
 //! Internal cursor-paged feeds for other services' caches: bound KRT ids and session
 //! statuses. Cursor = (updated_at, key), opaque to clients; writers stamp updated_at under an
-//! advisory lock, strictly after every committed row, so no row is skipped or repeated.
+//! advisory lock, strictly after every committed row, so no row is skipped or repeated. Pages
+//! come from PostgreSQL; when it is down (or slower than a second) from the tables' mirrors
+//! (`crate::mirror`, a prefix of the same order), with the same cursor.
 
 use std::sync::Arc;
 
@@ -25,6 +27,8 @@ use crate::upstream::DriverRef;
 pub(crate) struct FeedsState {
     pub pool: Pool,
     pub caches: Arc<Caches>,
+    /// The feeds page from here while PostgreSQL is down.
+    pub mirrors: Arc<crate::mirror::Mirrors>,
     pub keys: ApiKeys,
     /// Largest `limit`.
     pub max_page: i64,
@@ -157,6 +161,14 @@ pub(crate) async fn id_updates(
     state.keys.check(&headers)?;
     let Query(q) = q.map_err(query_error)?;
     let (cursor, limit) = page_args(&state, &q)?;
+    or_mirror(id_page(&state, &cursor, limit), || {
+        id_page_mirrored(&state, &cursor, limit)
+    })
+    .await
+    .map(Json)
+}
+
+async fn id_page(state: &FeedsState, cursor: &Cursor, limit: i64) -> Result<IdPage, ApiError> {
     let client = state.pool.get().await?;
     let rows = client
         .query(
@@ -166,7 +178,7 @@ pub(crate) async fn id_updates(
             &[&cursor.updated_at, &cursor.key, &limit],
         )
         .await?;
-    let mut next = cursor;
+    let mut next = cursor.clone();
     let items = rows
         .iter()
         .map(|r| {
@@ -183,10 +195,38 @@ pub(crate) async fn id_updates(
             }
         })
         .collect();
-    Ok(Json(IdPage {
+    Ok(IdPage {
         items,
         cursor: next.encode(),
-    }))
+    })
+}
+
+fn id_page_mirrored(state: &FeedsState, cursor: &Cursor, limit: i64) -> Option<IdPage> {
+    let mirror = &state.mirrors.profiles;
+    if !mirror.synced() {
+        return None;
+    }
+    let mut next = cursor.clone();
+    let items = mirror
+        .page(&(cursor.updated_at, cursor.key.clone()), limit as usize)
+        .into_iter()
+        .map(|((at, pd), p)| {
+            next = Cursor {
+                updated_at: at,
+                key: pd.clone(),
+            };
+            IdItem {
+                drivers: state.caches.profiles.drivers_of(&pd),
+                driver_license_pd_id: pd,
+                deptrans_id: p.deptrans_id,
+                updated_at: at,
+            }
+        })
+        .collect();
+    Some(IdPage {
+        items,
+        cursor: next.encode(),
+    })
 }
 
 /// KRT's session statuses in write order, for other services' caches.
@@ -213,6 +253,18 @@ pub(crate) async fn status_updates(
     state.keys.check(&headers)?;
     let Query(q) = q.map_err(query_error)?;
     let (cursor, limit) = page_args(&state, &q)?;
+    or_mirror(status_page(&state, &cursor, limit), || {
+        status_page_mirrored(&state, &cursor, limit)
+    })
+    .await
+    .map(Json)
+}
+
+async fn status_page(
+    state: &FeedsState,
+    cursor: &Cursor,
+    limit: i64,
+) -> Result<StatusPage, ApiError> {
     let client = state.pool.get().await?;
     let rows = client
         .query(
@@ -223,7 +275,7 @@ pub(crate) async fn status_updates(
             &[&cursor.updated_at, &cursor.key, &limit],
         )
         .await?;
-    let mut next = cursor;
+    let mut next = cursor.clone();
     let items = rows
         .iter()
         .map(|r| {
@@ -242,10 +294,63 @@ pub(crate) async fn status_updates(
             }
         })
         .collect();
-    Ok(Json(StatusPage {
+    Ok(StatusPage {
         items,
         cursor: next.encode(),
-    }))
+    })
+}
+
+fn status_page_mirrored(state: &FeedsState, cursor: &Cursor, limit: i64) -> Option<StatusPage> {
+    let mirror = &state.mirrors.sessions;
+    if !mirror.synced() {
+        return None;
+    }
+    let mut next = cursor.clone();
+    let items = mirror
+        .page(&(cursor.updated_at, cursor.key.clone()), limit as usize)
+        .into_iter()
+        .map(|((at, pd), s)| {
+            next = Cursor {
+                updated_at: at,
+                key: pd.clone(),
+            };
+            StatusItem {
+                drivers: state.caches.profiles.drivers_of(&pd),
+                driver_license_pd_id: pd,
+                session_status: s.session_status,
+                status_at: s.status_at,
+                ended_at: s.ended_at,
+                updated_at: at,
+            }
+        })
+        .collect();
+    Some(StatusPage {
+        items,
+        cursor: next.encode(),
+    })
+}
+
+/// How long a read waits for PostgreSQL before the mirror answers instead.
+const PG_READ: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// PostgreSQL's answer when it comes within [`PG_READ`]; else (down or slow) the mirror's,
+/// when it has one (`crate::mirror`), so the caller is served from memory rather than failed.
+pub(crate) async fn or_mirror<T>(
+    pg: impl std::future::Future<Output = Result<T, ApiError>>,
+    mirrored: impl FnOnce() -> Option<T>,
+) -> Result<T, ApiError> {
+    let err = match tokio::time::timeout(PG_READ, pg).await {
+        Ok(Ok(answer)) => return Ok(answer),
+        Ok(Err(e)) => e,
+        Err(_) => ApiError::Unavailable("PostgreSQL did not answer in time".into()),
+    };
+    match mirrored() {
+        Some(answer) => {
+            tracing::debug!(error = ?err, "PostgreSQL unavailable: answered from the mirror");
+            Ok(answer)
+        }
+        None => Err(err),
+    }
 }
 
 #[cfg(test)]
