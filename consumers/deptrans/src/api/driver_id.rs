@@ -97,6 +97,7 @@ pub(crate) struct IdStatus {
         (status = 400, description = "Missing or bad header, named in `field`", body = ErrorBody),
         (status = 404, description = "`driver_not_found`: no licence known for this driver", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "PostgreSQL unavailable and nothing mirrored yet; retry after `Retry-After`", body = ErrorBody),
     ),
     tag = "driver"
 )]
@@ -159,7 +160,7 @@ pub(crate) struct BindRequest {
         (status = 404, description = "`driver_not_found`: no licence known", body = ErrorBody),
         (status = 409, description = "`deptrans_id_mismatch`: KRT says the id is not the driver's", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "KRT or personal unavailable; retry after `Retry-After`", body = ErrorBody),
+        (status = 503, description = "KRT, personal or PostgreSQL unavailable; retry after `Retry-After`", body = ErrorBody),
     ),
     tag = "driver"
 )]

@@ -58,15 +58,22 @@ impl ApiError {
     }
 }
 
+/// A statement PostgreSQL refused is a 500; a connection that failed or closed is PostgreSQL
+/// being away: 503, retry.
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
-        Self::Internal(e.to_string())
+        if e.as_db_error().is_some() {
+            Self::Internal(e.to_string())
+        } else {
+            Self::Unavailable(format!("PostgreSQL unavailable: {e}"))
+        }
     }
 }
 
+/// No connection could be had: PostgreSQL is away (503, retry).
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Internal(e.to_string())
+        Self::Unavailable(format!("PostgreSQL unavailable: {e}"))
     }
 }
 

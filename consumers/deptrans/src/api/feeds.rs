@@ -150,6 +150,7 @@ fn page_args(state: &FeedsState, q: &PageQuery) -> Result<(Cursor, i64), ApiErro
         (status = 400, description = "Bad `cursor` or `limit`, named in `field`", body = ErrorBody),
         (status = 401, description = "`unauthorized`: missing or unknown API key", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "PostgreSQL unavailable and nothing mirrored yet; retry after `Retry-After`", body = ErrorBody),
     ),
     tag = "internal"
 )]
@@ -242,6 +243,7 @@ fn id_page_mirrored(state: &FeedsState, cursor: &Cursor, limit: i64) -> Option<I
         (status = 400, description = "Bad `cursor` or `limit`, named in `field`", body = ErrorBody),
         (status = 401, description = "`unauthorized`: missing or unknown API key", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "PostgreSQL unavailable and nothing mirrored yet; retry after `Retry-After`", body = ErrorBody),
     ),
     tag = "internal"
 )]

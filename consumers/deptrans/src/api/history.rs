@@ -96,6 +96,7 @@ fn required(value: Option<String>, field: &str) -> Result<String, ApiError> {
         (status = 400, description = "Missing `park_id` or `driver_id`, or a bad `limit`, named in `field`", body = ErrorBody),
         (status = 401, description = "`unauthorized`: missing or unknown API key", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "PostgreSQL unavailable; retry after `Retry-After`", body = ErrorBody),
     ),
     tag = "internal"
 )]

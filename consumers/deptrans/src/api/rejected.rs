@@ -140,6 +140,7 @@ fn decode(s: &str) -> Option<Position> {
         (status = 400, description = "Bad `cursor`, `limit` or `reason`, named in `field`", body = ErrorBody),
         (status = 401, description = "`unauthorized`: missing or unknown API key", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "PostgreSQL unavailable; retry after `Retry-After`", body = ErrorBody),
     ),
     tag = "internal"
 )]
@@ -208,6 +209,7 @@ pub(crate) async fn list(
         (status = 400, description = "Bad body, the field named in `field`", body = ErrorBody),
         (status = 401, description = "`unauthorized`: missing or unknown API key", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "PostgreSQL unavailable; retry after `Retry-After`", body = ErrorBody),
     ),
     tag = "internal"
 )]
