@@ -54,6 +54,28 @@ pub struct DeptransConfig {
     pub queue_metrics_interval_ms: u64,
     /// How long shutdown waits for in-flight work.
     pub drain_timeout_ms: u64,
+    /// The supply-loss gauges (`[supply]`).
+    pub supply: SupplyConfig,
+}
+
+/// The supply-loss gauges: drivers active in the configured regions and categories in the last
+/// `window_minutes`, split by KRT state, recomputed every `interval_ms` from memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupplyConfig {
+    /// A driver is active for this long after an online or busy status that passed the filter
+    /// (1-1440).
+    pub window_minutes: u32,
+    pub interval_ms: u64,
+}
+
+impl Default for SupplyConfig {
+    fn default() -> Self {
+        Self {
+            window_minutes: 15,
+            interval_ms: 15_000,
+        }
+    }
 }
 
 impl Default for DeptransConfig {
@@ -77,6 +99,7 @@ impl Default for DeptransConfig {
             retention_batch: 1_000,
             queue_metrics_interval_ms: 5_000,
             drain_timeout_ms: 10_000,
+            supply: SupplyConfig::default(),
         }
     }
 }
@@ -448,6 +471,15 @@ impl DeptransConfig {
         self.validate_sources()?;
         if !(1..=30).contains(&self.retention_days) {
             return Err(invalid("retention_days", "must be between 1 and 30"));
+        }
+        if !(1..=1440).contains(&self.supply.window_minutes) {
+            return Err(invalid(
+                "supply.window_minutes",
+                "must be between 1 and 1440",
+            ));
+        }
+        if self.supply.interval_ms == 0 {
+            return Err(invalid("supply.interval_ms", "must be positive"));
         }
         if self.regions.is_empty() {
             return Err(invalid("regions", "at least one region is required"));

@@ -337,6 +337,8 @@ pub struct StatusConsumer {
     pub linger: Duration,
     pub retry_backoff: Duration,
     pub metrics: Arc<DeptransMetrics>,
+    /// Drivers whose online or busy status passed the filter (supply gauges).
+    pub active: Arc<super::supply::ActiveDrivers>,
 }
 
 impl StatusConsumer {
@@ -436,6 +438,13 @@ impl StatusConsumer {
                                 msg = self.consumer.recv() => {
                                     if let Ok(msg) = msg {
                                         next.add(&msg, &sources, &self.metrics);
+                                        // A partition assigned during the outage is not paused
+                                        // yet: pause what is owned now, so `next` stays bounded.
+                                        if next.len() >= self.batch_max {
+                                            if let Some(now) = self.pause_all() {
+                                                paused = Some(now);
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -484,6 +493,9 @@ impl StatusConsumer {
         let kept = newest_per_driver(self.filter.apply(events).await?);
         if kept.is_empty() {
             return Ok(());
+        }
+        for e in &kept {
+            self.active.saw(&e.park_id, &e.driver_id, e.status);
         }
         upsert(&self.pool, &kept).await?;
         self.metrics.upsert_statements.inc();

@@ -42,6 +42,7 @@ pub mod records;
 pub mod rejected;
 pub mod retention;
 pub mod sender;
+pub mod supply;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -150,6 +151,8 @@ pub async fn run(
         });
     }
 
+    // Drivers active lately, marked by the consumer, counted by the supply gauges.
+    let active = Arc::new(supply::ActiveDrivers::default());
     if cfg.consumer.enabled {
         let sources = cfg.sources();
         // A dead-letter topic that is missing would hold its source's partitions up.
@@ -186,6 +189,7 @@ pub async fn run(
             linger: Duration::from_millis(cfg.consumer.batch_linger_ms),
             retry_backoff,
             metrics: metrics.clone(),
+            active: active.clone(),
         };
         let stop = shutdown.token();
         tasks.spawn(
@@ -237,6 +241,21 @@ pub async fn run(
         let days = cfg.retention_days;
         tasks.spawn("mirror", async move {
             mirrors.follow(pool, MIRROR_INTERVAL, days, stop).await;
+            Ok(())
+        });
+    }
+    {
+        let (active, caches, mirrors, metrics, stop) = (
+            active.clone(),
+            caches.clone(),
+            mirrors.clone(),
+            metrics.clone(),
+            shutdown.token(),
+        );
+        let window = Duration::from_secs(u64::from(cfg.supply.window_minutes) * 60);
+        let every = Duration::from_millis(cfg.supply.interval_ms);
+        tasks.spawn("supply", async move {
+            supply::run(active, caches, mirrors, metrics, window, every, stop).await;
             Ok(())
         });
     }

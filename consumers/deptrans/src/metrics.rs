@@ -10,6 +10,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 pub const EVENTS: &str = "switchyard_deptrans_events";
+pub const ACTIVE_DRIVERS: &str = "switchyard_deptrans_active_drivers";
 pub const CONSUMED: &str = "switchyard_deptrans_consumed";
 pub const UPSERT_STATEMENTS: &str = "switchyard_deptrans_upsert_statements";
 pub const UPSERT_FAILURES: &str = "switchyard_deptrans_upsert_failures";
@@ -44,6 +45,13 @@ pub const CACHE_CATEGORIES: &str = "driver-categories";
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
+}
+
+/// A driver's state as KRT sees it (`crate::supply`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SupplyLabels {
+    /// `bound_open_shift`, `bound_no_shift` or `unbound`.
+    pub krt: &'static str,
 }
 
 /// Why a row left the queue unsent (`crate::rejected::reason`).
@@ -119,6 +127,8 @@ type DurationFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 pub struct DeptransMetrics {
     pub registry: Registry,
     pub events: Family<OutcomeLabels, Counter>,
+    /// Drivers active in the regions and categories lately, by KRT state (supply loss).
+    pub active_drivers: Family<SupplyLabels, Gauge>,
     pub consumed: Counter,
     pub upsert_statements: Counter,
     pub upsert_failures: Counter,
@@ -160,6 +170,12 @@ pub struct DeptransMetrics {
 }
 
 impl DeptransMetrics {
+    pub fn supply(&self, krt: &'static str, n: i64) {
+        self.active_drivers
+            .get_or_create(&SupplyLabels { krt })
+            .set(n);
+    }
+
     pub fn event(&self, outcome: &'static str, n: u64) {
         self.events
             .get_or_create(&OutcomeLabels { outcome })
@@ -233,6 +249,7 @@ impl Default for DeptransMetrics {
         let m = Self {
             registry: Registry::default(),
             events: Family::default(),
+            active_drivers: Family::default(),
             consumed: Counter::default(),
             upsert_statements: Counter::default(),
             upsert_failures: Counter::default(),
@@ -272,6 +289,15 @@ impl Default for DeptransMetrics {
             "Status events by outcome (stored, outside_region, ...)",
             m.events.clone(),
         );
+        registry.register(
+            ACTIVE_DRIVERS,
+            "Drivers active in the configured regions and categories within supply.window_minutes, \
+             by KRT state: bound_open_shift, bound_no_shift, unbound (supply loss)",
+            m.active_drivers.clone(),
+        );
+        for krt in ["bound_open_shift", "bound_no_shift", "unbound"] {
+            m.active_drivers.get_or_create(&SupplyLabels { krt }).set(0);
+        }
         registry.register(
             CONSUMED,
             "Records read from the status topic",

@@ -164,3 +164,71 @@ async fn a_drivers_history_keeps_every_status_sent_and_shift_state_newest_first(
     assert_eq!(anon.status(), 401);
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supply_gauges_split_active_drivers_by_krt_state() {
+    let env = env(1).await;
+    let f = &env.fakes.state;
+    for d in ["a", "b", "c", "d"] {
+        f.add_driver("p", d, &format!("L-{d}"), &["econom"], MOSCOW.0, MOSCOW.1);
+    }
+    f.add_driver("p", "e", "L-e", &["econom"], SPB.0, SPB.1);
+    {
+        let mut ids = f.krt_ids.lock().unwrap();
+        ids.insert("0000000001".into(), "L-a".into());
+        ids.insert("0000000002".into(), "L-b".into());
+    }
+    // KRT names a driver with a bound id by that id.
+    f.refuse("id:0000000002");
+    let mut cfg = env.config();
+    cfg.supply.interval_ms = 200;
+    let svc = start(cfg).await;
+    let http = reqwest::Client::new();
+    for (d, id) in [("a", "0000000001"), ("b", "0000000002")] {
+        let r = http
+            .post(svc.url("/driver/v1/deptrans-status/v1/id"))
+            .header("x-yataxi-park-id", "p")
+            .header("x-yataxi-driver-profile-id", d)
+            .json(&serde_json::json!({ "deptrans_id": id }))
+            .send()
+            .await
+            .expect("bind");
+        assert_eq!(r.status(), 200, "bind {d}");
+    }
+    let p = kafka::producer().expect("producer");
+    // a: bound, shift opened; b: bound, KRT refuses (no shift); c: no id; d: went offline;
+    // e: outside the regions.
+    for d in ["a", "b", "c", "d", "e"] {
+        produce(&p, &env.topic, "p", d, DriverStatusKind::Online, at(1)).await;
+    }
+    produce(&p, &env.topic, "p", "d", DriverStatusKind::Offline, at(2)).await;
+    let want = [
+        ("bound_open_shift", 1.0),
+        ("bound_no_shift", 1.0),
+        ("unbound", 1.0),
+    ];
+    let mut last = String::new();
+    for _ in 0..600 {
+        last = svc.metrics().await;
+        if want.iter().all(|(krt, n)| {
+            metric_value(
+                &last,
+                &format!("switchyard_deptrans_active_drivers{{krt=\"{krt}\"}}"),
+            ) == Some(*n)
+        }) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for (krt, n) in want {
+        assert_eq!(
+            metric_value(
+                &last,
+                &format!("switchyard_deptrans_active_drivers{{krt=\"{krt}\"}}")
+            ),
+            Some(n),
+            "{krt}"
+        );
+    }
+    svc.stop().await;
+}
