@@ -187,7 +187,7 @@ impl HttpSink {
 
 /// `e` and its causes, `: `-separated (reqwest's own message omits the cause, such as a
 /// refused address or a connection reset).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -136,7 +136,7 @@ impl Subscribers {
             Err(e) => {
                 tracing::error!(
                     file = %file.display(),
-                    error = %chain(&e),
+                    error = %http_target::chain(&e),
                     "config reload rejected; the running config stays"
                 );
                 "rejected"
@@ -154,7 +154,7 @@ impl Subscribers {
                 }
                 Err(e) => {
                     tracing::error!(
-                        error = %chain(&e),
+                        error = %http_target::chain(&e),
                         "config reload failed part-way; subscribers not started are retried at the next change"
                     );
                     "rejected"
@@ -405,16 +405,4 @@ fn fingerprint(config_file: &std::path::Path, plan: &Plan) -> Option<Vec<u8>> {
         bytes.extend(std::fs::read(integrations).unwrap_or_default());
     }
     Some(bytes)
-}
-
-/// `e` and its sources, `: `-separated (what the log says about a rejected file).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

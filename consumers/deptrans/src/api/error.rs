@@ -173,6 +173,20 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
     })
 }
 
+/// A page's `limit`: absent is 100; else an integer in `1..=max_page`, or a 400 naming it.
+pub(crate) fn limit_arg(raw: Option<&str>, max_page: i64) -> Result<i64, ApiError> {
+    match raw {
+        None => Ok(100),
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=max_page).contains(l))
+            .ok_or_else(|| {
+                ApiError::field("limit", format!("must be an integer in 1..={max_page}"))
+            }),
+    }
+}
+
 /// A query string the extractor could not parse, as a 400 naming the parameter when serde
 /// names it (`duplicate field `limit``, say).
 pub(crate) fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {

@@ -17,7 +17,7 @@ use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{query_error, ApiError, ErrorBody};
+use super::error::{limit_arg, query_error, ApiError, ErrorBody};
 use super::keys::ApiKeys;
 use crate::cache::Caches;
 use crate::upstream::DriverRef;
@@ -121,19 +121,7 @@ fn page_args(state: &FeedsState, q: &PageQuery) -> Result<(Cursor, i64), ApiErro
         Some(c) => Cursor::decode(c)
             .ok_or_else(|| ApiError::field("cursor", "is not a cursor this API issued"))?,
     };
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=state.max_page).contains(l))
-            .ok_or_else(|| {
-                ApiError::field(
-                    "limit",
-                    format!("must be an integer in 1..={}", state.max_page),
-                )
-            })?,
-    };
+    let limit = limit_arg(q.limit.as_deref(), state.max_page)?;
     Ok((cursor, limit))
 }
 

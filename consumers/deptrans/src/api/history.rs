@@ -13,7 +13,7 @@ use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{query_error, ApiError, ErrorBody};
+use super::error::{limit_arg, query_error, ApiError, ErrorBody};
 use super::keys::ApiKeys;
 use crate::cache::Caches;
 
@@ -109,19 +109,7 @@ pub(crate) async fn driver(
     let Query(q) = q.map_err(query_error)?;
     let park_id = required(q.park_id, "park_id")?;
     let driver_id = required(q.driver_id, "driver_id")?;
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=state.max_page).contains(l))
-            .ok_or_else(|| {
-                ApiError::field(
-                    "limit",
-                    format!("must be an integer in 1..={}", state.max_page),
-                )
-            })?,
-    };
+    let limit = limit_arg(q.limit.as_deref(), state.max_page)?;
     let client = state.pool.get().await?;
     let statuses = client
         .query(

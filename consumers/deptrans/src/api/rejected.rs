@@ -15,7 +15,7 @@ use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{parse_json, query_error, ApiError, ErrorBody};
+use super::error::{limit_arg, parse_json, query_error, ApiError, ErrorBody};
 use super::keys::ApiKeys;
 use crate::metrics::DeptransMetrics;
 use crate::rejected::{self, reason, Rejected};
@@ -157,19 +157,7 @@ pub(crate) async fn list(
             decode(c).ok_or_else(|| ApiError::field("cursor", "is not a cursor this API issued"))?
         }
     };
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=state.max_page).contains(l))
-            .ok_or_else(|| {
-                ApiError::field(
-                    "limit",
-                    format!("must be an integer in 1..={}", state.max_page),
-                )
-            })?,
-    };
+    let limit = limit_arg(q.limit.as_deref(), state.max_page)?;
     let wanted = match q.reason.as_deref() {
         None | Some("") => None,
         Some(r) => Some(
