@@ -31,6 +31,10 @@ pub struct ProxyConfig {
     pub strip_header_prefixes: Vec<String>,
     /// Time a client gets to send the request head before the connection is closed.
     pub header_read_timeout_ms: u64,
+    /// A kept-alive connection with no request in flight and no byte of the next one is
+    /// closed after this; longer than the clients' pool timeouts (Go's, reqwest's 90 s) so the
+    /// client lets a connection go before the proxy does.
+    pub idle_timeout_ms: u64,
     /// Upper bound on a whole request, head to last response byte, on every listener;
     /// then 504 `request_timeout` or, once the response has started, a cut connection.
     pub request_timeout_ms: u64,
@@ -64,6 +68,7 @@ impl Default for ProxyConfig {
                 .map(String::from)
                 .to_vec(),
             header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 120_000,
             request_timeout_ms: 60_000,
             max_body_bytes: 10 * 1024 * 1024,
             drain_timeout_ms: 10_000,
@@ -337,11 +342,14 @@ impl ProxyConfig {
                 "must differ from listen and partner_listen",
             ));
         }
-        if self.request_timeout_ms == 0 || self.header_read_timeout_ms == 0 {
-            return Err(InvalidConfig::key(
-                "request_timeout_ms",
-                "request_timeout_ms and header_read_timeout_ms must be > 0",
-            ));
+        for (key, ms) in [
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ] {
+            if ms == 0 {
+                return Err(InvalidConfig::key(key, "must be > 0"));
+            }
         }
         if self.allowed_hosts.is_empty() {
             return Err(InvalidConfig::key(

@@ -54,11 +54,13 @@ use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use switchyard_runtime::conn::{ConnDeadlines, ConnState, DeadlineIo, InFlight};
 use switchyard_runtime::{trace, Shutdown};
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -142,7 +144,10 @@ pub async fn serve(
     shutdown: Shutdown,
 ) {
     let graceful = GracefulShutdown::new();
-    let header_timeout = Duration::from_millis(config.header_read_timeout_ms);
+    let deadlines = ConnDeadlines {
+        header_read: Duration::from_millis(config.header_read_timeout_ms),
+        idle: Duration::from_millis(config.idle_timeout_ms),
+    };
     let count = match config.workers {
         0 => Workers::default_count(),
         n => n,
@@ -158,7 +163,7 @@ pub async fn serve(
         state: &state,
         graceful: &graceful,
         workers: &workers,
-        header_timeout,
+        deadlines,
     };
     tracing::info!(
         backends = state.backends.len(),
@@ -184,7 +189,7 @@ struct Serving<'a> {
     state: &'a Arc<ProxyState>,
     graceful: &'a GracefulShutdown,
     workers: &'a Workers,
-    header_timeout: Duration,
+    deadlines: ConnDeadlines,
 }
 
 /// Spawns a worker's job on the worker's own runtime.
@@ -218,7 +223,7 @@ async fn accept(role: Listener, listener: TcpListener, serving: &Serving<'_>, sh
         };
         let state = serving.state.clone();
         let watcher = serving.graceful.watcher();
-        let header_timeout = serving.header_timeout;
+        let deadlines = serving.deadlines;
         let handed = serving.workers.submit(Box::new(move || {
             Box::pin(async move {
                 // Registers the socket with this worker's runtime.
@@ -230,12 +235,22 @@ async fn accept(role: Listener, listener: TcpListener, serving: &Serving<'_>, sh
                     }
                 };
                 let flag = FramingFlag::default();
-                let io = TokioIo::new(SniffedIo::new(stream, flag.clone()));
-                let service =
-                    service_fn(move |req| handle(state.clone(), role, peer, flag.clone(), req));
+                // The header-read and idle deadlines are DeadlineIo's, not hyper's one timer,
+                // which also runs while a kept-alive connection waits and so closes it under a
+                // client reusing it (runtime::http::conn).
+                let conn_state = ConnState::new(deadlines);
+                let io = TokioIo::new(DeadlineIo::new(
+                    SniffedIo::new(stream, flag.clone()),
+                    conn_state.clone(),
+                ));
+                let service = service_fn(move |req| {
+                    let in_flight = conn_state.begin();
+                    let handled = handle(state.clone(), role, peer, flag.clone(), req);
+                    async move { Ok::<_, Infallible>(held_until_sent(handled.await, in_flight)) }
+                });
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
+                    .header_read_timeout(None)
                     .serve_connection(io, service);
                 if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(error = %e, "connection ended with an error");
@@ -249,13 +264,25 @@ async fn accept(role: Listener, listener: TcpListener, serving: &Serving<'_>, sh
     }
 }
 
+/// The response with the request counted in flight on its connection until its body is done,
+/// so neither connection deadline runs while an answer streams.
+fn held_until_sent(resp: Response<ProxyBody>, in_flight: InFlight) -> Response<ProxyBody> {
+    resp.map(|body| {
+        body.map_frame(move |frame| {
+            let _held = &in_flight;
+            frame
+        })
+        .boxed()
+    })
+}
+
 async fn handle(
     state: Arc<ProxyState>,
     role: Listener,
     peer: SocketAddr,
     framing: FramingFlag,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Response<ProxyBody> {
     let request_id = request_id(req.headers());
     let span = match role {
         Listener::Ops => tracing::Span::none(),
@@ -299,7 +326,7 @@ async fn handle(
         span.record("otel.status_code", "ERROR");
     }
     state.metrics.record_response(label, status);
-    Ok(resp)
+    resp
 }
 
 /// The server span of a proxied request, continuing the caller's trace when it sent a

@@ -155,3 +155,97 @@ async fn metric_labels_never_take_client_values() {
     assert!(!text.contains("junk"), "{text}");
     assert!(series < 60, "{series} series after 200 junk requests");
 }
+
+/// One HTTP/1.1 connection to the proxy that the test drives by hand.
+async fn keep_alive_conn(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http1::SendRequest<Body>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    let driven = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (send, driven)
+}
+
+/// A GET in origin form, as a client writes it on its own connection.
+fn origin_get(path: &str) -> http::Request<Body> {
+    http::Request::get(path)
+        .header("host", "127.0.0.1")
+        .header("x-api-tag", "scooter")
+        .header("x-proxy-key", CALLER_TOKEN)
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_waits_past_the_header_deadline_and_closes_when_idle() {
+    // hyper's header_read_timeout also ran while a kept-alive connection waited, so the proxy
+    // closed a pooled connection after 300 ms here, racing the client's reuse of it.
+    let (_backend, addr) = Backend::start().await;
+    let mut config = proxy_config(BTreeMap::from([(
+        "scooter".to_owned(),
+        backend_config(addr),
+    )]));
+    config.header_read_timeout_ms = 300;
+    config.idle_timeout_ms = 1_500;
+    let proxy = start_proxy(config).await;
+    let (mut send, driven) = keep_alive_conn(proxy.addr).await;
+    for round in 0..2 {
+        let resp = send.send_request(origin_get("/v1/rides")).await.unwrap();
+        assert_eq!(resp.status(), 200, "round {round}");
+        http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap();
+        // Idle for three header deadlines: the connection stays.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(!send.is_closed(), "closed while idle {round}");
+    }
+    // Past the idle deadline the proxy closes it.
+    tokio::time::timeout(Duration::from_secs(5), driven)
+        .await
+        .expect("connection still open 5 s after the idle deadline")
+        .unwrap();
+}
+
+/// A proxy with a 500 ms idle deadline and one connection to it.
+async fn short_idle_proxy() -> (
+    Backend,
+    Proxy,
+    hyper::client::conn::http1::SendRequest<Body>,
+) {
+    let (backend, addr) = Backend::start().await;
+    let mut config = proxy_config(BTreeMap::from([(
+        "scooter".to_owned(),
+        backend_config(addr),
+    )]));
+    config.header_read_timeout_ms = 300;
+    config.idle_timeout_ms = 500;
+    let proxy = start_proxy(config).await;
+    let (send, _driven) = keep_alive_conn(proxy.addr).await;
+    (backend, proxy, send)
+}
+
+#[tokio::test]
+async fn a_streaming_answer_is_not_cut_while_its_client_pauses() {
+    let (_backend, _proxy, mut send) = short_idle_proxy().await;
+    // More than the sockets' buffers hold: the backend is still sending during the pause.
+    let bytes = 64 * 1024 * 1024;
+    let resp = send
+        .send_request(origin_get(&format!("/v1/download?bytes={bytes}")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The answer is in flight: neither deadline runs while its client does not read.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("the answer was cut")
+        .to_bytes();
+    assert_eq!(body.len(), bytes);
+}

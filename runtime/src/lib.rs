@@ -4,6 +4,8 @@
 //! # Layout
 //!
 //! - [`config`]: layered config loading (compiled-in defaults, TOML file, env vars).
+//! - [`conn`]: a server connection's header-read and idle deadlines (every HTTP server,
+//!   the proxy included).
 //! - [`http`] (feature `http`): the ops routes (`/ping`, `/metrics`), the request-metrics
 //!   layer, the error body `{code, message, field}` and strict JSON parsing.
 //! - [`kafka`] (feature `kafka`): the one rdkafka client-config factory and the reading of
@@ -17,6 +19,7 @@
 //! - [`trace`]: W3C trace context in and out of records and requests.
 
 pub mod config;
+pub mod conn;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "kafka")]

@@ -11,13 +11,12 @@
 //! - [`json`]: [`json::read_limited`] and [`json::parse`], whose [`BadRequest`] each service
 //!   turns into its own error type.
 
-pub mod conn;
 pub mod error;
 pub mod json;
 pub mod ops;
 pub mod serve;
 
-pub use conn::ConnDeadlines;
+pub use crate::conn::ConnDeadlines;
 pub use error::{BadRequest, ErrorBody, Violation};
 pub use json::push_key;
 pub use ops::{ops_routes, RequestMetrics, RouteLabels, UNMATCHED_ROUTE};

@@ -21,8 +21,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use super::conn::{ConnDeadlines, ConnState, DeadlineIo, Tracker};
+use http_body_util::BodyExt;
+use std::sync::Arc;
+
 use super::ErrorBody;
+use crate::conn::{ConnDeadlines, ConnState, DeadlineIo};
 
 /// The state of the [`deadline`] layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +165,32 @@ fn is_length_limit(e: &axum::Error) -> bool {
         source = err.source();
     }
     false
+}
+
+/// Marks a connection's requests in flight, from the call until the response body is dropped.
+#[derive(Debug, Clone)]
+struct Tracker {
+    state: Arc<ConnState>,
+}
+
+impl Tracker {
+    fn new(state: Arc<ConnState>) -> Self {
+        Self { state }
+    }
+
+    /// Runs `app` on `req` with the request counted in flight until its body is done.
+    async fn call(self, app: axum::Router, req: Request) -> Response {
+        let in_flight = self.state.begin();
+        let resp = tower::ServiceExt::oneshot(app, req)
+            .await
+            .unwrap_or_else(|never| match never {});
+        resp.map(|body| {
+            Body::new(body.map_frame(move |frame| {
+                let _held = &in_flight;
+                frame
+            }))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@
 //!   This bound covers the protocol detection bytes too, which hyper's timer does not.
 //!
 //! [`DeadlineIo`] wraps the accepted stream and enforces both on reads (a read past a deadline
-//! fails with `TimedOut`, and hyper closes the connection); [`Tracker`] tells it when a request
-//! is in flight: from the service call until the response body is dropped. While a request is
+//! fails with `TimedOut`, and hyper closes the connection); an [`InFlight`] guard from
+//! [`ConnState::begin`] tells it when a request is in flight: from the service call until the
+//! response body is dropped (`http::serve` for the axum services, the proxy for itself). While a request is
 //! in flight neither deadline runs (the request deadline layer bounds the body and the answer).
 //! An HTTP/2 connection (prior knowledge) has no heads to time; only `idle` applies to it.
 
@@ -24,10 +25,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::response::Response;
-use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -130,7 +127,18 @@ impl ConnState {
         }
     }
 
-    fn begin(self: &Arc<Self>) -> InFlight {
+    /// `n` bytes of an answer were written after its body was done (hyper still flushing the
+    /// tail it buffered to a client reading slowly): the connection is not idle yet, so the
+    /// idle wait starts again from now. No lock while a request is in flight.
+    fn wrote(&self, n: usize) {
+        if n > 0 && self.in_flight.load(Ordering::Acquire) == 0 {
+            self.clock().idle_since = Instant::now();
+        }
+    }
+
+    /// Counts a request in flight until the returned guard is dropped; the server holds it in
+    /// the response body.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
@@ -139,7 +147,7 @@ impl ConnState {
 /// A request in flight on a connection; dropping it (with the response body) may start the
 /// connection's idle wait.
 #[derive(Debug)]
-struct InFlight(Arc<ConnState>);
+pub struct InFlight(Arc<ConnState>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -203,7 +211,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.state.wrote(n);
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -219,37 +231,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.state.wrote(n);
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-}
-
-/// Marks a connection's requests in flight, from the call until the response body is dropped.
-#[derive(Debug, Clone)]
-pub struct Tracker {
-    state: Arc<ConnState>,
-}
-
-impl Tracker {
-    pub fn new(state: Arc<ConnState>) -> Self {
-        Self { state }
-    }
-
-    /// Runs `app` on `req` with the request counted in flight until its body is done.
-    pub async fn call(self, app: axum::Router, req: Request) -> Response {
-        let in_flight = self.state.begin();
-        let resp = tower::ServiceExt::oneshot(app, req)
-            .await
-            .unwrap_or_else(|never| match never {});
-        resp.map(|body| {
-            Body::new(body.map_frame(move |frame| {
-                let _held = &in_flight;
-                frame
-            }))
-        })
     }
 }
 
@@ -286,6 +276,24 @@ mod tests {
             s.deadline().unwrap(),
             (start + Duration::from_secs(95), "idle")
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writing_the_tail_of_an_answer_keeps_the_connection_from_idling() {
+        let s = state();
+        let req = s.begin();
+        drop(req); // the body is done; hyper may still hold part of it
+        tokio::time::advance(Duration::from_secs(50)).await;
+        s.wrote(16_384);
+        let now = Instant::now();
+        assert_eq!(
+            s.deadline().unwrap(),
+            (now + Duration::from_secs(60), "idle")
+        );
+        // While a request is in flight, writes take no lock and change nothing.
+        let _req = s.begin();
+        s.wrote(16_384);
+        assert_eq!(s.deadline(), None);
     }
 
     #[tokio::test(start_paused = true)]
