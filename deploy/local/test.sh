@@ -44,6 +44,12 @@ cargo build --release --workspace --bins --tests -q
 log "tests"
 cargo nextest run --release --workspace --no-fail-fast --failure-output final
 
+# Every test's captured output (nextest's JUnit report keeps passing tests' too) searched for the
+# tokens, webhook secrets, API keys and licences the test sources name, and for phone numbers and
+# JWTs by their shape (issue 15.7): one found fails the run.
+log "secrets in test logs"
+"$BIN"/log_scan "${CARGO_TARGET_DIR:-$ROOT/target}/nextest/default/junit.xml"
+
 # Every fuzz target for 10 s from its committed corpus (crash inputs found so far are kept there
 # as regression-* seeds), with a fixed seed: a new crash fails the run and leaves its input in
 # fuzz/artifacts/. Longer runs: deploy/local/fuzz.sh 600.

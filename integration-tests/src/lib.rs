@@ -12,6 +12,7 @@ pub mod fake_http;
 pub mod faults;
 pub mod kafka;
 pub mod load;
+pub mod log_scan;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
