@@ -1,6 +1,7 @@
 //! deptrans benchmark (prints figures; not a test): events/s from the topic into
 //! `deptrans.status_queue` with 10k distinct drivers, upsert statements per event, and sender
-//! rows/s to a KRT fake answering each bulk request after 5 ms. Uses the running broker and
+//! rows/s to a KRT fake answering each request after 20 ms, in `krt.mode = "bulk"` (the
+//! baseline) and in `"single"` (one request per driver) with the default rate limit and without. Uses the running broker and
 //! PostgreSQL (`deploy/local/`), a fresh database and a fresh topic.
 
 // Test and benchmark plumbing starts servers and clients directly; the clippy.toml bans guard
@@ -19,6 +20,7 @@ use integration_tests::deptrans_fakes::Fakes;
 use integration_tests::{kafka, kafka_settings, unique};
 use rdkafka::producer::FutureRecord;
 use switchyard_deptrans::cache::Caches;
+use switchyard_deptrans::config::KrtMode;
 use switchyard_deptrans::krt::{KrtClient, TokenStore};
 use switchyard_deptrans::metrics::DeptransMetrics;
 use switchyard_deptrans::sender::Sender;
@@ -37,9 +39,33 @@ struct Args {
     /// Topic partitions.
     #[arg(long, default_value_t = 6)]
     partitions: i32,
-    /// KRT fake latency per bulk request.
-    #[arg(long, default_value_t = 5)]
+    /// KRT fake latency per request (bulk or per driver).
+    #[arg(long, default_value_t = 20)]
     krt_delay_ms: u64,
+    /// Rows sent in each `single`-mode run (the bulk run sends every queued row).
+    #[arg(long, default_value_t = 2_000)]
+    single_rows: usize,
+}
+
+/// Puts the first `rows` of the snapshot taken after the consumer run back into an empty queue.
+async fn restore_queue(pool: &switchyard_runtime::pg::Pool, rows: usize) -> anyhow::Result<u64> {
+    let conn = pool.get().await?;
+    conn.batch_execute("DELETE FROM deptrans.status_queue")
+        .await?;
+    let limit = i64::try_from(rows).unwrap_or(i64::MAX);
+    Ok(conn
+        .execute(
+            "INSERT INTO deptrans.status_queue (park_id, driver_id, status, updated_at) \
+             SELECT park_id, driver_id, status, updated_at FROM bench_queue \
+             ORDER BY driver_id LIMIT $1",
+            &[&limit],
+        )
+        .await?)
+}
+
+fn krt_calls(fakes: &Fakes) -> u64 {
+    fakes.state.push_calls.load(Ordering::Relaxed)
+        + fakes.state.single_calls.load(Ordering::Relaxed)
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -149,13 +175,17 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let http = reqwest::Client::new();
+    let mut first = None;
     let (consumed, statements) = loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let Ok(resp) = http.get(format!("http://{addr}/metrics")).send().await else {
             continue;
         };
         let text = resp.text().await?;
         let consumed = metric(&text, "switchyard_deptrans_consumed_total");
+        if consumed > 0.0 && first.is_none() {
+            first = Some((started.elapsed().as_secs_f64(), consumed));
+        }
         if consumed >= total as f64 {
             break (
                 consumed,
@@ -174,12 +204,20 @@ async fn main() -> anyhow::Result<()> {
         "consume -> status_queue: {consumed} events in {secs:.2} s = {:.0} events/s (includes group join and cache fill)",
         consumed / secs
     );
+    if let Some((at, n)) = first {
+        println!(
+            "  of which start-up (group join, cache fill) until the first events stored: {at:.2} s; \
+             then {:.0} events/s",
+            (consumed - n) / (secs - at)
+        );
+    }
     println!(
         "upsert statements: {statements} = {:.4} statements/event",
         statements / consumed
     );
 
-    // Sender: drain the queue (one row per driver) to a KRT fake that answers after a delay.
+    // Sender: drain the queue (one row per driver) to a KRT fake that answers after a delay,
+    // once per KRT mode, each run starting from the same rows.
     fakes
         .state
         .push_delay_ms
@@ -191,45 +229,81 @@ async fn main() -> anyhow::Result<()> {
         .fill(&upstream)
         .await
         .map_err(|(c, e)| anyhow::anyhow!("{c}: {e}"))?;
-    let metrics = Arc::new(DeptransMetrics::default());
-    let tokens = Arc::new(TokenStore::new(
-        pool.clone(),
-        KrtClient::new(&cfg.krt)?,
-        &cfg.krt,
-        metrics.clone(),
-    ));
-    let sender = Sender {
-        pool: pool.clone(),
-        caches,
-        upstream,
-        tokens,
-        cfg: cfg.sender.clone(),
-        metrics,
-    };
-    let queued: i64 = pool
-        .get()
+    pool.get()
         .await?
-        .query_one("SELECT count(*) FROM deptrans.status_queue", &[])
-        .await?
-        .get(0);
-    let started = Instant::now();
-    let mut sent = 0;
-    loop {
-        let r = sender.run_once().await?;
-        sent += r.sent;
-        if r.claimed == 0 {
-            break;
+        .batch_execute(
+            "CREATE TABLE bench_queue AS SELECT park_id, driver_id, status, updated_at \
+             FROM deptrans.status_queue",
+        )
+        .await?;
+    let runs = [
+        (KrtMode::Bulk, cfg.sender.concurrency, 0, usize::MAX),
+        (
+            KrtMode::Single,
+            cfg.sender.concurrency,
+            cfg.krt.single_rate_per_sec,
+            args.single_rows,
+        ),
+        (KrtMode::Single, 32, 0, args.single_rows),
+    ];
+    let mut bulk_rate = None;
+    for (mode, concurrency, rate, rows) in runs {
+        let mut cfg = cfg.clone();
+        cfg.krt.mode = mode;
+        cfg.krt.single_rate_per_sec = rate;
+        cfg.sender.concurrency = concurrency;
+        let queued = restore_queue(&pool, rows).await? as usize;
+        let metrics = Arc::new(DeptransMetrics::default());
+        let tokens = Arc::new(TokenStore::new(
+            pool.clone(),
+            KrtClient::new(&cfg.krt)?,
+            &cfg.krt,
+            metrics.clone(),
+        ));
+        let sender = Sender {
+            pool: pool.clone(),
+            caches: caches.clone(),
+            upstream: upstream.clone(),
+            tokens,
+            cfg: cfg.sender.clone(),
+            metrics,
+        };
+        let calls_before = krt_calls(&fakes);
+        let started = Instant::now();
+        let mut sent = 0;
+        loop {
+            let r = sender.run_once().await?;
+            sent += r.sent;
+            if r.claimed == 0 {
+                break;
+            }
         }
+        let secs = started.elapsed().as_secs_f64();
+        let per_sec = sent as f64 / secs;
+        let ratio = match bulk_rate {
+            None => {
+                bulk_rate = Some(per_sec);
+                String::from("baseline")
+            }
+            Some(b) => format!("{:.3}x bulk", per_sec / b),
+        };
+        let shape = match mode {
+            KrtMode::Bulk => format!("bulk {}", cfg.sender.bulk_size),
+            KrtMode::Single if rate == 0 => "rate unlimited".to_string(),
+            KrtMode::Single => format!("rate limit {rate}/s"),
+        };
+        println!(
+            "sender {mode:?}: {sent} of {queued} rows in {secs:.2} s = {per_sec:.0} rows/s ({ratio}); \
+             {} KRT requests; KRT fake {} ms per request, {shape}, concurrency {concurrency}, batch {}",
+            krt_calls(&fakes) - calls_before,
+            args.krt_delay_ms,
+            cfg.sender.batch_size
+        );
+        anyhow::ensure!(
+            sent == queued,
+            "sender {mode:?} sent {sent} of {queued} rows"
+        );
     }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "sender: {sent} of {queued} rows in {secs:.2} s = {:.0} rows/s (KRT fake {} ms per bulk request, bulk {}, concurrency {}, batch {})",
-        sent as f64 / secs,
-        args.krt_delay_ms,
-        cfg.sender.bulk_size,
-        cfg.sender.concurrency,
-        cfg.sender.batch_size
-    );
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))
         .await
