@@ -132,6 +132,7 @@ pub fn ingress_caller(
         name: name.to_owned(),
         token_sha256: Some(hash.iter().map(|b| format!("{b:02x}")).collect()),
         token_file: None,
+        client_cn: None,
         routes: routes.iter().map(|r| (*r).to_owned()).collect(),
         trusted_identity_headers,
     }

@@ -34,6 +34,7 @@ mod hot_reload;
 mod idempotent;
 mod ingress;
 mod ingress_auth;
+mod ingress_mtls;
 mod kafka_cluster;
 mod kafka_tools;
 mod mark_notify;

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use switchyard_runtime::http::tls::ClientCert;
 
 use crate::error::ApiError;
 use crate::metrics::AuthLabels;
@@ -51,6 +52,10 @@ pub struct CallerConfig {
     /// A file holding the token itself (a mounted secret); read once at start, hashed in memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// mTLS: the caller is whoever presents a client certificate, verified against
+    /// `tls.client_ca_file`, whose subject's common name is this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cn: Option<String>,
     /// Route names this caller may use (see the module doc).
     pub routes: Vec<String>,
     /// mark-notify: the caller is the API gateway, whose `X-YaTaxi-*`/`X-Yandex-UID` identity
@@ -160,8 +165,17 @@ fn parse_permissions(key: &str, names: &[String]) -> Result<Vec<Permission>, Aut
 /// A caller with its hashed credential, ready to check requests against.
 struct Caller {
     principal: Principal,
-    hash: [u8; 32],
+    credential: Credential,
     routes: Vec<Permission>,
+}
+
+/// How a caller proves who it is.
+#[derive(PartialEq)]
+enum Credential {
+    /// SHA-256 of its bearer token or API key.
+    Token([u8; 32]),
+    /// Its client certificate's common name.
+    ClientCn(String),
 }
 
 /// Who made a request, put in the request's extensions for the handlers.
@@ -219,11 +233,22 @@ impl Auth {
                     format!("{:?} is configured twice", c.name),
                 ));
             }
-            let hash = match (&c.token_sha256, &c.token_file) {
-                (Some(hex), None) => parse_hex32(&hex.to_ascii_lowercase()).ok_or_else(|| {
-                    invalid(format!("{key}.token_sha256"), "must be 64 hex digits")
-                })?,
-                (None, Some(path)) => {
+            let credential = match (&c.token_sha256, &c.token_file, &c.client_cn) {
+                (Some(hex), None, None) => {
+                    Credential::Token(parse_hex32(&hex.to_ascii_lowercase()).ok_or_else(|| {
+                        invalid(format!("{key}.token_sha256"), "must be 64 hex digits")
+                    })?)
+                }
+                (None, None, Some(cn)) => {
+                    if cn.trim().is_empty() || cn.trim() != cn {
+                        return Err(invalid(
+                            format!("{key}.client_cn"),
+                            "must be a certificate common name, without surrounding spaces",
+                        ));
+                    }
+                    Credential::ClientCn(cn.clone())
+                }
+                (None, Some(path), None) => {
                     let text =
                         std::fs::read_to_string(path).map_err(|source| AuthError::TokenFile {
                             key: format!("{key}.token_file"),
@@ -237,19 +262,19 @@ impl Auth {
                             "the token must be at least 16 characters",
                         ));
                     }
-                    sha256(token.as_bytes())
+                    Credential::Token(sha256(token.as_bytes()))
                 }
                 _ => {
                     return Err(invalid(
                         key,
-                        "set exactly one of token_sha256 and token_file",
+                        "set exactly one of token_sha256, token_file and client_cn",
                     ))
                 }
             };
-            if callers.iter().any(|o| o.hash == hash) {
+            if callers.iter().any(|o| o.credential == credential) {
                 return Err(invalid(
                     key,
-                    "uses the same token as another caller: every caller needs its own",
+                    "uses the same credential as another caller: every caller needs its own",
                 ));
             }
             callers.push(Caller {
@@ -257,7 +282,7 @@ impl Auth {
                     name: Arc::from(c.name.as_str()),
                     trusted_identity_headers: c.trusted_identity_headers,
                 },
-                hash,
+                credential,
                 routes: parse_permissions(&format!("{key}.routes"), &c.routes)?,
             });
         }
@@ -275,12 +300,29 @@ impl Auth {
         let presented = sha256(token.as_bytes());
         let mut found = None;
         for c in &self.callers {
-            let eq: bool = c.hash.ct_eq(&presented).into();
+            let Credential::Token(hash) = &c.credential else {
+                continue;
+            };
+            let eq: bool = hash.ct_eq(&presented).into();
             if eq && found.is_none() {
                 found = Some(c);
             }
         }
         found
+    }
+
+    /// The caller named by a verified client certificate's common name.
+    fn identify_cert(&self, common_name: &str) -> Option<&Caller> {
+        self.callers
+            .iter()
+            .find(|c| matches!(&c.credential, Credential::ClientCn(cn) if cn == common_name))
+    }
+
+    /// Whether a caller authenticates by client certificate.
+    pub fn uses_client_certs(&self) -> bool {
+        self.callers
+            .iter()
+            .any(|c| matches!(c.credential, Credential::ClientCn(_)))
     }
 
     fn open(&self, route: &Route) -> bool {
@@ -353,46 +395,61 @@ pub async fn require(State(state): State<AppState>, mut req: Request, next: Next
             })
             .inc();
     };
-    let principal = match credential(req.headers()) {
-        Err(()) => {
+    // A known caller on a route: allowed, or 403 outside its routes.
+    let decide = |c: &Caller| -> Result<Principal, ApiError> {
+        if !c.routes.iter().any(|p| p.allows(&route)) {
+            count(&c.principal.name, "forbidden");
+            tracing::info!(caller = %c.principal.name, route = %template, "caller refused on route");
+            return Err(ApiError::Forbidden(format!(
+                "caller {} may not use {template}",
+                c.principal.name
+            )));
+        }
+        count(&c.principal.name, "allowed");
+        Ok(c.principal.clone())
+    };
+    let cert = req.extensions().get::<ClientCert>().cloned();
+    let cert_caller = cert
+        .as_ref()
+        .and_then(|c| c.common_name.as_deref())
+        .and_then(|cn| auth.identify_cert(cn));
+    // A bearer token or API key, when sent, decides; a client certificate otherwise.
+    let principal = match (credential(req.headers()), cert_caller) {
+        (Err(()), _) => {
             count(UNKNOWN_CALLER, "unauthenticated");
             return ApiError::Unauthenticated(
                 "malformed credential: send `Authorization: Bearer <token>` or `X-Api-Key`".into(),
             )
             .into_response();
         }
-        Ok(None) if auth.open(&route) => {
+        (Ok(None), Some(c)) => match decide(c) {
+            Ok(p) => p,
+            Err(refused) => return refused.into_response(),
+        },
+        (Ok(None), None) if auth.open(&route) => {
             count(UNKNOWN_CALLER, "open");
             Principal {
                 name: Arc::from(UNKNOWN_CALLER),
                 trusted_identity_headers: false,
             }
         }
-        Ok(None) => {
+        (Ok(None), None) => {
             count(UNKNOWN_CALLER, "unauthenticated");
-            return ApiError::Unauthenticated(
-                "a credential is required: send `Authorization: Bearer <token>`".into(),
-            )
-            .into_response();
+            let message = match &cert {
+                Some(c) => format!("client certificate {} names no caller", c.subject),
+                None => "a credential is required: send `Authorization: Bearer <token>`".into(),
+            };
+            return ApiError::Unauthenticated(message).into_response();
         }
-        Ok(Some(token)) => match auth.identify(token) {
+        (Ok(Some(token)), _) => match auth.identify(token) {
             None => {
                 count(UNKNOWN_CALLER, "unauthenticated");
                 return ApiError::Unauthenticated("unknown credential".into()).into_response();
             }
-            Some(c) if !c.routes.iter().any(|p| p.allows(&route)) => {
-                count(&c.principal.name, "forbidden");
-                tracing::info!(caller = %c.principal.name, route = %template, "caller refused on route");
-                return ApiError::Forbidden(format!(
-                    "caller {} may not use {template}",
-                    c.principal.name
-                ))
-                .into_response();
-            }
-            Some(c) => {
-                count(&c.principal.name, "allowed");
-                c.principal.clone()
-            }
+            Some(c) => match decide(c) {
+                Ok(p) => p,
+                Err(refused) => return refused.into_response(),
+            },
         },
     };
     req.extensions_mut().insert(principal);
@@ -412,6 +469,7 @@ mod tests {
             name: name.into(),
             token_sha256: Some(hex(sha256(token.as_bytes()))),
             token_file: None,
+            client_cn: None,
             routes: routes.iter().map(|s| (*s).to_owned()).collect(),
             trusted_identity_headers: false,
         }

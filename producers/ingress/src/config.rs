@@ -38,6 +38,10 @@ pub struct IngressConfig {
     pub domain_events: crate::domain_events::DomainEventsConfig,
     /// Callers, their credentials and routes.
     pub auth: crate::auth::AuthConfig,
+    /// TLS, with optional client certificates (a caller may be named by its certificate's
+    /// common name: `auth.callers[].client_cn`). Unset: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<switchyard_runtime::http::tls::TlsConfig>,
 }
 
 impl Default for IngressConfig {
@@ -54,6 +58,7 @@ impl Default for IngressConfig {
             mark_notify: crate::mark_notify::MarkNotifyConfig::default(),
             domain_events: crate::domain_events::DomainEventsConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            tls: None,
         }
     }
 }

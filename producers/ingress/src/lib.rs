@@ -63,6 +63,8 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     /// Registered domain event types and versions with their compiled schemas.
     pub events: Arc<domain_events::Registry>,
+    /// `[tls]`: the acceptor, when the ingress serves TLS.
+    pub tls: Option<switchyard_runtime::http::Tls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,8 @@ pub enum StateError {
     Auth(#[from] auth::AuthError),
     #[error(transparent)]
     Registry(#[from] domain_events::RegistryError),
+    #[error(transparent)]
+    Tls(#[from] switchyard_runtime::http::tls::TlsError),
 }
 
 impl AppState {
@@ -78,6 +82,24 @@ impl AppState {
     /// registry named in `config`.
     pub fn new(config: IngressConfig, publisher: Publisher) -> Result<Self, StateError> {
         let auth = auth::Auth::from_config(&config.auth)?;
+        let tls = match &config.tls {
+            Some(tls) => Some(switchyard_runtime::http::tls::acceptor(tls)?),
+            None => None,
+        };
+        if auth.uses_client_certs()
+            && config
+                .tls
+                .as_ref()
+                .is_none_or(|t| t.client_ca_file.is_none())
+        {
+            return Err(auth::AuthError::Invalid {
+                key: "auth.callers".into(),
+                message:
+                    "a caller has client_cn, but no tls.client_ca_file asks for client certificates"
+                        .into(),
+            }
+            .into());
+        }
         let events = match &config.domain_events.registry_file {
             Some(file) => domain_events::Registry::load(file)?,
             None => domain_events::Registry::default(),
@@ -90,6 +112,7 @@ impl AppState {
             metrics: Arc::default(),
             auth: Arc::new(auth),
             events: Arc::new(events),
+            tls,
         };
         state.show_switches(&state.switches.load());
         Ok(state)
@@ -274,8 +297,9 @@ pub async fn run(
     }
     let publisher = state.publisher.clone();
     let conn = state.config.conn_deadlines();
+    let tls = state.tls.clone();
     let app = router(state);
-    tracing::info!(addr = ?listener.local_addr().ok(), "ingress listening");
-    switchyard_runtime::http::serve(listener, app, conn, shutdown.triggered()).await;
+    tracing::info!(addr = ?listener.local_addr().ok(), tls = tls.is_some(), "ingress listening");
+    switchyard_runtime::http::serve_with(listener, app, conn, tls, shutdown.triggered()).await;
     publisher.flush(Duration::from_secs(5));
 }

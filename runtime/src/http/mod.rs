@@ -15,9 +15,11 @@ pub mod error;
 pub mod json;
 pub mod ops;
 pub mod serve;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use crate::conn::ConnDeadlines;
 pub use error::{BadRequest, ErrorBody, Violation};
 pub use json::push_key;
 pub use ops::{ops_routes, RequestMetrics, RouteLabels, UNMATCHED_ROUTE};
-pub use serve::{serve, RequestDeadline};
+pub use serve::{serve, serve_with, RequestDeadline, Tls};

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::Extensions;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
@@ -58,6 +59,25 @@ pub async fn serve(
     conn: ConnDeadlines,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    serve_with(listener, app, conn, None, shutdown).await;
+}
+
+/// TLS for [`serve_with`] (feature `tls`); without the feature there is none to give.
+#[cfg(feature = "tls")]
+pub type Tls = super::tls::TlsAcceptor;
+#[cfg(not(feature = "tls"))]
+pub type Tls = std::convert::Infallible;
+
+/// [`serve`], over TLS when `tls` is given: the handshake runs on the connection's own task
+/// within [`ConnDeadlines::header_read`], and a verified client certificate reaches the
+/// handlers as a `tls::ClientCert` extension.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    conn: ConnDeadlines,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -74,35 +94,76 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let state = ConnState::new(conn);
-        let tracker = Tracker::new(state.clone());
+        let watcher = graceful.watcher();
         let app = app.clone();
-        let service = TowerToHyperService::new(tower::service_fn(
-            move |req: hyper::Request<hyper::body::Incoming>| {
-                let (tracker, app) = (tracker.clone(), app.clone());
-                async move {
-                    Ok::<_, std::convert::Infallible>(tracker.call(app, req.map(Body::new)).await)
-                }
-            },
-        ));
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // hyper's own header timer also runs while a kept-alive connection waits (and then
-        // closes it under a client reusing it); DeadlineIo keeps the two waits apart.
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(None);
-        let io = TokioIo::new(DeadlineIo::new(stream, state));
-        let conn = builder.serve_connection(io, service);
-        let conn = graceful.watch(conn.into_owned());
+        let tls = tls.clone();
         crate::shutdown::spawn_detached("http-connection", async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            match tls {
+                None => serve_conn(stream, Extensions::default(), app, conn, watcher).await,
+                #[cfg(feature = "tls")]
+                Some(acceptor) => {
+                    let shake = tokio::time::timeout(conn.header_read, acceptor.accept(stream));
+                    let stream = match shake.await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake past the header-read deadline");
+                            return;
+                        }
+                    };
+                    let mut ext = Extensions::default();
+                    let peer = stream.get_ref().1.peer_certificates();
+                    if let Some(leaf) = peer.and_then(<[_]>::first) {
+                        if let Some(cert) = super::tls::ClientCert::from_der(leaf) {
+                            ext.insert(cert);
+                        }
+                    }
+                    serve_conn(stream, ext, app, conn, watcher).await;
+                }
+                #[cfg(not(feature = "tls"))]
+                Some(never) => match never {},
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// One connection: `ext` (what the handshake learnt) is put on each of its requests.
+async fn serve_conn<S>(
+    stream: S,
+    ext: Extensions,
+    app: Router,
+    conn: ConnDeadlines,
+    watcher: Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let state = ConnState::new(conn);
+    let tracker = Tracker::new(state.clone());
+    let service = TowerToHyperService::new(tower::service_fn(
+        move |req: hyper::Request<hyper::body::Incoming>| {
+            let (tracker, app) = (tracker.clone(), app.clone());
+            let mut req = req.map(Body::new);
+            req.extensions_mut().extend(ext.clone());
+            async move { Ok::<_, std::convert::Infallible>(tracker.call(app, req).await) }
+        },
+    ));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's own header timer also runs while a kept-alive connection waits (and then
+    // closes it under a client reusing it); DeadlineIo keeps the two waits apart.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None);
+    let io = TokioIo::new(DeadlineIo::new(stream, state));
+    let conn = builder.serve_connection(io, service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// The request deadline: the body is read within it (408 `request_timeout` if it has not all
