@@ -29,6 +29,7 @@ export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$ROOT/fuzz/target}"
 log "building ${#TARGETS[@]} fuzz targets"
 cargo build --release --locked -q --target "$TRIPLE" $(printf -- '--bin %s ' "${TARGETS[@]}")
 BIN_DIR="$CARGO_TARGET_DIR/$TRIPLE/release"
+log "built; running each for ${SECONDS_EACH} s"
 
 failed=0
 printf '| target | seconds | executions | corpus | crashes |\n|---|---:|---:|---:|---:|\n'

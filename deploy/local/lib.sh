@@ -18,7 +18,12 @@ export SWITCHYARD_TEST_BOOTSTRAP="${SWITCHYARD_TEST_BOOTSTRAP:-$BOOTSTRAP}"
 KAFKA_DIR="$ROOT/deploy/kafka"
 KAFKA_LIB="$STATE/kafka/lib"
 
-log() { printf '\033[1m[switchyard]\033[0m %s\n' "$*" >&2; }
+# Every line says how long the outermost script has been running, so a slow phase shows.
+export SWITCHYARD_T0="${SWITCHYARD_T0:-$(date +%s)}"
+log() {
+  local t=$(($(date +%s) - SWITCHYARD_T0))
+  printf '\033[1m[switchyard +%d:%02d]\033[0m %s\n' $((t / 60)) $((t % 60)) "$*" >&2
+}
 
 # Root runs apt directly; others need sudo.
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

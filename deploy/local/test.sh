@@ -10,6 +10,8 @@ source "$(dirname "$0")/lib.sh"
 ensure_kafka_jars
 cd "$ROOT"
 ensure_cargo
+# A CI clone builds from nothing: incremental artifacts would only cost time and disk there.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked
