@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -17,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use switchyard_runtime::http::{query, BadRequest};
 
 use crate::control::Control;
 use crate::replay::{self, ReplaySource};
@@ -77,6 +79,17 @@ impl ApiError {
             "internal",
             "internal error, see the dispatcher log",
         )
+    }
+}
+
+impl From<BadRequest> for ApiError {
+    fn from(e: BadRequest) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: e.code,
+            message: e.message,
+            field: e.field,
+        }
     }
 }
 
@@ -260,7 +273,7 @@ async fn switch(
 
 #[derive(Deserialize)]
 struct LimitQuery {
-    limit: Option<usize>,
+    limit: Option<String>,
     subscriber: Option<String>,
 }
 
@@ -270,10 +283,11 @@ struct LimitQuery {
     path = "/admin/api/subscribers/{name}/dead-letters",
     params(
         ("name" = String, Path, description = "Subscriber name"),
-        ("limit" = Option<usize>, Query, description = "Records to return, 1-500 (default 50)"),
+        ("limit" = Option<i64>, Query, description = "Records to return, 1-500 (default 50)", minimum = 1, maximum = 500),
     ),
     responses(
         (status = 200, description = "Dead letters", body = DeadLetterList),
+        (status = 400, description = "`invalid_field`: `limit` is not an integer in 1-500", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`unknown_subscriber`", body = ErrorBody),
         (status = 500, description = "`internal`: the topic could not be read", body = ErrorBody),
@@ -283,13 +297,15 @@ struct LimitQuery {
 async fn dead_letters(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
-    Query(q): Query<LimitQuery>,
+    q: Result<Query<LimitQuery>, QueryRejection>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
+    let Query(q) = q.map_err(query::rejection)?;
     let h = state
         .control
         .get(&name)
         .ok_or_else(|| ApiError::no_subscriber(&name))?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let limit =
+        usize::try_from(query::page_limit("limit", q.limit.as_deref(), 50, 500)?).unwrap_or(50);
     let records = replay::browse_dead_letters(
         &state.control.plan().config.kafka,
         &h.dead_letter_topic,
@@ -401,10 +417,11 @@ async fn job(
     path = "/admin/api/attempts",
     params(
         ("subscriber" = Option<String>, Query, description = "Only this subscriber's attempts"),
-        ("limit" = Option<usize>, Query, description = "Rows to return, 1-1000 (default 100)"),
+        ("limit" = Option<i64>, Query, description = "Rows to return, 1-1000 (default 100)", minimum = 1, maximum = 1000),
     ),
     responses(
         (status = 200, description = "Attempts", body = AttemptList),
+        (status = 400, description = "`invalid_field`: `limit` is not an integer in 1-1000", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`attempt_log_disabled` or `unknown_subscriber`", body = ErrorBody),
         (status = 500, description = "`internal`: the log could not be read", body = ErrorBody),
@@ -413,8 +430,9 @@ async fn job(
 )]
 async fn attempts(
     State(state): State<Arc<AdminState>>,
-    Query(q): Query<LimitQuery>,
+    q: Result<Query<LimitQuery>, QueryRejection>,
 ) -> Result<Json<AttemptList>, ApiError> {
+    let Query(q) = q.map_err(query::rejection)?;
     let Some(pool) = &state.control.pool else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -427,7 +445,7 @@ async fn attempts(
             return Err(ApiError::no_subscriber(s));
         }
     }
-    let limit = i64::try_from(q.limit.unwrap_or(100).clamp(1, 1_000)).unwrap_or(100);
+    let limit = query::page_limit("limit", q.limit.as_deref(), 100, 1_000)?;
     let rows = crate::attempt_log::recent(pool, q.subscriber.as_deref(), limit)
         .await
         .map_err(ApiError::internal)?;

@@ -24,12 +24,47 @@ use crate::retry::{RetryState, H_ATTEMPTS, H_ERROR, H_NOT_BEFORE, H_ORIGIN, H_SU
 use crate::dead_letters::{committed, partitions, META_TIMEOUT};
 
 /// What to replay; `{"source": "dead-letters" | "topic", ...the selection's fields}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "kebab-case")]
 pub enum ReplaySource {
     DeadLetters(DeadLetterSelection),
     Topic(TopicSelection),
 }
+
+/// One object per source with `source` among its properties and nothing else allowed, as the
+/// parser takes it. (utoipa's own schema of a tagged enum is `allOf` the selection and the tag,
+/// where `additionalProperties: false` cannot be said, so it documented extra fields the parser
+/// refuses.)
+impl utoipa::PartialSchema for ReplaySource {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, Type,
+        };
+        use utoipa::openapi::RefOr;
+        fn variant(tag: &str, selection: RefOr<Schema>) -> RefOr<Schema> {
+            let RefOr::T(Schema::Object(mut object)) = selection else {
+                return selection;
+            };
+            let tag_schema = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([tag]))
+                .build();
+            object.properties.insert("source".into(), tag_schema.into());
+            object.required.insert(0, "source".into());
+            object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            RefOr::T(Schema::Object(object))
+        }
+        OneOfBuilder::new()
+            .item(variant("dead-letters", <DeadLetterSelection as utoipa::PartialSchema>::schema()))
+            .item(variant("topic", <TopicSelection as utoipa::PartialSchema>::schema()))
+            .description(Some(
+                "What to replay; `{\"source\": \"dead-letters\" | \"topic\", ...the selection's fields}`.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ReplaySource {}
 
 /// Dead letters: every one not replayed before (`from_beginning`: all of them), or the single
 /// record at `partition`/`offset`.
@@ -39,8 +74,10 @@ pub struct DeadLetterSelection {
     #[serde(default)]
     pub from_beginning: bool,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub partition: Option<i32>,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -49,16 +86,22 @@ pub struct DeadLetterSelection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopicSelection {
+    #[schema(min_length = 1, max_length = 249, pattern = "^[A-Za-z0-9._-]+$")]
     pub topic: String,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub partition: Option<i32>,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub from_offset: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub to_offset: Option<i64>,
     #[serde(default)]
+    #[schema(value_type = Option<switchyard_runtime::http::json::Rfc3339>)]
     pub from_time: Option<DateTime<Utc>>,
     #[serde(default)]
+    #[schema(value_type = Option<switchyard_runtime::http::json::Rfc3339>)]
     pub to_time: Option<DateTime<Utc>>,
 }
 
@@ -75,14 +118,47 @@ impl ReplaySource {
             });
         };
         let source = obj.remove("source");
-        match source.as_ref().and_then(Value::as_str) {
-            Some("dead-letters") => json::from_value(v).map(Self::DeadLetters),
-            Some("topic") => json::from_value(v).map(Self::Topic),
-            _ => Err(BadRequest::field(
-                "source",
-                r#"required, "dead-letters" or "topic""#,
-            )),
+        let parsed = match source.as_ref().and_then(Value::as_str) {
+            Some("dead-letters") => json::from_value(v).map(Self::DeadLetters)?,
+            Some("topic") => json::from_value(v).map(Self::Topic)?,
+            _ => {
+                return Err(BadRequest::field(
+                    "source",
+                    r#"required, "dead-letters" or "topic""#,
+                ))
+            }
+        };
+        parsed.validate()?;
+        Ok(parsed)
+    }
+
+    /// What the OpenAPI document says of each field beyond its type.
+    fn validate(&self) -> Result<(), BadRequest> {
+        let (partition, offsets) = match self {
+            Self::DeadLetters(d) => (d.partition, [("offset", d.offset), ("offset", None)]),
+            Self::Topic(t) => {
+                let plain = |b: u8| b.is_ascii_alphanumeric() || b"._-".contains(&b);
+                if !(1..=249).contains(&t.topic.len()) || !t.topic.bytes().all(plain) {
+                    return Err(BadRequest::field(
+                        "topic",
+                        "must be 1-249 characters of [A-Za-z0-9._-]",
+                    ));
+                }
+                (
+                    t.partition,
+                    [("from_offset", t.from_offset), ("to_offset", t.to_offset)],
+                )
+            }
+        };
+        if partition.is_some_and(|p| p < 0) {
+            return Err(BadRequest::field("partition", "must not be negative"));
         }
+        for (field, offset) in offsets {
+            if offset.is_some_and(|o| o < 0) {
+                return Err(BadRequest::field(field, "must not be negative"));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -235,11 +235,15 @@ pub(crate) fn split_versioned<'a>(path: &'a str, field: &str) -> Result<(&'a str
             "must be `<domain>.<name>.v<version>`, e.g. `tasks.task_assigned.v1`",
         )
     };
-    let (name, version) = path.rsplit_once(".v").ok_or_else(bad)?;
-    let version: u32 = version.parse().map_err(|_| bad())?;
-    if version == 0 || name.is_empty() {
+    // What the OpenAPI document says: `^.+\.v[1-9][0-9]{0,8}$`.
+    let (name, digits) = path.rsplit_once(".v").ok_or_else(bad)?;
+    let plain = (1..=9).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if !plain || name.is_empty() {
         return Err(bad());
     }
+    let version: u32 = digits.parse().map_err(|_| bad())?;
     Ok((name, version))
 }
 
@@ -305,8 +309,8 @@ fn envelope(
     post,
     path = "/v1/events/{event_type}",
     params(
-        ("event_type" = String, Path, description = "Type and schema version, `<domain>.<name>.v<N>`, e.g. `tasks.task_assigned.v1`"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Key consumers deduplicate on; default: a hash of type, version and body"),
+        ("event_type" = String, Path, description = "Type and schema version, `<domain>.<name>.v<N>`, e.g. `tasks.task_assigned.v1`", pattern = r"^.+\.v[1-9][0-9]{0,8}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Key consumers deduplicate on (1-200 visible ASCII); default: a hash of type, version and body", min_length = 1, max_length = 200, pattern = "^[ -~]+$"),
     ),
     request_body(content = Object, description = "The event payload, valid against `schemas/events/<event_type>.json`"),
     responses(
@@ -348,7 +352,13 @@ pub(crate) fn accept<'r>(
     let event = registry.lookup(name, version)?;
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
         Some(v) => match v.to_str() {
-            Ok(s) if !s.is_empty() && s.len() <= 200 => Some(s.to_owned()),
+            Ok(s)
+                if !s.is_empty()
+                    && s.len() <= 200
+                    && s.bytes().all(|b| (b' '..=b'~').contains(&b)) =>
+            {
+                Some(s.to_owned())
+            }
             _ => {
                 return Err(ApiError::header(
                     IDEMPOTENCY_KEY,

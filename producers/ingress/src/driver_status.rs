@@ -46,12 +46,14 @@ pub(crate) enum DriverStatusValue {
 #[serde(deny_unknown_fields)]
 pub(crate) struct DriverStatusRequest {
     /// Park (taxi company) id: 1-64 of `[A-Za-z0-9_-]`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub park_id: String,
     /// Driver profile id within the park: 1-64 of `[A-Za-z0-9_-]`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub driver_profile_id: String,
     pub status: DriverStatusValue,
     /// When the status changed (RFC 3339); the newer status wins downstream.
-    #[schema(value_type = String, format = DateTime)]
+    #[schema(value_type = switchyard_runtime::http::json::Rfc3339)]
     pub updated_at: DateTime<FixedOffset>,
 }
 

@@ -64,8 +64,14 @@ impl Default for MarkNotifyConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct SeenRequest {
     /// Notification kind, routes to integrations: 1-64 of `[a-z0-9_-]`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$")]
     pub tag: String,
     /// The notification's id within its tag: 1-256 printable characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub id: String,
 }
 
@@ -249,7 +255,7 @@ pub(crate) fn accept(headers: &HeaderMap, bytes: &[u8]) -> Result<(String, Envel
     request_body = SeenRequest,
     params(
         ("X-YaTaxi-UserId" = Option<String>, Header, description = "Client: user id (required for a client)"),
-        ("X-Yandex-UID" = Option<u64>, Header, description = "Client: account uid"),
+        ("X-Yandex-UID" = Option<u64>, Header, description = "Client: account uid", minimum = 1),
         ("X-YaTaxi-Bound-Uids" = Option<String>, Header, description = "Client: comma-separated bound uids, may be empty"),
         ("X-YaTaxi-PhoneId" = Option<String>, Header, description = "Client: personal phone id"),
         ("X-YaTaxi-Park-Id" = Option<String>, Header, description = "Driver: park id (with the profile id)"),

@@ -110,7 +110,7 @@ pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap) -> R
     get,
     path = "/v1/schemas/{schema}",
     params(
-        ("schema" = String, Path, description = "`<domain>.<name>.v<N>`, e.g. `tasks.task_assigned.v1`"),
+        ("schema" = String, Path, description = "`<domain>.<name>.v<N>`, e.g. `tasks.task_assigned.v1`", pattern = r"^.+\.v[1-9][0-9]{0,8}$"),
         ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer"),
     ),
     responses(

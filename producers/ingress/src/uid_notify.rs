@@ -30,16 +30,18 @@ pub(crate) enum LinkEventType {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UidNotifyRequest {
-    /// The full ("portal") account, > 0.
-    #[schema(minimum = 1)]
+    /// The full ("portal") account: 1 to 2^63-1.
+    #[serde(deserialize_with = "uid")]
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
     pub portal_uid: u64,
-    /// The phone-only ("phonish") account, > 0.
-    #[schema(minimum = 1)]
+    /// The phone-only ("phonish") account: 1 to 2^63-1.
+    #[serde(deserialize_with = "uid")]
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
     pub phonish_uid: u64,
     pub event_type: LinkEventType,
     /// When the identity provider saw the change (RFC 3339); defaults to the time received.
     #[serde(default)]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(value_type = Option<switchyard_runtime::http::json::Rfc3339>)]
     pub event_timestamp: Option<DateTime<FixedOffset>>,
 }
 
@@ -49,13 +51,53 @@ pub(crate) struct UidNotifyResponse {
     pub event_id: String,
 }
 
+/// A uid as the document says: a JSON integer from 1 to 2^63-1 (what a signed 64-bit consumer
+/// holds). JSON Schema counts `5781.0` as an integer, so a number with a zero fraction is taken
+/// too, but only below 2^53, where a float holds every integer exactly.
+fn uid<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct Uid;
+    impl serde::de::Visitor<'_> for Uid {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer from 1 to 9223372036854775807")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+            if (1..=i64::MAX as u64).contains(&v) {
+                Ok(v)
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self)),
+            }
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u64, E> {
+            const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+            if v.fract() == 0.0 && (1.0..EXACT).contains(&v) {
+                Ok(v as u64)
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    d.deserialize_any(Uid)
+}
+
 impl UidNotifyRequest {
     fn validate(&self) -> Result<(), ApiError> {
-        if self.portal_uid == 0 {
-            return Err(ApiError::field("portal_uid", "must be a positive integer"));
-        }
-        if self.phonish_uid == 0 {
-            return Err(ApiError::field("phonish_uid", "must be a positive integer"));
+        for (field, v) in [
+            ("portal_uid", self.portal_uid),
+            ("phonish_uid", self.phonish_uid),
+        ] {
+            if !(1..=i64::MAX as u64).contains(&v) {
+                return Err(ApiError::field(
+                    field,
+                    "must be an integer from 1 to 2^63-1",
+                ));
+            }
         }
         Ok(())
     }

@@ -10,10 +10,12 @@
 //!   layer, so a slow client cannot hold a connection past them.
 //! - [`json`]: [`json::read_limited`] and [`json::parse`], whose [`BadRequest`] each service
 //!   turns into its own error type.
+//! - [`query`]: page limits and `Query` rejections as the same 400 naming the parameter.
 
 pub mod error;
 pub mod json;
 pub mod ops;
+pub mod query;
 pub mod serve;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -89,8 +89,8 @@ pub(crate) struct IdStatus {
     get,
     path = "/driver/v1/deptrans-status/v1/id",
     params(
-        ("X-YaTaxi-Park-Id" = String, Header, description = "The driver's park"),
-        ("X-YaTaxi-Driver-Profile-Id" = String, Header, description = "The driver's profile"),
+        ("X-YaTaxi-Park-Id" = String, Header, description = "The driver's park", min_length = 1, max_length = 64, pattern = "^[ -~]+$"),
+        ("X-YaTaxi-Driver-Profile-Id" = String, Header, description = "The driver's profile", min_length = 1, max_length = 64, pattern = "^[ -~]+$"),
     ),
     responses(
         (status = 200, description = "Whether an id is bound (masked)", body = IdStatus),
@@ -142,6 +142,7 @@ pub(crate) async fn get_id(
 #[serde(deny_unknown_fields)]
 pub(crate) struct BindRequest {
     /// Exactly 10 digits.
+    #[schema(pattern = "^[0-9]{10}$")]
     pub deptrans_id: String,
 }
 
@@ -150,8 +151,8 @@ pub(crate) struct BindRequest {
     post,
     path = "/driver/v1/deptrans-status/v1/id",
     params(
-        ("X-YaTaxi-Park-Id" = String, Header, description = "The driver's park"),
-        ("X-YaTaxi-Driver-Profile-Id" = String, Header, description = "The driver's profile"),
+        ("X-YaTaxi-Park-Id" = String, Header, description = "The driver's park", min_length = 1, max_length = 64, pattern = "^[ -~]+$"),
+        ("X-YaTaxi-Driver-Profile-Id" = String, Header, description = "The driver's profile", min_length = 1, max_length = 64, pattern = "^[ -~]+$"),
     ),
     request_body = BindRequest,
     responses(

@@ -173,35 +173,37 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
     })
 }
 
-/// A page's `limit`: absent is 100; else an integer in `1..=max_page`, or a 400 naming it.
-pub(crate) fn limit_arg(raw: Option<&str>, max_page: i64) -> Result<i64, ApiError> {
-    match raw {
-        None => Ok(100),
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=max_page).contains(l))
-            .ok_or_else(|| {
-                ApiError::field("limit", format!("must be an integer in 1..={max_page}"))
-            }),
+/// A park or driver id in a query or body: 1-64 visible ASCII characters, as the X-YaTaxi
+/// headers carry them (PostgreSQL refuses a NUL in text, so it must never reach a statement).
+pub(crate) fn driver_ref(field: &str, value: &str) -> Result<(), ApiError> {
+    if (1..=64).contains(&value.len()) && value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            field,
+            "must be 1-64 visible ASCII characters",
+        ))
     }
 }
 
-/// A query string the extractor could not parse, as a 400 naming the parameter when serde
-/// names it (`duplicate field `limit``, say).
+/// A page's `limit`: absent is 100; else an integer in `1..=max_page`, or a 400 naming it.
+pub(crate) fn limit_arg(raw: Option<&str>, max_page: i64) -> Result<i64, ApiError> {
+    Ok(switchyard_runtime::http::query::page_limit(
+        "limit", raw, 100, max_page,
+    )?)
+}
+
+/// A query string the extractor could not parse, as a 400 naming the parameter.
 pub(crate) fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
-    let msg = rejection.body_text();
-    let named = msg.find('`').and_then(|s| {
-        msg[s + 1..]
-            .find('`')
-            .map(|l| msg[s + 1..s + 1 + l].to_owned())
-    });
-    match named {
-        Some(field) => ApiError::field(field, msg),
-        None => ApiError::BadRequest {
-            code: "invalid_query",
-            field: None,
-            message: msg,
-        },
+    switchyard_runtime::http::query::rejection(rejection).into()
+}
+
+impl From<switchyard_runtime::http::BadRequest> for ApiError {
+    fn from(e: switchyard_runtime::http::BadRequest) -> Self {
+        Self::BadRequest {
+            code: e.code,
+            field: e.field,
+            message: e.message,
+        }
     }
 }

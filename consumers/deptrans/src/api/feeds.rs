@@ -40,8 +40,8 @@ pub(crate) struct FeedsState {
 pub(crate) struct PageQuery {
     /// Where the previous page ended; absent or empty = from the beginning.
     pub cursor: Option<String>,
-    /// Items per page, 1 to `api.max_page` (default 100).
-    #[param(value_type = Option<i64>)]
+    /// Items per page, 1 to `api.max_page` (default 100; `api.max_page` is 1000 unless configured).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
 }
 

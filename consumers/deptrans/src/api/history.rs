@@ -13,7 +13,7 @@ use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{limit_arg, query_error, ApiError, ErrorBody};
+use super::error::{driver_ref, limit_arg, query_error, ApiError, ErrorBody};
 use super::keys::ApiKeys;
 use crate::cache::Caches;
 
@@ -31,10 +31,14 @@ pub(crate) struct HistoryState {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct HistoryQuery {
+    /// The driver's park.
+    #[param(required = true, min_length = 1, max_length = 64, pattern = "^[ -~]+$")]
     pub park_id: Option<String>,
+    /// The driver's profile.
+    #[param(required = true, min_length = 1, max_length = 64, pattern = "^[ -~]+$")]
     pub driver_id: Option<String>,
-    /// Entries of each list at most, 1 to `api.max_page` (default 100), newest first.
-    #[param(value_type = Option<i64>)]
+    /// Entries of each list at most, 1 to `api.max_page` (default 100; `api.max_page` is 1000 unless configured), newest first.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
 }
 
@@ -78,9 +82,11 @@ pub(crate) struct DriverHistory {
 }
 
 fn required(value: Option<String>, field: &str) -> Result<String, ApiError> {
-    value
+    let value = value
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::field(field, "is required"))
+        .ok_or_else(|| ApiError::field(field, "is required"))?;
+    driver_ref(field, &value)?;
+    Ok(value)
 }
 
 /// A driver's statuses sent to KRT and their licence's shift states, newest first.

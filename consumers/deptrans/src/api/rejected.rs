@@ -15,7 +15,7 @@ use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{limit_arg, parse_json, query_error, ApiError, ErrorBody};
+use super::error::{driver_ref, limit_arg, parse_json, query_error, ApiError, ErrorBody};
 use super::keys::ApiKeys;
 use crate::metrics::DeptransMetrics;
 use crate::rejected::{self, reason, Rejected};
@@ -38,11 +38,12 @@ pub(crate) struct RejectedState {
 pub(crate) struct RejectedQuery {
     /// Where the previous page ended; absent or empty = from the oldest.
     pub cursor: Option<String>,
-    /// Items per page, 1 to `api.max_page` (default 100).
-    #[param(value_type = Option<i64>)]
+    /// Items per page, 1 to `api.max_page` (default 100; `api.max_page` is 1000 unless configured).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// Only rows refused for this reason: `krt_refused`, `krt_rejected`, `krt_malformed`,
-    /// `no_licence`, `unknown_driver`.
+    /// `no_licence`, `unknown_driver`; absent or empty: every reason.
+    #[param(pattern = "^(|krt_refused|krt_rejected|krt_malformed|no_licence|unknown_driver)$")]
     pub reason: Option<String>,
 }
 
@@ -93,7 +94,9 @@ pub(crate) struct RejectedPage {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DriverKey {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[ -~]+$")]
     pub park_id: String,
+    #[schema(min_length = 1, max_length = 64, pattern = "^[ -~]+$")]
     pub driver_id: String,
 }
 
@@ -102,6 +105,7 @@ pub(crate) struct DriverKey {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RequeueRequest {
     /// 1 to 1000 drivers.
+    #[schema(min_items = 1, max_items = 1000)]
     pub drivers: Vec<DriverKey>,
 }
 
@@ -215,18 +219,8 @@ pub(crate) async fn requeue(
         ));
     }
     for (i, d) in req.drivers.iter().enumerate() {
-        if d.park_id.is_empty() {
-            return Err(ApiError::field(
-                format!("drivers[{i}].park_id"),
-                "must not be empty",
-            ));
-        }
-        if d.driver_id.is_empty() {
-            return Err(ApiError::field(
-                format!("drivers[{i}].driver_id"),
-                "must not be empty",
-            ));
-        }
+        driver_ref(&format!("drivers[{i}].park_id"), &d.park_id)?;
+        driver_ref(&format!("drivers[{i}].driver_id"), &d.driver_id)?;
     }
     let keys: Vec<(String, String)> = req
         .drivers
