@@ -195,3 +195,26 @@ kafka_wait() {
   tail -30 "$dir/logs/server.log" >&2 2>/dev/null || true
   return 1
 }
+
+# schemathesis (PyPI), for the API attack tests, in its own virtualenv under .local.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  local venv="$STATE/schemathesis"
+  if "$venv/bin/schemathesis" --version 2>/dev/null | grep -q " $SCHEMATHESIS_VERSION\$"; then
+    return
+  fi
+  # CPython 3.11.7 crashed inside hypothesis once under the full suite ("AST constructor
+  # recursion depth mismatch"): pyenv's 3.12, under which it ran clean, is taken when the machine has it.
+  local py=python3 newer=""
+  if command -v pyenv >/dev/null 2>&1; then
+    newer="$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12(\.[0-9]+)?$' | sort -V | tail -1)"
+    [ -z "$newer" ] || py="$(pyenv root)/versions/$newer/bin/python3"
+  fi
+  log "installing schemathesis $SCHEMATHESIS_VERSION into .local/schemathesis ($("$py" --version))"
+  if ! "$py" -m venv --clear "$venv"; then
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+    python3 -m venv --clear "$venv"
+  fi
+  "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+}

@@ -4,7 +4,6 @@
 # Kafka and PostgreSQL (the fault tests start a 3-node cluster of their own).
 source "$(dirname "$0")/lib.sh"
 
-"$ROOT/deploy/local/up.sh"
 # Kafka's own tools (the Kafka-tools test) and the 3-node cluster of the fault tests run from
 # these jars, also when SWITCHYARD_BOOTSTRAP_SERVERS names your Kafka.
 ensure_kafka_jars
@@ -43,6 +42,11 @@ cargo clippy --release --workspace --all-targets -q -- -D warnings
 log "build"
 cargo build --release --workspace --bins --tests -q
 
+# After the build, so that up.sh uses the CLI just built instead of building it on its own.
+SWITCHYARD_BUILT=1 "$ROOT/deploy/local/up.sh"
+# The API attack tests (issue 15.5) run schemathesis from PyPI.
+ensure_schemathesis
+
 log "tests"
 cargo nextest run --release --workspace --no-fail-fast --failure-output final
 
@@ -51,6 +55,11 @@ cargo nextest run --release --workspace --no-fail-fast --failure-output final
 # JWTs by their shape (issue 15.7): one found fails the run.
 log "secrets in test logs"
 "$BIN"/log_scan "${CARGO_TARGET_DIR:-$ROOT/target}/nextest/default/junit.xml"
+
+log "schemathesis against the ingress, admin and deptrans APIs (full reports: target/schemathesis/)"
+for report in "${CARGO_TARGET_DIR:-$ROOT/target}"/schemathesis/*.txt; do
+  sed -n '/^=* SUMMARY =*$/,$p' "$report"
+done
 
 # Every fuzz target for 10 s from its committed corpus (crash inputs found so far are kept there
 # as regression-* seeds), with a fixed seed: a new crash fails the run and leaves its input in

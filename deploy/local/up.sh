@@ -8,5 +8,7 @@ source "$(dirname "$0")/lib.sh"
 "$ROOT/deploy/local/kafka.sh"
 ensure_cargo
 cd "$ROOT"
-cargo build --release -q --bin switchyard
+# test.sh has just built every binary of the workspace (with the workspace's features): building
+# the CLI alone here would compile much of the tree again with another feature set.
+[ "${SWITCHYARD_BUILT:-}" = 1 ] || cargo build --release -q --bin switchyard
 "$BIN"/switchyard --bootstrap-servers "$BOOTSTRAP" topics apply --file deploy/topics.toml

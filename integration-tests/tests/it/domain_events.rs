@@ -46,7 +46,7 @@ pub(crate) async fn topics(partitions: i32) -> Topics {
 }
 
 /// `deploy/events.toml` with this test's topics and an absolute schema directory.
-fn registry(topics: &Topics) -> PathBuf {
+pub(crate) fn registry(topics: &Topics) -> PathBuf {
     let root = workspace_root();
     let text = std::fs::read_to_string(root.join("deploy/events.toml")).unwrap();
     let mut reg: toml::Value = toml::from_str(&text).unwrap();

@@ -41,6 +41,7 @@ mod mark_notify;
 mod operations;
 mod ops_assets;
 mod schema_evolution;
+mod schemathesis;
 mod slow_clients;
 mod traces;
 mod traces_deptrans;
