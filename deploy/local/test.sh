@@ -58,6 +58,7 @@ log "secrets in test logs"
 
 log "schemathesis against the ingress, admin and deptrans APIs (full reports: target/schemathesis/)"
 for report in "${CARGO_TARGET_DIR:-$ROOT/target}"/schemathesis/*.txt; do
+  echo "--- $(basename "$report" .txt)"
   sed -n '/^=* SUMMARY =*$/,$p' "$report"
 done
 

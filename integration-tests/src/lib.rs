@@ -138,6 +138,23 @@ pub fn ingress_caller(
     }
 }
 
+/// An ingress caller named `name` by its client certificate's common name `cn` (mTLS), allowed
+/// `routes`.
+pub fn ingress_cert_caller(
+    name: &str,
+    cn: &str,
+    routes: &[&str],
+) -> switchyard_ingress::auth::CallerConfig {
+    switchyard_ingress::auth::CallerConfig {
+        name: name.to_owned(),
+        token_sha256: None,
+        token_file: None,
+        client_cn: Some(cn.to_owned()),
+        routes: routes.iter().map(|r| (*r).to_owned()).collect(),
+        trusted_identity_headers: false,
+    }
+}
+
 /// An HTTP client that presents [`TEST_INGRESS_TOKEN`] (`Authorization: Bearer`) on every
 /// request; a request's own `Authorization` header wins.
 pub fn ingress_client() -> reqwest::Client {

@@ -114,16 +114,11 @@ async fn a_client_certificate_names_the_caller_and_its_routes() {
         client_ca_file: Some(write(&dir, "ca.pem", &ca.cert.pem())),
         client_cert: ClientCertMode::Optional,
     });
-    cfg.auth
-        .callers
-        .push(switchyard_ingress::auth::CallerConfig {
-            name: "identity-provider".into(),
-            token_sha256: None,
-            token_file: None,
-            client_cn: Some("identity-provider".into()),
-            routes: vec!["uid-notify".into()],
-            trusted_identity_headers: false,
-        });
+    cfg.auth.callers.push(ingress_cert_caller(
+        "identity-provider",
+        "identity-provider",
+        &["uid-notify"],
+    ));
     let ingress = start_ingress(cfg, None).await.unwrap();
     let url = |path: &str| format!("https://127.0.0.1:{}{path}", ingress.addr.port());
 
@@ -196,16 +191,11 @@ async fn a_client_certificate_names_the_caller_and_its_routes() {
 async fn a_caller_named_by_certificate_needs_a_client_ca() {
     let topic = unique("mtls-cfg");
     let mut cfg = ingress_config(&topic);
-    cfg.auth
-        .callers
-        .push(switchyard_ingress::auth::CallerConfig {
-            name: "identity-provider".into(),
-            token_sha256: None,
-            token_file: None,
-            client_cn: Some("identity-provider".into()),
-            routes: vec!["uid-notify".into()],
-            trusted_identity_headers: false,
-        });
+    cfg.auth.callers.push(ingress_cert_caller(
+        "identity-provider",
+        "identity-provider",
+        &["uid-notify"],
+    ));
     let err = start_ingress(cfg, None).await.err().expect("refused");
     assert!(err.to_string().contains("tls.client_ca_file"), "{err}");
 }

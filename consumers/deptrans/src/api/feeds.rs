@@ -167,27 +167,17 @@ async fn id_page(state: &FeedsState, cursor: &Cursor, limit: i64) -> Result<IdPa
             &[&cursor.updated_at, &cursor.key, &limit],
         )
         .await?;
-    let mut next = cursor.clone();
-    let items = rows
-        .iter()
-        .map(|r| {
-            let pd: String = r.get(0);
-            next = Cursor {
-                updated_at: r.get(2),
-                key: pd.clone(),
-            };
-            IdItem {
-                drivers: state.caches.profiles.drivers_of(&pd),
-                driver_license_pd_id: pd,
-                deptrans_id: r.get(1),
-                updated_at: r.get(2),
-            }
-        })
-        .collect();
-    Ok(IdPage {
-        items,
-        cursor: next.encode(),
-    })
+    let items = rows.iter().map(|r| {
+        let pd: String = r.get(0);
+        IdItem {
+            drivers: state.caches.profiles.drivers_of(&pd),
+            driver_license_pd_id: pd,
+            deptrans_id: r.get(1),
+            updated_at: r.get(2),
+        }
+    });
+    let (items, cursor) = page(cursor, items);
+    Ok(IdPage { items, cursor })
 }
 
 fn id_page_mirrored(state: &FeedsState, cursor: &Cursor, limit: i64) -> Option<IdPage> {
@@ -195,27 +185,17 @@ fn id_page_mirrored(state: &FeedsState, cursor: &Cursor, limit: i64) -> Option<I
     if !mirror.synced() {
         return None;
     }
-    let mut next = cursor.clone();
     let items = mirror
         .page(&(cursor.updated_at, cursor.key.clone()), limit as usize)
         .into_iter()
-        .map(|((at, pd), p)| {
-            next = Cursor {
-                updated_at: at,
-                key: pd.clone(),
-            };
-            IdItem {
-                drivers: state.caches.profiles.drivers_of(&pd),
-                driver_license_pd_id: pd,
-                deptrans_id: p.deptrans_id,
-                updated_at: at,
-            }
-        })
-        .collect();
-    Some(IdPage {
-        items,
-        cursor: next.encode(),
-    })
+        .map(|((at, pd), p)| IdItem {
+            drivers: state.caches.profiles.drivers_of(&pd),
+            driver_license_pd_id: pd,
+            deptrans_id: p.deptrans_id,
+            updated_at: at,
+        });
+    let (items, cursor) = page(cursor, items);
+    Some(IdPage { items, cursor })
 }
 
 /// KRT's session statuses in write order, for other services' caches.
@@ -265,29 +245,19 @@ async fn status_page(
             &[&cursor.updated_at, &cursor.key, &limit],
         )
         .await?;
-    let mut next = cursor.clone();
-    let items = rows
-        .iter()
-        .map(|r| {
-            let pd: String = r.get(0);
-            next = Cursor {
-                updated_at: r.get(4),
-                key: pd.clone(),
-            };
-            StatusItem {
-                drivers: state.caches.profiles.drivers_of(&pd),
-                driver_license_pd_id: pd,
-                session_status: r.get(1),
-                status_at: r.get(2),
-                ended_at: r.get(3),
-                updated_at: r.get(4),
-            }
-        })
-        .collect();
-    Ok(StatusPage {
-        items,
-        cursor: next.encode(),
-    })
+    let items = rows.iter().map(|r| {
+        let pd: String = r.get(0);
+        StatusItem {
+            drivers: state.caches.profiles.drivers_of(&pd),
+            driver_license_pd_id: pd,
+            session_status: r.get(1),
+            status_at: r.get(2),
+            ended_at: r.get(3),
+            updated_at: r.get(4),
+        }
+    });
+    let (items, cursor) = page(cursor, items);
+    Ok(StatusPage { items, cursor })
 }
 
 fn status_page_mirrored(state: &FeedsState, cursor: &Cursor, limit: i64) -> Option<StatusPage> {
@@ -295,29 +265,52 @@ fn status_page_mirrored(state: &FeedsState, cursor: &Cursor, limit: i64) -> Opti
     if !mirror.synced() {
         return None;
     }
-    let mut next = cursor.clone();
     let items = mirror
         .page(&(cursor.updated_at, cursor.key.clone()), limit as usize)
         .into_iter()
-        .map(|((at, pd), s)| {
-            next = Cursor {
-                updated_at: at,
-                key: pd.clone(),
-            };
-            StatusItem {
-                drivers: state.caches.profiles.drivers_of(&pd),
-                driver_license_pd_id: pd,
-                session_status: s.session_status,
-                status_at: s.status_at,
-                ended_at: s.ended_at,
-                updated_at: at,
-            }
-        })
-        .collect();
-    Some(StatusPage {
-        items,
-        cursor: next.encode(),
-    })
+        .map(|((at, pd), s)| StatusItem {
+            drivers: state.caches.profiles.drivers_of(&pd),
+            driver_license_pd_id: pd,
+            session_status: s.session_status,
+            status_at: s.status_at,
+            ended_at: s.ended_at,
+            updated_at: at,
+        });
+    let (items, cursor) = page(cursor, items);
+    Some(StatusPage { items, cursor })
+}
+
+/// An item of a feed, ordered by (`updated_at`, licence pd id): its place in the feed.
+trait FeedItem {
+    fn position(&self) -> Cursor;
+}
+
+impl FeedItem for IdItem {
+    fn position(&self) -> Cursor {
+        Cursor {
+            updated_at: self.updated_at,
+            key: self.driver_license_pd_id.clone(),
+        }
+    }
+}
+
+impl FeedItem for StatusItem {
+    fn position(&self) -> Cursor {
+        Cursor {
+            updated_at: self.updated_at,
+            key: self.driver_license_pd_id.clone(),
+        }
+    }
+}
+
+/// One page of a feed, read from PostgreSQL or from a mirror: its items and the cursor after
+/// the last one (`cursor` itself for an empty page, so the client asks again from there).
+fn page<I: FeedItem>(cursor: &Cursor, items: impl Iterator<Item = I>) -> (Vec<I>, String) {
+    let items: Vec<I> = items.collect();
+    let next = items
+        .last()
+        .map_or_else(|| cursor.clone(), FeedItem::position);
+    (items, next.encode())
 }
 
 /// How long a read waits for PostgreSQL before the mirror answers instead.

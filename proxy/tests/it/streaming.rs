@@ -5,12 +5,10 @@
 // service code.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::collections::BTreeMap;
 
+use crate::common::*;
 use axum::body::Body;
-use common::*;
 use http_body_util::BodyExt;
 
 const SIZE: u64 = 100 * 1024 * 1024;

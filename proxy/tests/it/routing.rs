@@ -5,12 +5,10 @@
 // service code.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::collections::BTreeMap;
 
+use crate::common::*;
 use axum::body::Body;
-use common::*;
 
 async fn setup() -> (Backend, Backend, Proxy, TestClient) {
     let (scooter, scooter_addr) = Backend::start().await;

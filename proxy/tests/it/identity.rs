@@ -5,12 +5,10 @@
 // service code.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use common::*;
+use crate::common::*;
 
 const HITS: &str = "switchyard_proxy_identity_cache_hits_total{identity=\"scooter\"}";
 const MISSES: &str = "switchyard_proxy_identity_cache_misses_total{identity=\"scooter\"}";

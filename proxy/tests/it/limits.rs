@@ -4,14 +4,12 @@
 // Test plumbing starts servers and clients directly; the clippy.toml bans guard service code.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common::*;
 use axum::body::Body;
 use bytes::Bytes;
-use common::*;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

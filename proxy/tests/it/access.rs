@@ -5,12 +5,10 @@
 // Test plumbing starts servers and clients directly; the clippy.toml bans guard service code.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::collections::BTreeMap;
 
+use crate::common::*;
 use axum::body::Body;
-use common::*;
 use switchyard_proxy::config::CallerConfig;
 
 const BIKES_TOKEN: &str = "bikes-only-caller-token-42";

@@ -5,14 +5,12 @@
 // Test plumbing starts servers and clients directly; the clippy.toml bans guard service code.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::common::*;
 use axum::body::Body;
-use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use switchyard_proxy::config::{CallbackConfig, JwtAlg, ProxyConfig, Secret, VerifyKeyConfig};
 
