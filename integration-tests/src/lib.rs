@@ -13,6 +13,7 @@ pub mod faults;
 pub mod kafka;
 pub mod load;
 pub mod log_scan;
+pub mod private_pg;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

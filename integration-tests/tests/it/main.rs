@@ -17,6 +17,7 @@ mod attempt_log;
 mod crate_edges;
 mod deptrans;
 mod deptrans_api;
+mod deptrans_faults;
 mod deptrans_json;
 mod deptrans_pg_down;
 mod deptrans_poison;
