@@ -255,6 +255,23 @@ pub fn envelope_headers(
     headers
 }
 
+/// The standard headers of `envelope` (see [`envelope_headers`]), with `trace` as the trace
+/// context: the envelope's own for a record that carries it on, the delivery's hop for a
+/// dispatcher topic sink that forwards it.
+pub fn envelope_headers_of(
+    envelope: &Envelope,
+    trace: Option<&events::v1::TraceContext>,
+) -> OwnedHeaders {
+    envelope_headers(
+        &envelope.event_type,
+        match &envelope.payload {
+            Some(events::v1::envelope::Payload::NotificationSeen(seen)) => Some(seen.tag.as_str()),
+            _ => None,
+        },
+        trace,
+    )
+}
+
 /// The one way to build an envelope record: `payload` is `envelope` encoded (the caller owns
 /// the bytes, the record borrows them), `key` the entity whose order matters.
 pub fn envelope_record<'a>(
@@ -266,16 +283,7 @@ pub fn envelope_record<'a>(
     FutureRecord::to(topic)
         .key(key)
         .payload(payload)
-        .headers(envelope_headers(
-            &envelope.event_type,
-            match &envelope.payload {
-                Some(events::v1::envelope::Payload::NotificationSeen(seen)) => {
-                    Some(seen.tag.as_str())
-                }
-                _ => None,
-            },
-            envelope.trace.as_ref(),
-        ))
+        .headers(envelope_headers_of(envelope, envelope.trace.as_ref()))
 }
 
 #[cfg(test)]

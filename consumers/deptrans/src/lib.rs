@@ -51,7 +51,7 @@ use std::time::Duration;
 /// How often the mirrors read what was written to their tables.
 const MIRROR_INTERVAL: Duration = Duration::from_millis(500);
 
-use switchyard_runtime::http::{ConnDeadlines, RequestDeadline};
+use switchyard_runtime::http::RequestDeadline;
 use switchyard_runtime::shutdown::{supervise, Tasks};
 use switchyard_runtime::topics::TopicSpec;
 use switchyard_runtime::Shutdown;
@@ -291,18 +291,8 @@ pub async fn run(
         metrics,
     };
     let app = RequestDeadline::INTERNAL.layer(api::router(state));
-    let stop = shutdown.token();
     tracing::info!(addr = ?listener.local_addr().ok(), "deptrans listening");
-    tasks.spawn("http", async move {
-        switchyard_runtime::http::serve(
-            listener,
-            app,
-            ConnDeadlines::DEFAULT,
-            stop.cancelled_owned(),
-        )
-        .await;
-        Ok(())
-    });
+    switchyard_runtime::http::serve_task(&mut tasks, listener, app, &shutdown);
 
     supervise(tasks, &shutdown, cfg.drain()).await
 }

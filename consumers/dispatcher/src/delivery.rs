@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use events::v1::envelope::Payload;
 use events::Envelope;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
@@ -47,22 +47,28 @@ pub(crate) struct TopicSink {
 }
 
 impl TopicSink {
-    async fn attempt(&self, key: Option<&[u8]>, event_id: &str, r: &Rendered) -> Attempt {
-        let mut headers = OwnedHeaders::new()
+    /// The record carries the source envelope's standard headers (`sy-event-type`, `sy-tag`, the
+    /// delivery's hop of the trace with the envelope's `tracestate`), so a consumer of the sink
+    /// topic filters and traces it like any envelope record, plus the delivery's own: event id,
+    /// idempotency key and, for a mark, the caller kind.
+    async fn attempt(&self, key: Option<&[u8]>, env: &Envelope, r: &Rendered) -> Attempt {
+        let hop = r.traceparent.as_ref().map(|tp| events::v1::TraceContext {
+            traceparent: tp.clone(),
+            tracestate: env
+                .trace
+                .as_ref()
+                .map(|t| t.tracestate.clone())
+                .unwrap_or_default(),
+        });
+        let mut headers = switchyard_runtime::kafka::envelope_headers_of(env, hop.as_ref())
             .insert(Header {
                 key: events::header::EVENT_ID,
-                value: Some(event_id),
+                value: Some(env.event_id.as_str()),
             })
             .insert(Header {
                 key: events::header::IDEMPOTENCY_KEY,
                 value: Some(r.idempotency_key.as_str()),
             });
-        if let Some(tp) = &r.traceparent {
-            headers = headers.insert(Header {
-                key: switchyard_runtime::trace::HEADER,
-                value: Some(tp.as_str()),
-            });
-        }
         if let Some(kind) = r.caller_kind {
             headers = headers.insert(Header {
                 key: events::header::CALLER_KIND,
@@ -332,8 +338,7 @@ impl Deliverer {
             let outcome = match &self.sink {
                 Sink::Http(http) => http.attempt(&env.event_id, &rendered).await,
                 Sink::Topic(t) => {
-                    t.attempt(job.key.as_deref(), &env.event_id, &rendered)
-                        .await
+                    t.attempt(job.key.as_deref(), &env, &rendered).await
                 }
             };
             drop(slot);

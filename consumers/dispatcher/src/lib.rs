@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use rdkafka::producer::FutureProducer;
-use switchyard_runtime::http::{ConnDeadlines, RequestDeadline};
+use switchyard_runtime::http::RequestDeadline;
 use switchyard_runtime::shutdown::{supervise, Tasks};
 use switchyard_runtime::topics::{ensure_topics, TopicError};
 use switchyard_runtime::Shutdown;
@@ -174,17 +174,7 @@ pub async fn run(
             metrics.http_requests.clone(),
             switchyard_runtime::http::RequestMetrics::layer,
         ));
-    let stop = shutdown.token();
-    tasks.spawn("http", async move {
-        switchyard_runtime::http::serve(
-            listener,
-            app,
-            ConnDeadlines::DEFAULT,
-            stop.cancelled_owned(),
-        )
-        .await;
-        Ok(())
-    });
+    switchyard_runtime::http::serve_task(&mut tasks, listener, app, &shutdown);
 
     let drain = Duration::from_millis(cfg.drain_timeout_ms + 2_000);
     supervise(tasks, &shutdown, drain).await

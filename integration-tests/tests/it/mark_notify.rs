@@ -153,6 +153,10 @@ async fn each_caller_kind_reaches_http_and_topic_targets_in_the_documented_forma
     for r in &records {
         let value = r.payload().unwrap();
         let key = String::from_utf8_lossy(r.key().unwrap()).into_owned();
+        // The source envelope's standard headers, beside the delivery's own.
+        assert_eq!(header(r, "sy-event-type").as_deref(), Some("mark.seen"));
+        assert_eq!(header(r, "sy-tag").as_deref(), Some("promo"));
+        assert!(header(r, "sy-event-id").is_some());
         match header(r, "sy-caller-kind").as_deref() {
             Some("client") => {
                 let m = ClientSeenRecord::decode(value).unwrap();

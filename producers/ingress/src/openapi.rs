@@ -51,19 +51,14 @@ pub fn document() -> String {
 
 #[cfg(test)]
 mod tests {
-    /// Fails when the committed document drifts from the code; regenerate with
-    /// `cargo run -p switchyard-ingress -- --print-openapi > schemas/openapi/ingress.json`.
+    /// Fails when the committed document drifts from the code.
     #[test]
     fn committed_openapi_matches_code() {
-        let path = concat!(
+        switchyard_runtime::http::openapi::assert_committed(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../schemas/openapi/ingress.json"
-        );
-        let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            committed == super::document(),
-            "schemas/openapi/ingress.json is stale: run \
-             `cargo run -p switchyard-ingress -- --print-openapi > schemas/openapi/ingress.json`"
+            "switchyard-ingress",
+            "ingress",
+            &super::document(),
         );
     }
 }

@@ -87,21 +87,6 @@ fn uid<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 
 impl UidNotifyRequest {
-    fn validate(&self) -> Result<(), ApiError> {
-        for (field, v) in [
-            ("portal_uid", self.portal_uid),
-            ("phonish_uid", self.phonish_uid),
-        ] {
-            if !(1..=i64::MAX as u64).contains(&v) {
-                return Err(ApiError::field(
-                    field,
-                    "must be an integer from 1 to 2^63-1",
-                ));
-            }
-        }
-        Ok(())
-    }
-
     fn into_envelope(self) -> (String, Envelope) {
         let (event, name) = match self.event_type {
             LinkEventType::Bind => (LinkEvent::Bind, event_type::UID_BIND),
@@ -131,8 +116,8 @@ impl UidNotifyRequest {
 
 /// The body checked and turned into its record key and envelope (the fuzz target's entry).
 pub(crate) fn accept(bytes: &[u8]) -> Result<(String, Envelope), ApiError> {
+    // The uid range is the deserializer's (`uid`): parsed means valid.
     let req: UidNotifyRequest = switchyard_runtime::http::json::parse(bytes)?;
-    req.validate()?;
     Ok(req.into_envelope())
 }
 
@@ -176,4 +161,30 @@ pub(crate) async fn handle(
     Ok(Json(UidNotifyResponse {
         event_id: envelope.event_id,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(portal: &str) -> Vec<u8> {
+        format!(r#"{{"portal_uid":{portal},"phonish_uid":7,"event_type":"bind"}}"#).into_bytes()
+    }
+
+    #[test]
+    fn uids_are_one_to_2_63_minus_1_and_a_bad_one_is_named() {
+        for ok in ["1", "9223372036854775807", "5781.0"] {
+            let (key, env) = accept(&body(ok)).unwrap_or_else(|e| panic!("{ok}: {e:?}"));
+            assert_eq!(key, "7");
+            assert_eq!(env.idempotency_key, format!("{}-7-bind", ok.trim_end_matches(".0")));
+        }
+        for bad in ["0", "-1", "9223372036854775808", "1.5", "9007199254740992.0", "\"5\""] {
+            match accept(&body(bad)) {
+                Err(ApiError::BadRequest { field, .. }) => {
+                    assert_eq!(field.as_deref(), Some("portal_uid"), "{bad}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
 }

@@ -11,9 +11,11 @@
 //! - [`json`]: [`json::read_limited`] and [`json::parse`], whose [`BadRequest`] each service
 //!   turns into its own error type.
 //! - [`query`]: page limits and `Query` rejections as the same 400 naming the parameter.
+//! - [`openapi`]: the drift check of a service's committed OpenAPI document.
 
 pub mod error;
 pub mod json;
+pub mod openapi;
 pub mod ops;
 pub mod query;
 pub mod serve;
@@ -24,4 +26,4 @@ pub use crate::conn::ConnDeadlines;
 pub use error::{BadRequest, ErrorBody, Violation};
 pub use json::push_key;
 pub use ops::{ops_routes, RequestMetrics, RouteLabels, UNMATCHED_ROUTE};
-pub use serve::{serve, serve_with, RequestDeadline, Tls};
+pub use serve::{serve, serve_task, serve_with, RequestDeadline, Tls};

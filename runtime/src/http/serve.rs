@@ -62,6 +62,21 @@ pub async fn serve(
     serve_with(listener, app, conn, None, shutdown).await;
 }
 
+/// [`serve`] as the supervised task `http` of `tasks`, until `shutdown` is triggered: how a
+/// service with one plain-HTTP API (dispatcher, deptrans) serves it.
+pub fn serve_task<E: Send + 'static>(
+    tasks: &mut crate::shutdown::Tasks<E>,
+    listener: TcpListener,
+    app: Router,
+    shutdown: &crate::Shutdown,
+) {
+    let stop = shutdown.triggered();
+    tasks.spawn("http", async move {
+        serve(listener, app, ConnDeadlines::DEFAULT, stop).await;
+        Ok(())
+    });
+}
+
 /// TLS for [`serve_with`] (feature `tls`); without the feature there is none to give.
 #[cfg(feature = "tls")]
 pub type Tls = super::tls::TlsAcceptor;

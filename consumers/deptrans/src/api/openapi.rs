@@ -41,19 +41,14 @@ pub(crate) fn document() -> String {
 
 #[cfg(test)]
 mod tests {
-    /// Fails when the committed document drifts from the code; regenerate with
-    /// `cargo run -p switchyard-deptrans -- --print-openapi > schemas/openapi/deptrans.json`.
+    /// Fails when the committed document drifts from the code.
     #[test]
     fn committed_openapi_matches_code() {
-        let path = concat!(
+        switchyard_runtime::http::openapi::assert_committed(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../schemas/openapi/deptrans.json"
-        );
-        let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            committed == super::document(),
-            "schemas/openapi/deptrans.json is stale: run \
-             `cargo run -p switchyard-deptrans -- --print-openapi > schemas/openapi/deptrans.json`"
+            "switchyard-deptrans",
+            "deptrans",
+            &super::document(),
         );
     }
 }

@@ -76,19 +76,14 @@ pub fn document() -> String {
 
 #[cfg(test)]
 mod tests {
-    /// Fails when the committed document drifts from the code; regenerate with
-    /// `cargo run -p switchyard-dispatcher -- --print-openapi > schemas/openapi/admin.json`.
+    /// Fails when the committed document drifts from the code.
     #[test]
     fn committed_openapi_matches_code() {
-        let path = concat!(
+        switchyard_runtime::http::openapi::assert_committed(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../schemas/openapi/admin.json"
-        );
-        let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            committed == super::document(),
-            "schemas/openapi/admin.json is stale: run \
-             `cargo run -p switchyard-dispatcher -- --print-openapi > schemas/openapi/admin.json`"
+            "switchyard-dispatcher",
+            "admin",
+            &super::document(),
         );
     }
 }
