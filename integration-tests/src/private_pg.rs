@@ -33,7 +33,15 @@ impl PrivatePg {
         }
         run(pg
             .cmd("initdb")
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&data))?;
         pg.ctl("start")?;
         Ok(pg)

@@ -190,13 +190,7 @@ impl Caches {
         metrics: Arc<DeptransMetrics>,
         stop: CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        switchyard_runtime::shutdown::every(every, &stop, || async {
             if let Err(e) = self.profiles.refresh(&upstream).await {
                 tracing::warn!(error = %e, cache = CACHE_PROFILES, "cache refresh failed, serving stale data");
                 metrics
@@ -215,6 +209,7 @@ impl Caches {
                     })
                     .inc();
             }
-        }
+        })
+        .await;
     }
 }

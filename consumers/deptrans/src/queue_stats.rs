@@ -58,13 +58,7 @@ pub(crate) async fn run(
     metrics: Arc<DeptransMetrics>,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    switchyard_runtime::shutdown::every(every, &stop, || async {
         match read(&pool).await {
             Ok(q) => {
                 metrics.queue_rows.set(q.due + q.deferred);
@@ -80,5 +74,6 @@ pub(crate) async fn run(
             }
             Err(e) => tracing::warn!(error = %e, "reading rejected rows failed"),
         }
-    }
+    })
+    .await;
 }

@@ -59,12 +59,7 @@ pub async fn run(
     metrics: Arc<DeptransMetrics>,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    switchyard_runtime::shutdown::every(every, &stop, || async {
         match purge(&pool, days, batch).await {
             Ok(n) => {
                 metrics.retention_deleted.inc_by(n);
@@ -74,5 +69,6 @@ pub async fn run(
             }
             Err(e) => tracing::warn!(error = %e, "retention pass failed"),
         }
-    }
+    })
+    .await;
 }

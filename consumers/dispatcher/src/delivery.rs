@@ -337,9 +337,7 @@ impl Deliverer {
             let started = Instant::now();
             let outcome = match &self.sink {
                 Sink::Http(http) => http.attempt(&env.event_id, &rendered).await,
-                Sink::Topic(t) => {
-                    t.attempt(job.key.as_deref(), &env, &rendered).await
-                }
+                Sink::Topic(t) => t.attempt(job.key.as_deref(), &env, &rendered).await,
             };
             drop(slot);
             attempts += 1;

@@ -145,7 +145,9 @@ async fn krt_down_a_postgres_restart_and_a_kill_end_with_each_latest_status_sent
     tokio::time::sleep(KRT_DOWN.saturating_sub(down_at.elapsed())).await;
     assert_eq!(f.pushed().len(), before, "KRT took nothing while down");
     assert!(
-        f.unavailable_answers.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        f.unavailable_answers
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0,
         "deptrans kept trying KRT while it was down"
     );
     f.krt_down.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -166,9 +168,10 @@ async fn krt_down_a_postgres_restart_and_a_kill_end_with_each_latest_status_sent
             (lic, (kind_name(*k).to_owned(), *t))
         })
         .collect();
-    eventually("every driver's latest status sent after the outage", || async {
-        latest_seen().len() == DRIVERS
-    })
+    eventually(
+        "every driver's latest status sent after the outage",
+        || async { latest_seen().len() == DRIVERS },
+    )
     .await;
     let drained = up_at.elapsed();
     // Anything sent twice would arrive within a few sender rounds.
@@ -193,7 +196,11 @@ async fn krt_down_a_postgres_restart_and_a_kill_end_with_each_latest_status_sent
             x.driver
         );
     }
-    assert_eq!(after.len(), DRIVERS, "one status per driver after the outage");
+    assert_eq!(
+        after.len(),
+        DRIVERS,
+        "one status per driver after the outage"
+    );
     println!(
         "after KRT came back: {DRIVERS} latest statuses sent once each in {} ms",
         drained.as_millis()

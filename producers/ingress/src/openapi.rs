@@ -44,21 +44,7 @@ impl Modify for Credentials {
 
 /// The document as committed in `schemas/openapi/ingress.json`.
 pub fn document() -> String {
-    let mut json = IngressApi::openapi().to_pretty_json().unwrap_or_default();
-    json.push('\n');
-    json
+    switchyard_runtime::http::openapi::render(&IngressApi::openapi())
 }
 
-#[cfg(test)]
-mod tests {
-    /// Fails when the committed document drifts from the code.
-    #[test]
-    fn committed_openapi_matches_code() {
-        switchyard_runtime::http::openapi::assert_committed(
-            env!("CARGO_MANIFEST_DIR"),
-            "switchyard-ingress",
-            "ingress",
-            &super::document(),
-        );
-    }
-}
+switchyard_runtime::openapi_drift_test!("switchyard-ingress", "ingress", document);

@@ -176,9 +176,19 @@ mod tests {
         for ok in ["1", "9223372036854775807", "5781.0"] {
             let (key, env) = accept(&body(ok)).unwrap_or_else(|e| panic!("{ok}: {e:?}"));
             assert_eq!(key, "7");
-            assert_eq!(env.idempotency_key, format!("{}-7-bind", ok.trim_end_matches(".0")));
+            assert_eq!(
+                env.idempotency_key,
+                format!("{}-7-bind", ok.trim_end_matches(".0"))
+            );
         }
-        for bad in ["0", "-1", "9223372036854775808", "1.5", "9007199254740992.0", "\"5\""] {
+        for bad in [
+            "0",
+            "-1",
+            "9223372036854775808",
+            "1.5",
+            "9007199254740992.0",
+            "\"5\"",
+        ] {
             match accept(&body(bad)) {
                 Err(ApiError::BadRequest { field, .. }) => {
                     assert_eq!(field.as_deref(), Some("portal_uid"), "{bad}");

@@ -1,4 +1,31 @@
-//! The drift check every service with an HTTP API runs over its committed OpenAPI document.
+//! A service's OpenAPI document as committed (`schemas/openapi/<name>.json`) and the drift test
+//! every service with an HTTP API runs over it ([`crate::openapi_drift_test`]).
+
+/// `api` as committed: pretty JSON and a final newline.
+pub fn render(api: &utoipa::openapi::OpenApi) -> String {
+    let mut json = api.to_pretty_json().unwrap_or_default();
+    json.push('\n');
+    json
+}
+
+/// The test `committed_openapi_matches_code`: fails when `schemas/openapi/<name>.json` drifts
+/// from `$document()`, naming the command that regenerates it (`cargo run -p <package> --
+/// --print-openapi`).
+#[macro_export]
+macro_rules! openapi_drift_test {
+    ($package:literal, $name:literal, $document:path) => {
+        #[cfg(test)]
+        #[test]
+        fn committed_openapi_matches_code() {
+            $crate::http::openapi::assert_committed(
+                env!("CARGO_MANIFEST_DIR"),
+                $package,
+                $name,
+                &$document(),
+            );
+        }
+    };
+}
 
 /// Panics unless `schemas/openapi/<name>.json` (from the workspace root, found from the
 /// service's `manifest_dir`, two folders down) equals `document`, the one the code derives; the

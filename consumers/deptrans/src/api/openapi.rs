@@ -34,21 +34,7 @@ pub(crate) struct DeptransApi;
 
 /// The document as committed in `schemas/openapi/deptrans.json`.
 pub(crate) fn document() -> String {
-    let mut json = DeptransApi::openapi().to_pretty_json().unwrap_or_default();
-    json.push('\n');
-    json
+    switchyard_runtime::http::openapi::render(&DeptransApi::openapi())
 }
 
-#[cfg(test)]
-mod tests {
-    /// Fails when the committed document drifts from the code.
-    #[test]
-    fn committed_openapi_matches_code() {
-        switchyard_runtime::http::openapi::assert_committed(
-            env!("CARGO_MANIFEST_DIR"),
-            "switchyard-deptrans",
-            "deptrans",
-            &super::document(),
-        );
-    }
-}
+switchyard_runtime::openapi_drift_test!("switchyard-deptrans", "deptrans", document);

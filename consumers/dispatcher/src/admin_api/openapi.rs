@@ -69,21 +69,7 @@ impl Modify for TaggedSelections {
 
 /// The document as committed in `schemas/openapi/admin.json`.
 pub fn document() -> String {
-    let mut json = AdminApi::openapi().to_pretty_json().unwrap_or_default();
-    json.push('\n');
-    json
+    switchyard_runtime::http::openapi::render(&AdminApi::openapi())
 }
 
-#[cfg(test)]
-mod tests {
-    /// Fails when the committed document drifts from the code.
-    #[test]
-    fn committed_openapi_matches_code() {
-        switchyard_runtime::http::openapi::assert_committed(
-            env!("CARGO_MANIFEST_DIR"),
-            "switchyard-dispatcher",
-            "admin",
-            &super::document(),
-        );
-    }
-}
+switchyard_runtime::openapi_drift_test!("switchyard-dispatcher", "admin", document);
