@@ -20,6 +20,11 @@ pub struct KafkaSettings {
     pub client_id: String,
     /// Upper bound for a produce to be acknowledged, after which the caller is told to retry.
     pub produce_timeout_ms: u64,
+    /// The consumer group protocol: `classic` (join/sync rounds, every member gives up every
+    /// partition on a rebalance) or `consumer` (KIP-848: the broker assigns, only moved
+    /// partitions are revoked; Kafka 4 brokers). Session and heartbeat timing are the
+    /// broker's under `consumer` (`group.consumer.*`).
+    pub group_protocol: GroupProtocol,
     /// Extra librdkafka properties (security, tuning) passed through unchanged.
     pub extra: BTreeMap<String, String>,
 }
@@ -30,9 +35,19 @@ impl Default for KafkaSettings {
             bootstrap_servers: "127.0.0.1:9092".into(),
             client_id: "switchyard".into(),
             produce_timeout_ms: 5_000,
+            group_protocol: GroupProtocol::default(),
             extra: BTreeMap::new(),
         }
     }
+}
+
+/// See [`KafkaSettings::group_protocol`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    #[default]
+    Classic,
+    Consumer,
 }
 
 impl KafkaSettings {
@@ -83,10 +98,19 @@ impl KafkaSettings {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "300000")
             .set("enable.partition.eof", "false");
+        match self.group_protocol {
+            GroupProtocol::Classic => {
+                cfg.set("group.protocol", "classic")
+                    .set("session.timeout.ms", "10000")
+                    .set("heartbeat.interval.ms", "1000");
+            }
+            // librdkafka refuses the session and heartbeat settings under KIP-848.
+            GroupProtocol::Consumer => {
+                cfg.set("group.protocol", "consumer");
+            }
+        }
         self.with_extra(cfg)
     }
 
@@ -115,6 +139,15 @@ pub trait ConsumerObserver: Send + Sync + 'static {
     fn lag(&self, topic: &str, partition: i32, lag: i64);
     /// `partition` of `topic` was taken away by a rebalance (its lag is another owner's now).
     fn revoked(&self, topic: &str, partition: i32);
+    /// Before `partitions` are taken away: finish or hand off their work, and return the
+    /// offsets to commit for them (`(topic, partition, next offset)`), which the context
+    /// commits synchronously before letting them go. It may block when `may_block` (the
+    /// callback runs in `block_in_place` on a multi-thread tokio runtime, so other tasks go on)
+    /// for as long as the group's rebalance timeout allows (`max.poll.interval.ms`).
+    fn revoking(&self, partitions: &[(String, i32)], may_block: bool) -> Vec<(String, i32, i64)> {
+        let _ = (partitions, may_block);
+        Vec::new()
+    }
     /// After every rebalance (assign or revoke): `owned` is every partition this consumer owns
     /// now; `partition_count` asks the broker how many partitions a topic has (a metadata
     /// round trip from the rebalance callback: ask only what you need; `None` when the broker
@@ -163,12 +196,37 @@ impl<O: ConsumerObserver> rdkafka::ClientContext for StatsContext<O> {
 }
 
 impl<O: ConsumerObserver> rdkafka::consumer::ConsumerContext for StatsContext<O> {
+    /// A revoke asks the observer to drain the partitions ([`ConsumerObserver::revoking`]) and
+    /// commits the positions it returns, so the next owner starts where this one stopped.
     fn pre_rebalance(
         &self,
-        _: &rdkafka::consumer::BaseConsumer<Self>,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
         rebalance: &rdkafka::consumer::Rebalance<'_>,
     ) {
         if let rdkafka::consumer::Rebalance::Revoke(tpl) = rebalance {
+            use rdkafka::consumer::{CommitMode, Consumer};
+            let partitions: Vec<(String, i32)> = tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
+            let multi_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            let positions = if multi_thread {
+                tokio::task::block_in_place(|| self.observer.revoking(&partitions, true))
+            } else {
+                self.observer.revoking(&partitions, false)
+            };
+            let mut commit = rdkafka::TopicPartitionList::new();
+            for (topic, partition, next) in &positions {
+                let _ =
+                    commit.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*next));
+            }
+            if commit.count() > 0 {
+                if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+                    tracing::warn!(error = %e, "cannot commit revoked partitions' positions");
+                }
+            }
             let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
             for e in tpl.elements() {
                 self.observer.revoked(e.topic(), e.partition());

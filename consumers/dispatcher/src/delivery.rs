@@ -18,6 +18,7 @@ use crate::config::RetryPolicy;
 use crate::control::{Outcome, SubscriberHandle, SubscriberStats};
 use crate::http_target::{Attempt, HttpSink};
 use crate::metrics::{DispatchMetrics, SubscriberLabels, TierLabels};
+use crate::offsets::Ticket;
 use crate::render::{render_http, render_topic, Rendered};
 use crate::retry::{backoff, Parked, RetryState};
 
@@ -30,6 +31,9 @@ pub(crate) struct Job {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub state: RetryState,
+    /// Its partition's ownership: when that ends, a retry wait is cut short and the record
+    /// parked (see [`crate::offsets::Ticket`]).
+    pub ticket: Ticket,
 }
 
 /// Where deliveries go.
@@ -324,15 +328,24 @@ impl Deliverer {
                 };
                 tokio::select! {
                     _ = stop.cancelled() => return None,
+                    // The partition is going to another owner: park now rather than wait.
+                    _ = job.ticket.hurry.cancelled() => break,
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
             // The subscriber's rate and in-flight limits, held for the attempt.
-            let Some(slot) = self.handle.limits.acquire(stop).await else {
+            let slot = tokio::select! {
+                slot = self.handle.limits.acquire(stop) => slot,
+                _ = job.ticket.abandon.cancelled() => None,
+            };
+            let Some(slot) = slot else {
                 if probe {
                     breaker.abandon_probe();
                 }
-                return None;
+                if n > 0 && !stop.is_cancelled() {
+                    break; // let go while waiting for a slot after an attempt: park
+                }
+                return None; // not attempted here: the next owner (or run) handles it
             };
             let started = Instant::now();
             let outcome = match &self.sink {

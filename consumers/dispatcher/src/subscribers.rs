@@ -35,6 +35,7 @@ use crate::control::{Control, SubscriberHandle};
 use crate::delivery::{self, Deliverer, Sink};
 use crate::http_target;
 use crate::metrics::{DispatchMetrics, ReloadLabels, SubscriberLabels};
+use crate::offsets::Ledger;
 use crate::plan::{Plan, SubscriberPlan};
 use crate::worker::{GroupContext, GroupObserver, Worker, WorkerError};
 use crate::DispatchError;
@@ -308,6 +309,8 @@ impl Subscribers {
             stats: handle.stats.clone(),
             handle: handle.clone(),
         };
+        let drain = Duration::from_millis(cfg.drain_timeout_ms);
+        let ledger = Arc::new(Ledger::default());
         let consumer = cfg
             .kafka
             .consumer_config(&sp.group_id)
@@ -315,12 +318,15 @@ impl Subscribers {
             .create_with_context(GroupContext::new(GroupObserver::new(
                 handle.clone(),
                 &shared.metrics,
+                ledger.clone(),
+                drain,
             )))?;
         Ok(Worker {
-            consumer,
+            consumer: Arc::new(consumer),
+            ledger,
             deliverer: Arc::new(deliverer),
             lanes: s.concurrency,
-            drain: Duration::from_millis(cfg.drain_timeout_ms),
+            drain,
             handle,
         })
     }

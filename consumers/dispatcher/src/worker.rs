@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::SubscriberHandle;
 use crate::delivery::{Deliverer, Job};
 use crate::metrics::{DispatchMetrics, LagLabels};
-use crate::offsets::OffsetTracker;
+use crate::offsets::Ledger;
 use crate::retry::RetryState;
 
 /// What this subscriber's consumer reports: stored-offset lags go to the lag gauge and the
@@ -32,14 +32,24 @@ pub(crate) struct GroupObserver {
     subscriber: String,
     lag: Family<LagLabels, Gauge>,
     handle: Arc<SubscriberHandle>,
+    ledger: Arc<Ledger>,
+    /// How long a revoked partition's begun records get to finish or park.
+    revoke_drain: Duration,
 }
 
 impl GroupObserver {
-    pub(crate) fn new(handle: Arc<SubscriberHandle>, metrics: &DispatchMetrics) -> Self {
+    pub(crate) fn new(
+        handle: Arc<SubscriberHandle>,
+        metrics: &DispatchMetrics,
+        ledger: Arc<Ledger>,
+        revoke_drain: Duration,
+    ) -> Self {
         Self {
             subscriber: handle.name.clone(),
             lag: metrics.consumer_lag.clone(),
             handle,
+            ledger,
+            revoke_drain,
         }
     }
 }
@@ -59,6 +69,23 @@ impl ConsumerObserver for GroupObserver {
         self.handle.forget_lag(topic, partition);
     }
 
+    /// Drain on revoke: these partitions' records waiting to retry are parked, the others
+    /// (queued ones included) are handled within the drain window, after which records not
+    /// started are left to the next owner ([`Ledger::revoke`]); the commit position of each is
+    /// returned for the runtime to commit before the partition goes. The lanes run on other
+    /// threads while this one waits (see [`StatsContext`]).
+    fn revoking(&self, partitions: &[(String, i32)], may_block: bool) -> Vec<(String, i32, i64)> {
+        let bound = if may_block {
+            self.revoke_drain
+        } else {
+            Duration::ZERO
+        };
+        let started = std::time::Instant::now();
+        let positions = self.ledger.revoke(partitions, bound);
+        tracing::info!(subscriber = %self.subscriber, partitions = partitions.len(), waited_ms = started.elapsed().as_millis() as u64, "revoked partitions drained");
+        positions
+    }
+
     fn assigned(&self, owned: &[(String, i32)], partition_count: &dyn Fn(&str) -> Option<usize>) {
         self.handle.limits.rebalanced(owned, partition_count);
     }
@@ -68,10 +95,14 @@ pub(crate) type GroupContext = StatsContext<GroupObserver>;
 
 pub(crate) type GroupConsumer = StreamConsumer<GroupContext>;
 
-struct Done {
-    topic: String,
-    partition: i32,
-    offset: i64,
+/// How long parks started when shutdown's drain window passed get to be acknowledged.
+const PARK_GRACE: Duration = Duration::from_secs(3);
+
+/// Stores the commit position `next` (rd_kafka_offset_store commits `offset + 1`).
+fn store(consumer: &GroupConsumer, topic: &str, partition: i32, next: i64) {
+    if let Err(e) = consumer.store_offset(topic, partition, next - 1) {
+        tracing::debug!(%topic, partition, error = %e, "offset not stored (partition revoked?)");
+    }
 }
 
 /// A partition paused because the lane its next record maps to is full (for example a lane
@@ -100,7 +131,9 @@ pub enum WorkerError {
 }
 
 pub(crate) struct Worker {
-    pub consumer: GroupConsumer,
+    pub consumer: Arc<GroupConsumer>,
+    /// Shared with the lanes and with the rebalance callback ([`GroupObserver`]).
+    pub ledger: Arc<Ledger>,
     pub deliverer: Arc<Deliverer>,
     pub lanes: usize,
     pub drain: Duration,
@@ -119,34 +152,47 @@ impl Worker {
             .subscribe(&refs)
             .map_err(|e| WorkerError::Subscribe(topics.clone(), e))?;
 
-        // Lanes stop on `lane_stop` only after the loop has stopped reading.
-        let lane_stop = stop.child_token();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        // Lanes stop on `lane_stop` only after the loop has stopped reading and the drain window
+        // (and the parks it ends with) passed: not a child of `stop`, which would cut retries
+        // waiting in the lanes short at once.
+        let lane_stop = CancellationToken::new();
+        let ledger = self.ledger.clone();
         let mut lane_txs = Vec::with_capacity(self.lanes);
         let mut lane_tasks = tokio::task::JoinSet::new();
         for _ in 0..self.lanes {
             let (tx, mut rx) = mpsc::channel::<Job>(64);
             lane_txs.push(tx);
-            let (deliverer, done_tx, lane_stop) = (d.clone(), done_tx.clone(), lane_stop.clone());
+            let (deliverer, lane_stop) = (d.clone(), lane_stop.clone());
+            let (consumer, ledger) = (self.consumer.clone(), ledger.clone());
             lane_tasks.spawn(async move {
                 while let Some(job) = rx.recv().await {
-                    let settled = deliverer.handle(&job, &lane_stop).await;
-                    if settled.is_none() {
-                        return; // shutting down; unsettled records are redelivered later
+                    if job.ticket.abandon.is_cancelled() {
+                        // Its partition went to another owner before it started.
+                        ledger.abandon(&job.topic, job.partition, &job.ticket);
+                        continue;
                     }
-                    let _ = done_tx.send(Done {
-                        topic: job.topic,
-                        partition: job.partition,
-                        offset: job.offset,
-                    });
+                    match deliverer.handle(&job, &lane_stop).await {
+                        Some(()) => ledger.settle(
+                            &job.topic,
+                            job.partition,
+                            job.offset,
+                            &job.ticket,
+                            |next| {
+                                store(&consumer, &job.topic, job.partition, next);
+                            },
+                        ),
+                        // Shutdown, or revoked before its first attempt: handled again later.
+                        None => ledger.abandon(&job.topic, job.partition, &job.ticket),
+                    }
+                    if lane_stop.is_cancelled() {
+                        return;
+                    }
                 }
             });
         }
-        drop(done_tx);
 
         let (resume_tx, mut resume_rx) = mpsc::unbounded_channel::<Resume>();
         let mut paused: HashSet<(String, i32)> = HashSet::new();
-        let mut tracker = OffsetTracker::default();
         let mut switch = self.handle.paused_rx();
         let mut hold = Hold::default();
         let mut blocked: HashMap<(String, i32), Blocked> = HashMap::new();
@@ -160,11 +206,10 @@ impl Worker {
         tracing::info!(subscriber = %d.subscriber, ?topics, "subscriber started");
 
         loop {
-            self.forget_revoked(&mut tracker, &mut paused, &mut hold, &mut blocked);
+            self.forget_revoked(&mut paused, &mut hold, &mut blocked);
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                Some(done) = done_rx.recv() => self.settle(&mut tracker, done),
                 Ok(()) = switch.changed() => {
                     if *switch.borrow_and_update() {
                         hold.pause(&self.consumer);
@@ -184,6 +229,9 @@ impl Worker {
                     paused.remove(&(r.topic, r.partition));
                 }
                 msg = self.consumer.recv() => {
+                    // A rebalance runs inside `recv`: what it revoked must be forgotten before
+                    // this record (perhaps of a partition assigned again) is looked at.
+                    self.forget_revoked(&mut paused, &mut hold, &mut blocked);
                     let msg = match msg {
                         Ok(m) => m,
                         Err(e) => {
@@ -225,79 +273,67 @@ impl Worker {
                     {
                         // Not this subscriber's: done at once, in offset order with the rest.
                         d.metrics.skipped.get_or_create(&d.labels).inc();
-                        tracker.begin(&topic, partition, offset);
-                        self.settle(&mut tracker, Done { topic, partition, offset });
+                        let ticket = ledger.begin(&topic, partition, offset);
+                        ledger.settle(&topic, partition, offset, &ticket, |next| store(&self.consumer, &topic, partition, next));
                         continue;
                     }
                     let key = msg.key().map(<[u8]>::to_vec);
                     let lane = lane_of(key.as_deref(), partition, self.lanes);
-                    let job = Job { topic: topic.clone(), partition, offset, key, payload: msg.payload().map(<[u8]>::to_vec), state };
-                    drop(msg);
-                    match lane_txs[lane].try_send(job) {
-                        Ok(()) => tracker.begin(&topic, partition, offset),
-                        Err(mpsc::error::TrySendError::Full(job)) => {
+                    match lane_txs[lane].try_reserve() {
+                        Ok(permit) => {
+                            let ticket = ledger.begin(&topic, partition, offset);
+                            let payload = msg.payload().map(<[u8]>::to_vec);
+                            permit.send(Job { topic, partition, offset, key, payload, state, ticket });
+                        }
+                        Err(mpsc::error::TrySendError::Full(())) => {
                             // Pause this partition, not the loop: other partitions keep flowing
                             // and the consumer keeps polling. Nothing past `offset` is begun, so
                             // nothing is committed past it.
-                            drop(job);
                             let _ = self.consumer.pause(&single(&topic, partition, None));
                             tracing::debug!(subscriber = %d.subscriber, %topic, partition, offset, lane, "lane full, partition paused");
                             blocked.insert((topic, partition), Blocked { offset, lane });
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                        Err(mpsc::error::TrySendError::Closed(())) => break,
                     }
                 }
             }
         }
 
-        // Drain: let queued and in-flight deliveries finish within the deadline.
+        // Drain: queued and in-flight deliveries (waiting retries included) get the drain
+        // window; then records waiting to retry are parked and records not started are left
+        // for the next run, with a short grace for those parks to be acknowledged.
         drop(lane_txs);
-        let deadline = tokio::time::sleep(self.drain);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => {
-                    tracing::warn!(subscriber = %d.subscriber, left = tracker.in_flight(), "drain deadline passed");
-                    lane_stop.cancel();
-                    break;
-                }
-                done = done_rx.recv() => match done {
-                    Some(done) => self.settle(&mut tracker, done),
-                    None => break,
-                },
+        let drained = async { while lane_tasks.join_next().await.is_some() {} };
+        tokio::pin!(drained);
+        if tokio::time::timeout(self.drain, &mut drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(subscriber = %d.subscriber, left = ledger.in_flight(), "drain window passed: parking what waits to retry");
+            ledger.end_all();
+            if tokio::time::timeout(PARK_GRACE, &mut drained)
+                .await
+                .is_err()
+            {
+                lane_stop.cancel();
+                drained.await;
             }
         }
         lane_stop.cancel();
-        while lane_tasks.join_next().await.is_some() {}
-        while let Ok(done) = done_rx.try_recv() {
-            self.settle(&mut tracker, done);
-        }
-        self.commit_final(&tracker);
+        self.commit_final();
         tracing::info!(subscriber = %d.subscriber, "subscriber stopped");
         Ok(())
     }
 
-    fn settle(&self, tracker: &mut OffsetTracker, done: Done) {
-        if let Some(next) = tracker.finish(&done.topic, done.partition, done.offset) {
-            // rd_kafka_offset_store commits `offset + 1`.
-            if let Err(e) = self
-                .consumer
-                .store_offset(&done.topic, done.partition, next - 1)
-            {
-                tracing::debug!(topic = %done.topic, partition = done.partition, error = %e, "offset not stored (partition revoked?)");
-            }
-        }
-    }
-
+    /// The loop's own bookkeeping of revoked partitions (the ledger forgot them in the
+    /// rebalance callback).
     fn forget_revoked(
         &self,
-        tracker: &mut OffsetTracker,
         paused: &mut HashSet<(String, i32)>,
         hold: &mut Hold,
         blocked: &mut HashMap<(String, i32), Blocked>,
     ) {
         for (t, p) in self.consumer.context().take_revoked() {
-            tracker.forget(&t, p);
             hold.held.remove(&(t.clone(), p));
             blocked.remove(&(t.clone(), p));
             paused.remove(&(t, p));
@@ -337,10 +373,10 @@ impl Worker {
         }
     }
 
-    fn commit_final(&self, tracker: &OffsetTracker) {
+    fn commit_final(&self) {
         let mut tpl = TopicPartitionList::new();
-        for (topic, partition, next) in tracker.positions() {
-            let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(next));
+        for (topic, partition, next) in self.ledger.positions() {
+            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(next));
         }
         if tpl.count() > 0 {
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
