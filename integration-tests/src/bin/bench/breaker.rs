@@ -26,9 +26,24 @@ fn series_sum(text: &str, name: &str, sub: &str) -> f64 {
         .fold(0.0, |a, b| a + b)
 }
 
+/// This process's resident set in MiB (the dispatcher runs in it), from `/proc/self/status`.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 /// What the sampler saw of the hung subscriber, in seconds since the dispatcher started.
 #[derive(Default)]
 struct Timeline {
+    /// Resident set when the watch started, and the most it reached during it (MiB).
+    rss_start: f64,
+    rss_peak: f64,
     first_failure: Option<f64>,
     opened: Option<f64>,
     all_parked: Option<f64>,
@@ -40,8 +55,12 @@ struct Timeline {
 /// `window` passes.
 async fn watch(metrics_url: &str, sub: &str, n: u64, window: Duration) -> Timeline {
     let started = Instant::now();
-    let mut t = Timeline::default();
+    let mut t = Timeline {
+        rss_start: rss_mib(),
+        ..Timeline::default()
+    };
     while started.elapsed() < window {
+        t.rss_peak = t.rss_peak.max(rss_mib());
         let Ok(text) = async { reqwest::get(metrics_url).await?.text().await }.await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
@@ -180,6 +199,11 @@ pub(super) async fn breaker(out: &mut String, n: u64, off_seconds: u64) -> anyho
         "hung subscriber, breaker off: {:.0} records parked in {off_seconds} s ({:.1} records/s)",
         off.parked_at_window,
         off.parked_at_window / off_seconds as f64
+    );
+    let _ = writeln!(
+        out,
+        "resident set of the bench process (dispatcher, sinks and hung target in it) while the hung subscriber's {n}-record backlog waits: breaker on {:.0} MiB at the start, peak {:.0} MiB; breaker off {:.0} MiB at the start, peak {:.0} MiB",
+        on.rss_start, on.rss_peak, off.rss_start, off.rss_peak
     );
     let _ = writeln!(
         out,
