@@ -36,6 +36,25 @@ pub fn kafka_settings() -> KafkaSettings {
     }
 }
 
+/// A uid-notify bind of `portal_uid` to `portal_uid + 1` from `source`, as the ingress
+/// publishes it: the record the dispatcher tests and benches fill topics with.
+pub fn bind_envelope(portal_uid: u64, source: &str) -> events::Envelope {
+    use events::v1::{envelope::Payload, AccountLink, LinkEvent};
+    let link = AccountLink {
+        portal_uid,
+        phonish_uid: portal_uid + 1,
+        event: LinkEvent::Bind.into(),
+    };
+    events::Envelope::new(
+        events::event_type::UID_BIND,
+        1,
+        chrono::Utc::now(),
+        source,
+        link.idempotency_key(),
+        Payload::AccountLink(link),
+    )
+}
+
 /// A name no other test (or earlier run) uses: topics, groups, schemas.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

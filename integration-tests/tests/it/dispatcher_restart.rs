@@ -4,9 +4,6 @@ use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use chrono::Utc;
-use events::v1::{envelope::Payload, AccountLink, LinkEvent};
-use events::{event_type, Envelope};
 use integration_tests::fake_http::{FakeSubscriber, Script};
 use integration_tests::kafka::{create_topic, produce, producer};
 use integration_tests::*;
@@ -50,19 +47,7 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() {
     let p = producer().unwrap();
     let mut ids = HashSet::new();
     for i in 1..=EVENTS {
-        let link = AccountLink {
-            portal_uid: i,
-            phonish_uid: i + 1,
-            event: LinkEvent::Bind.into(),
-        };
-        let env = Envelope::new(
-            event_type::UID_BIND,
-            1,
-            Utc::now(),
-            "test",
-            link.idempotency_key(),
-            Payload::AccountLink(link),
-        );
+        let env = bind_envelope(i, "test");
         ids.insert(env.event_id.clone());
         produce(&p, &topic, &(i + 1).to_string(), &env.to_bytes())
             .await

@@ -6,9 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use events::v1::{envelope::Payload, AccountLink, LinkEvent};
-use events::{event_type, Envelope};
+use events::Envelope;
 use futures::{stream, StreamExt};
 use integration_tests::cluster::Cluster;
 use integration_tests::fake_http::{FakeSubscriber, Script};
@@ -164,19 +162,7 @@ async fn acked_records_survive_leader_kill() {
 
 /// An envelope as the ingress would publish it; returns (event id, bytes).
 fn envelope(i: u64) -> (String, Vec<u8>) {
-    let link = AccountLink {
-        portal_uid: i,
-        phonish_uid: i + 1,
-        event: LinkEvent::Bind.into(),
-    };
-    let env = Envelope::new(
-        event_type::UID_BIND,
-        1,
-        Utc::now(),
-        "cluster-test",
-        link.idempotency_key(),
-        Payload::AccountLink(link),
-    );
+    let env = bind_envelope(i, "cluster-test");
     (env.event_id.clone(), env.to_bytes())
 }
 

@@ -7,9 +7,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use events::v1::{envelope::Payload, AccountLink, LinkEvent};
-use events::{event_type, Envelope};
 use integration_tests::fake_http::{FakeSubscriber, Script};
 use integration_tests::faults::procs::{bin, Proc};
 use integration_tests::kafka::{create_topic, produce, producer};
@@ -59,19 +56,7 @@ async fn rolling_restart(protocol: GroupProtocol, drain_ms: u64) -> Outcome {
         let pause = PRODUCE_FOR / u32::try_from(EVENTS).unwrap();
         let mut ids = HashSet::new();
         for i in 1..=EVENTS {
-            let link = AccountLink {
-                portal_uid: i,
-                phonish_uid: i + 1,
-                event: LinkEvent::Bind.into(),
-            };
-            let env = Envelope::new(
-                event_type::UID_BIND,
-                1,
-                Utc::now(),
-                "test",
-                link.idempotency_key(),
-                Payload::AccountLink(link),
-            );
+            let env = bind_envelope(i, "test");
             ids.insert(env.event_id.clone());
             produce(&p, &topic, &(i % 97).to_string(), &env.to_bytes())
                 .await

@@ -5,19 +5,7 @@ use super::*;
 
 /// The i-th record of a benchmark backlog (keys spread over 10,000 phone-only accounts).
 fn backlog_envelope(i: u64) -> Envelope {
-    let link = AccountLink {
-        portal_uid: i + 1,
-        phonish_uid: i + 2,
-        event: LinkEvent::Bind.into(),
-    };
-    Envelope::new(
-        event_type::UID_BIND,
-        1,
-        Utc::now(),
-        "bench",
-        link.idempotency_key(),
-        Payload::AccountLink(link),
-    )
+    bind_envelope(i + 1, "bench")
 }
 
 pub(super) async fn produce_backlog(topic: &str, n: u64) -> anyhow::Result<Duration> {

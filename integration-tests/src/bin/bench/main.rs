@@ -27,7 +27,6 @@ use axum::routing::post;
 use axum::Router;
 use chrono::Utc;
 use clap::{Parser, Subcommand};
-use events::v1::{envelope::Payload, AccountLink, LinkEvent};
 use events::{event_type, Envelope};
 use integration_tests::kafka::create_topic;
 use integration_tests::load::{closed_loop, open_loop, percentiles, scheduled, LoadReport};
