@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A three-node Apache Kafka cluster (KRaft, every node broker+controller) on loopback for fault
-# tests: clients on 127.0.0.1:19092,29092,39092, controllers on :19093,29093,39093; replication
+# tests: clients on 127.0.0.1:11092,12092,13092, controllers on :11093,12093,13093; replication
 # factor 3, min.insync.replicas=2, unclean leader election off, internal topics RF 3.
 # Data in .local/kafka/cluster/nN. The integration-test harness drives it through this script.
 #   kafka-cluster.sh up          start every node that is not running (formats once); waits
@@ -12,8 +12,8 @@
 source "$(dirname "$0")/lib.sh"
 
 CLUSTER="$STATE/kafka/cluster"
-VOTERS="1@127.0.0.1:19093,2@127.0.0.1:29093,3@127.0.0.1:39093"
-BS="127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092"
+VOTERS="1@127.0.0.1:11093,2@127.0.0.1:12093,3@127.0.0.1:13093"
+BS="127.0.0.1:11092,127.0.0.1:12092,127.0.0.1:13092"
 HEAP="${KAFKA_CLUSTER_HEAP:-384m}"
 
 node_dir() { echo "$CLUSTER/n$1"; }
@@ -29,7 +29,7 @@ prepare() {
     echo "$cid" >"$CLUSTER/cluster-id"
   fi
   for n in 1 2 3; do
-    kafka_node_properties "$(node_dir "$n")" "$n" "${n}9092" "${n}9093" "$VOTERS" 3
+    kafka_node_properties "$(node_dir "$n")" "$n" "1${n}092" "1${n}093" "$VOTERS" 3
     kafka_format "$(node_dir "$n")" "$cid"
   done
 }
@@ -37,8 +37,8 @@ prepare() {
 start_node() {
   local n=$1
   if running "$n"; then return 0; fi
-  if port_open 127.0.0.1 "${n}9092" || port_open 127.0.0.1 "${n}9093"; then
-    log "port ${n}9092 or ${n}9093 is taken by a process this checkout did not start (another" \
+  if port_open 127.0.0.1 "1${n}092" || port_open 127.0.0.1 "1${n}093"; then
+    log "port 1${n}092 or 1${n}093 is taken by a process this checkout did not start (another" \
       "checkout's cluster? stop it with its deploy/local/kafka-cluster.sh down)"
     return 1
   fi
@@ -51,7 +51,7 @@ case "${1:-up}" in
     # Serial starts are as fast as parallel ones on 2 cores, but the quorum needs 2 of 3 voters
     # before any node finishes starting: start all, then wait for each.
     for n in 1 2 3; do start_node "$n"; done
-    for n in 1 2 3; do kafka_wait "$(node_dir "$n")" "${n}9092" 180; done
+    for n in 1 2 3; do kafka_wait "$(node_dir "$n")" "1${n}092" 180; done
     log "Kafka cluster ready: $BS"
     ;;
   kill)
@@ -60,7 +60,7 @@ case "${1:-up}" in
     ;;
   start)
     start_node "$2"
-    kafka_wait "$(node_dir "$2")" "${2}9092" 180
+    kafka_wait "$(node_dir "$2")" "1${2}092" 180
     ;;
   pause) kill -STOP "$(node_pid "$2")" ;;
   resume) kill -CONT "$(node_pid "$2")" ;;
