@@ -46,6 +46,8 @@ pub enum Script {
     },
     /// `status` forever.
     AlwaysFail { status: u16 },
+    /// `status` for about `percent` of requests, at random; 200 for the rest.
+    FailRandomly { percent: u32, status: u16 },
 }
 
 #[derive(Default)]
@@ -160,6 +162,13 @@ async fn handle(State(fake): State<FakeSubscriber>, headers: HeaderMap, body: By
             } if seen < n => (status, retry_after),
             Script::FailFirst { .. } => (200, None),
             Script::AlwaysFail { status } => (status, None),
+            Script::FailRandomly { percent, status } => {
+                if rand::Rng::gen_range(&mut rand::thread_rng(), 0..100) < percent {
+                    (status, None)
+                } else {
+                    (200, None)
+                }
+            }
         };
         inner.received.push(Received {
             headers,

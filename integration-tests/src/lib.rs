@@ -257,6 +257,7 @@ pub fn http_subscriber(
         retry: None,
         paused: false,
         breaker: Default::default(),
+        ordering: Default::default(),
     }
 }
 

@@ -44,6 +44,9 @@ pub mod header {
     pub const ORIGIN: &str = "sy-origin";
     /// Retry bookkeeping: the subscriber a parked record belongs to.
     pub const SUBSCRIBER: &str = "sy-subscriber";
+    /// Retry bookkeeping: parked by a subscriber in ordered mode (`ordering = "key"`), so it is
+    /// attempted only when every earlier record of its key is done.
+    pub const ORDERED: &str = "sy-ordered";
     /// Dead letters of a consumer that could not read a record: why, as a small fixed set
     /// (`not_json`, `missing_field`, ...), for filtering; `sy-last-error` carries the detail.
     pub const DLQ_REASON: &str = "sy-dlq-reason";

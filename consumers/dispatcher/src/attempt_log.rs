@@ -16,12 +16,19 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AttemptLogConfig;
 use switchyard_runtime::pg::{lock, DbError, Migration};
 
-/// Migrations of schema `switchyard_admin` (attempt log and pauses).
-pub const MIGRATIONS: &[Migration] = &[(
-    1,
-    "attempts_pauses",
-    include_str!("../migrations/0001_attempts_pauses.sql"),
-)];
+/// Migrations of schema `switchyard_admin` (attempt log, pauses, ordered mode's parked records).
+pub const MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "attempts_pauses",
+        include_str!("../migrations/0001_attempts_pauses.sql"),
+    ),
+    (
+        2,
+        "ordered_parked",
+        include_str!("../migrations/0002_ordered_parked.sql"),
+    ),
+];
 
 /// One delivery attempt as operators read it.
 #[derive(Debug, Clone, PartialEq)]

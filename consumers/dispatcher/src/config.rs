@@ -207,6 +207,21 @@ pub struct SubscriberConfig {
     /// The circuit breaker (`[subscribers.breaker]`); on by default.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// `none` (default): a record waiting in a retry tier does not hold back later records of
+    /// its key. `key`: it does; later records of its key are parked behind it and delivered in
+    /// their original order once it succeeds (needs `[attempt_log]`'s database, where the
+    /// parked records are kept for every replica).
+    #[serde(default)]
+    pub ordering: Ordering,
+}
+
+/// Per-key order while records wait in retry tiers (see [`SubscriberConfig::ordering`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ordering {
+    #[default]
+    None,
+    Key,
 }
 
 /// Whether subscriber filter `filter` takes `env`: the exact type, or `<type>.v<N>` for
@@ -423,6 +438,13 @@ impl DispatcherConfig {
             }
             if s.breaker.enabled && s.breaker.window == 0 {
                 return Err(invalid(i, "breaker.window", "must be at least 1"));
+            }
+            if s.ordering == Ordering::Key && self.attempt_log.is_none() {
+                return Err(invalid(
+                    i,
+                    "ordering",
+                    "`key` keeps parked records in the dispatcher's database: set [attempt_log]",
+                ));
             }
             if self.policy(s).tiers_ms.is_empty() {
                 return Err(invalid(i, "retry.tiers_ms", "must have at least one tier"));

@@ -19,6 +19,7 @@ use crate::control::{Outcome, SubscriberHandle, SubscriberStats};
 use crate::http_target::{Attempt, HttpSink};
 use crate::metrics::{DispatchMetrics, SubscriberLabels, TierLabels};
 use crate::offsets::Ticket;
+use crate::ordered::{OrderedKeys, Origin, Place};
 use crate::render::{render_http, render_topic, Rendered};
 use crate::retry::{backoff, Parked, RetryState};
 
@@ -123,6 +124,8 @@ pub(crate) struct Deliverer {
     pub stats: Arc<SubscriberStats>,
     /// Its registry entry: the circuit breaker, and the pause a 410 Gone sets.
     pub handle: Arc<SubscriberHandle>,
+    /// Ordered mode's parked records (`ordering = "key"`), or `None`.
+    pub ordered: Option<OrderedKeys>,
 }
 
 enum Verdict {
@@ -160,8 +163,41 @@ impl Deliverer {
     }
 
     async fn settle(&self, job: &Job, stop: &CancellationToken) -> Option<()> {
-        let verdict = match self.try_deliver(job, stop).await? {
-            Verdict::Delivered => return Some(()),
+        let order = self.order_of(job);
+        let place = match &order {
+            Some((keys, key, at)) => Some(self.db(stop, || keys.place(key, at)).await?),
+            None => None,
+        };
+        let own_row = place.is_some_and(|p| p.own_row);
+        let verdict = match place {
+            Some(Place { own_row: false, .. }) if job.state.tier.is_some() => {
+                // Its row is gone: this parked copy was delivered (or dead-lettered) already.
+                tracing::debug!(subscriber = %self.subscriber, origin = ?job.state.origin, "ordered copy already done, dropped");
+                return Some(());
+            }
+            Some(Place { behind: true, .. }) => {
+                self.metrics
+                    .ordered_waiting
+                    .get_or_create(&self.labels)
+                    .inc();
+                Verdict::Park {
+                    error: "waiting behind an earlier record of its key".into(),
+                    attempts: job.state.attempts,
+                    retry_after: None,
+                    short_circuit: true,
+                }
+            }
+            _ => self.try_deliver(job, stop).await?,
+        };
+        let order_ref = &order;
+        let release = |stop| async move {
+            match order_ref {
+                Some((keys, key, at)) if own_row => self.db(stop, || keys.release(key, at)).await,
+                _ => Some(()),
+            }
+        };
+        let verdict = match verdict {
+            Verdict::Delivered => return release(stop).await,
             v => v,
         };
         let origin = job
@@ -196,6 +232,7 @@ impl Deliverer {
                     not_before_ms: Some(not_before),
                     error,
                     origin: &origin,
+                    ordered: order.is_some(),
                 };
                 (&self.retry_topics[tier], parked, Some(tier))
             }
@@ -208,12 +245,23 @@ impl Deliverer {
                     not_before_ms: None,
                     error,
                     origin: &origin,
+                    ordered: false,
                 };
                 (&self.dead_letter_topic, parked, None)
             }
             Verdict::Delivered => unreachable!("returned above"),
         };
+        if let (Some((keys, key, at)), Some(_)) = (&order, tier) {
+            if !own_row {
+                // Written before the copy exists, so no later record of the key overtakes it.
+                self.db(stop, || keys.hold(key, at)).await?;
+            }
+        }
         self.produce(topic, job, parked, stop).await?;
+        if tier.is_none() {
+            // A dead letter leaves its key's order: the next record of the key may go.
+            release(stop).await?;
+        }
         match tier {
             Some(tier) => {
                 let labels = TierLabels {
@@ -231,6 +279,49 @@ impl Deliverer {
             }
         }
         Some(())
+    }
+
+    /// The record's key and place in its key's order, when this subscriber keeps one: a source
+    /// record with a key, or a copy parked in ordered mode.
+    fn order_of<'a>(&'a self, job: &'a Job) -> Option<(&'a OrderedKeys, &'a [u8], Origin)> {
+        let keys = self.ordered.as_ref()?;
+        let key = job.key.as_deref()?;
+        let at = if self.retry_topics.contains(&job.topic) {
+            if !job.state.ordered {
+                return None; // parked before ordered mode was on, or a replay
+            }
+            Origin::parse(job.state.origin.as_deref()?)?
+        } else {
+            Origin {
+                topic: job.topic.clone(),
+                partition: job.partition,
+                offset: job.offset,
+            }
+        };
+        Some((keys, key, at))
+    }
+
+    /// Runs an ordered-mode database call until it succeeds (the lane holds the record
+    /// meanwhile, as it does for a park the broker refuses), or `None` at shutdown.
+    async fn db<T, F, Fut>(&self, stop: &CancellationToken, call: F) -> Option<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, switchyard_runtime::pg::DbError>>,
+    {
+        let mut n = 0;
+        loop {
+            match call().await {
+                Ok(v) => return Some(v),
+                Err(e) => {
+                    tracing::warn!(subscriber = %self.subscriber, attempt = n + 1, error = %e, "ordered-mode database call failed, retrying");
+                }
+            }
+            n += 1;
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(backoff(&self.policy, n.min(10))) => {}
+            }
+        }
     }
 
     /// Whether a source record's headers prove this subscriber's filters refuse it (see

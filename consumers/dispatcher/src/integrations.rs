@@ -82,6 +82,7 @@ impl IntegrationsFile {
                     retry: t.retry,
                     paused: false,
                     breaker: Default::default(),
+                    ordering: Default::default(),
                 })
             })
             .collect()

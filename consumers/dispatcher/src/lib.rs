@@ -12,6 +12,7 @@
 //!   [`http_target`]: the HTTP sink; [`target_guard`]: where webhooks may go; [`sign`]: webhook signatures; [`render`]: request
 //!   bodies per format, and the trace a delivery continues; `retry`: retry-tier headers and
 //!   backoff.
+//! - `ordered`: ordered mode (`ordering = "key"`), its parked records kept in Postgres.
 //! - `breaker`: the circuit breaker of each subscriber; `limits`: its rate and in-flight
 //!   limits, shared out between replicas by partitions owned.
 //! - `control`: the subscriber registry (pause switches, lag, dead letters waiting);
@@ -40,6 +41,7 @@ mod integrations;
 mod limits;
 mod metrics;
 mod offsets;
+mod ordered;
 pub mod plan;
 pub mod render;
 pub mod replay;

@@ -15,6 +15,7 @@ pub(crate) const ATTEMPT_FAILURES: &str = "switchyard_dispatch_failed_attempts";
 pub(crate) const PARKED: &str = "switchyard_dispatch_parked";
 pub(crate) const DEAD_LETTERED: &str = "switchyard_dispatch_dead_lettered";
 pub(crate) const SKIPPED: &str = "switchyard_dispatch_skipped";
+pub(crate) const ORDERED_WAITING: &str = "switchyard_dispatch_ordered_waiting";
 pub(crate) const LATENCY: &str = "switchyard_dispatch_delivery_seconds";
 pub(crate) const IN_FLIGHT: &str = "switchyard_dispatch_in_flight";
 pub(crate) const CONSUMER_LAG: &str = "switchyard_dispatch_consumer_lag";
@@ -74,6 +75,7 @@ pub struct DispatchMetrics {
     pub parked: Family<TierLabels, Counter>,
     pub dead_lettered: Family<SubscriberLabels, Counter>,
     pub skipped: Family<SubscriberLabels, Counter>,
+    pub ordered_waiting: Family<SubscriberLabels, Counter>,
     pub latency: Family<SubscriberLabels, Histogram>,
     /// Delivery attempts in flight (each holds one of this replica's `max_in_flight`).
     pub in_flight: Family<SubscriberLabels, Gauge>,
@@ -111,6 +113,7 @@ impl Default for DispatchMetrics {
             parked: Family::default(),
             dead_lettered: Family::default(),
             skipped: Family::default(),
+            ordered_waiting: Family::default(),
             latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 20))
             }),
@@ -153,6 +156,11 @@ impl Default for DispatchMetrics {
             SKIPPED,
             "Records not for this subscriber",
             m.skipped.clone(),
+        );
+        registry.register(
+            ORDERED_WAITING,
+            "Records parked behind an earlier record of their key (ordering = \"key\")",
+            m.ordered_waiting.clone(),
         );
         registry.register(
             LATENCY,

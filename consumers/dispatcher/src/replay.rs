@@ -19,7 +19,9 @@ use switchyard_runtime::KafkaSettings;
 use crate::admin::{envelope_json, AdminError};
 use crate::admin_api::model::DeadLetter;
 use crate::plan::Plan;
-use crate::retry::{RetryState, H_ATTEMPTS, H_ERROR, H_NOT_BEFORE, H_ORIGIN, H_SUBSCRIBER, H_TIER};
+use crate::retry::{
+    RetryState, H_ATTEMPTS, H_ERROR, H_NOT_BEFORE, H_ORDERED, H_ORIGIN, H_SUBSCRIBER, H_TIER,
+};
 
 use crate::dead_letters::{committed, partitions, META_TIMEOUT};
 
@@ -274,7 +276,8 @@ fn fresh_headers<H: Headers>(
         for h in old.iter() {
             match h.key {
                 H_ORIGIN => origin = h.value.map(|v| String::from_utf8_lossy(v).into_owned()),
-                H_SUBSCRIBER | H_ATTEMPTS | H_TIER | H_NOT_BEFORE | H_ERROR => {}
+                // A replay is delivered as it comes, outside any key's order.
+                H_SUBSCRIBER | H_ATTEMPTS | H_TIER | H_NOT_BEFORE | H_ERROR | H_ORDERED => {}
                 key => {
                     headers = headers.insert(Header {
                         key,

@@ -15,6 +15,7 @@ pub(crate) const H_TIER: &str = events::header::TIER;
 pub(crate) const H_ERROR: &str = events::header::LAST_ERROR;
 pub(crate) const H_ORIGIN: &str = events::header::ORIGIN;
 pub(crate) const H_SUBSCRIBER: &str = events::header::SUBSCRIBER;
+pub(crate) const H_ORDERED: &str = events::header::ORDERED;
 
 /// What a record's headers say about its earlier delivery attempts.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -26,6 +27,8 @@ pub(crate) struct RetryState {
     pub not_before_ms: Option<i64>,
     pub tier: Option<usize>,
     pub origin: Option<String>,
+    /// Parked by an ordered subscriber: attempted only after the earlier records of its key.
+    pub ordered: bool,
 }
 
 impl RetryState {
@@ -43,6 +46,7 @@ impl RetryState {
                 H_NOT_BEFORE => state.not_before_ms = v.parse().ok(),
                 H_TIER => state.tier = v.parse().ok(),
                 H_ORIGIN => state.origin = Some(v.to_owned()),
+                H_ORDERED => state.ordered = v == "key",
                 _ => {}
             }
         }
@@ -59,6 +63,8 @@ pub(crate) struct Parked<'a> {
     pub not_before_ms: Option<i64>,
     pub error: &'a str,
     pub origin: &'a str,
+    /// Parked in ordered mode (`sy-ordered: key`).
+    pub ordered: bool,
 }
 
 impl Parked<'_> {
@@ -99,6 +105,12 @@ impl Parked<'_> {
             h = h.insert(Header {
                 key: H_NOT_BEFORE,
                 value: Some(nb),
+            });
+        }
+        if self.ordered {
+            h = h.insert(Header {
+                key: H_ORDERED,
+                value: Some("key"),
             });
         }
         h
@@ -142,6 +154,7 @@ mod tests {
             not_before_ms: Some(1234),
             error: "http status 500",
             origin: "t/0/5",
+            ordered: true,
         };
         let state = RetryState::from_headers::<OwnedHeaders>(Some(&parked.headers()));
         assert_eq!(
@@ -153,6 +166,7 @@ mod tests {
                 not_before_ms: Some(1234),
                 tier: Some(1),
                 origin: Some("t/0/5".into()),
+                ordered: true,
             }
         );
     }

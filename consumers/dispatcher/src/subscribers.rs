@@ -30,12 +30,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt_log::AttemptLog;
-use crate::config::{DispatcherConfig, Target};
+use crate::config::{DispatcherConfig, Ordering, Target};
 use crate::control::{Control, SubscriberHandle};
 use crate::delivery::{self, Deliverer, Sink};
 use crate::http_target;
 use crate::metrics::{DispatchMetrics, ReloadLabels, SubscriberLabels};
 use crate::offsets::Ledger;
+use crate::ordered::OrderedKeys;
 use crate::plan::{Plan, SubscriberPlan};
 use crate::worker::{GroupContext, GroupObserver, Worker, WorkerError};
 use crate::DispatchError;
@@ -308,6 +309,13 @@ impl Subscribers {
             attempt_log: shared.attempt_log.clone(),
             stats: handle.stats.clone(),
             handle: handle.clone(),
+            // Validation makes `ordering = "key"` need the database.
+            ordered: match (s.ordering, &shared.control.pool) {
+                (Ordering::Key, Some(pool)) => {
+                    Some(OrderedKeys::new(pool.clone(), Arc::from(s.name.as_str())))
+                }
+                _ => None,
+            },
         };
         let drain = Duration::from_millis(cfg.drain_timeout_ms);
         let ledger = Arc::new(Ledger::default());

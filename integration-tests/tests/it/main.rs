@@ -41,6 +41,7 @@ mod kafka_tools;
 mod mark_notify;
 mod operations;
 mod ops_assets;
+mod ordered;
 mod rolling_restart;
 mod schema_evolution;
 mod schemathesis;
