@@ -18,10 +18,9 @@
 //! Order is per key within one source partition (where Kafka keeps a key's records); keyless
 //! records are not ordered.
 
-use std::sync::Arc;
-
 use deadpool_postgres::Pool;
 use switchyard_runtime::pg::DbError;
+use tokio_postgres::types::ToSql;
 
 /// Where a record was first read: its place in its key's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,12 +57,17 @@ pub(crate) struct Place {
 /// The parked records of one ordered subscriber.
 pub(crate) struct OrderedKeys {
     pool: Pool,
-    subscriber: Arc<str>,
+    subscriber: String,
 }
 
 impl OrderedKeys {
-    pub(crate) fn new(pool: Pool, subscriber: Arc<str>) -> Self {
+    pub(crate) fn new(pool: Pool, subscriber: String) -> Self {
         Self { pool, subscriber }
+    }
+
+    /// `$1`..`$5` of every statement: the record's subscriber, origin and key.
+    fn params<'a>(&'a self, key: &'a &[u8], at: &'a Origin) -> [&'a (dyn ToSql + Sync); 5] {
+        [&self.subscriber, &at.topic, &at.partition, key, &at.offset]
     }
 
     pub(crate) async fn place(&self, key: &[u8], at: &Origin) -> Result<Place, DbError> {
@@ -74,13 +78,7 @@ impl OrderedKeys {
                    FROM switchyard_admin.ordered_parked
                   WHERE subscriber = $1 AND origin_topic = $2 AND origin_partition = $3
                     AND key = $4 AND origin_offset <= $5",
-                &[
-                    &&*self.subscriber,
-                    &at.topic,
-                    &at.partition,
-                    &key,
-                    &at.offset,
-                ],
+                &self.params(&key, at),
             )
             .await?;
         let first: Option<i64> = row.get(0);
@@ -98,13 +96,7 @@ impl OrderedKeys {
                 "INSERT INTO switchyard_admin.ordered_parked
                         (subscriber, origin_topic, origin_partition, key, origin_offset)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                &[
-                    &&*self.subscriber,
-                    &at.topic,
-                    &at.partition,
-                    &key,
-                    &at.offset,
-                ],
+                &self.params(&key, at),
             )
             .await?;
         Ok(())
@@ -118,13 +110,7 @@ impl OrderedKeys {
                 "DELETE FROM switchyard_admin.ordered_parked
                   WHERE subscriber = $1 AND origin_topic = $2 AND origin_partition = $3
                     AND key = $4 AND origin_offset = $5",
-                &[
-                    &&*self.subscriber,
-                    &at.topic,
-                    &at.partition,
-                    &key,
-                    &at.offset,
-                ],
+                &self.params(&key, at),
             )
             .await?;
         Ok(())

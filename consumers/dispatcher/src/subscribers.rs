@@ -311,9 +311,7 @@ impl Subscribers {
             handle: handle.clone(),
             // Validation makes `ordering = "key"` need the database.
             ordered: match (s.ordering, &shared.control.pool) {
-                (Ordering::Key, Some(pool)) => {
-                    Some(OrderedKeys::new(pool.clone(), Arc::from(s.name.as_str())))
-                }
+                (Ordering::Key, Some(pool)) => Some(OrderedKeys::new(pool.clone(), s.name.clone())),
                 _ => None,
             },
         };

@@ -104,6 +104,24 @@ impl Drop for Proc {
 
 /// A workspace binary: beside the running executable, or one folder up (test executables
 /// live in `<target>/<profile>/deps/`).
+/// `replicas` dispatcher processes sharing config `cfg`, written with their logs under a fresh
+/// temporary folder named after `prefix`; each is named after its place in `replicas`.
+pub fn dispatcher_replicas(
+    cfg: &switchyard_dispatcher::DispatcherConfig,
+    prefix: &str,
+    replicas: &[&str],
+) -> anyhow::Result<Vec<Proc>> {
+    let dir = std::env::temp_dir().join(crate::unique(prefix));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("dispatcher.toml");
+    std::fs::write(&file, toml::to_string(cfg)?)?;
+    let dispatcher = bin("switchyard-dispatcher");
+    replicas
+        .iter()
+        .map(|name| Proc::start(name, dispatcher.clone(), file.clone(), &dir))
+        .collect()
+}
+
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();

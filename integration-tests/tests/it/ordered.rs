@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use integration_tests::fake_http::{FakeSubscriber, Script};
-use integration_tests::faults::procs::{bin, Proc};
+use integration_tests::faults::procs::dispatcher_replicas;
 use integration_tests::kafka::{create_topic, produce, producer};
 use integration_tests::*;
 use switchyard_dispatcher::config::{Ordering, RetryPolicy};
@@ -56,13 +56,8 @@ async fn deliver(ordering: Ordering, restarts: bool) -> Outcome {
     cfg.listen = "127.0.0.1:0".into();
     cfg.drain_timeout_ms = 5_000;
     cfg.attempt_log = Some(attempt_log_config().await.unwrap());
-    let dir = std::env::temp_dir().join(unique("ordered"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("dispatcher.toml");
-    std::fs::write(&file, toml::to_string(&cfg).unwrap()).unwrap();
-    let dispatcher = bin("switchyard-dispatcher");
-    let mut a = Proc::start("a", dispatcher.clone(), file.clone(), &dir).unwrap();
-    let mut b = Proc::start("b", dispatcher, file, &dir).unwrap();
+    let mut replicas = dispatcher_replicas(&cfg, "ordered", &["a", "b"]).unwrap();
+    let (mut b, mut a) = (replicas.pop().unwrap(), replicas.pop().unwrap());
 
     let started = Instant::now();
     let load = tokio::spawn(async move {

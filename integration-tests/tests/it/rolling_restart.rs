@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use integration_tests::fake_http::{FakeSubscriber, Script};
-use integration_tests::faults::procs::{bin, Proc};
+use integration_tests::faults::procs::dispatcher_replicas;
 use integration_tests::kafka::{create_topic, produce, producer};
 use integration_tests::*;
 use switchyard_runtime::kafka::GroupProtocol;
@@ -41,13 +41,8 @@ async fn rolling_restart(protocol: GroupProtocol, drain_ms: u64) -> Outcome {
     cfg.listen = "127.0.0.1:0".into();
     cfg.kafka.group_protocol = protocol;
     cfg.drain_timeout_ms = drain_ms;
-    let dir = std::env::temp_dir().join(unique("rolling"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("dispatcher.toml");
-    std::fs::write(&file, toml::to_string(&cfg).unwrap()).unwrap();
-    let dispatcher = bin("switchyard-dispatcher");
-    let mut a = Proc::start("a", dispatcher.clone(), file.clone(), &dir).unwrap();
-    let mut b = Proc::start("b", dispatcher, file, &dir).unwrap();
+    let mut replicas = dispatcher_replicas(&cfg, "rolling", &["a", "b"]).unwrap();
+    let (mut b, mut a) = (replicas.pop().unwrap(), replicas.pop().unwrap());
 
     let started = Instant::now();
     let started_at = started;
