@@ -134,9 +134,13 @@ pub(crate) async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
 /// the caller's trace), so the backend's spans are children of ours. Without a span context
 /// (tracing not set up) the caller's headers pass through untouched.
 pub(crate) fn set_trace_headers(headers: &mut HeaderMap, span: &tracing::Span) {
-    let Some(ours) = trace::headers(span) else {
-        return;
-    };
+    if let Some(ours) = trace::headers(span) {
+        set_hop_headers(headers, &ours);
+    }
+}
+
+/// Replaces the caller's `traceparent`/`tracestate` with `ours`.
+pub(crate) fn set_hop_headers(headers: &mut HeaderMap, ours: &trace::TraceHeaders) {
     headers.remove(trace::HEADER);
     headers.remove(trace::STATE_HEADER);
     for (name, value) in ours.pairs() {

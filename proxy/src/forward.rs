@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use switchyard_runtime::trace;
 use tracing::Instrument;
 
 use crate::body::{Bounded, Deadline, ProxyBody, Tripped};
-use crate::client::{set_trace_headers, HttpClient};
+use crate::client::{set_hop_headers, set_trace_headers, HttpClient};
 use crate::config::{read_secret, ApiKeyConfig, InvalidConfig};
 use crate::error::ProxyError;
 use crate::metrics::{BackendLabels, ProxyMetrics};
@@ -202,16 +203,26 @@ pub(crate) async fn send(
     for (name, value) in fwd.extra {
         headers.append(name, value);
     }
-    let span = tracing::info_span!(
-        "forward",
-        otel.name = %format_args!("{} {}", parts.method, target.tag),
-        otel.kind = "client",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %parts.method,
-        backend = %target.tag,
-        http.response.status_code = tracing::field::Empty,
-    );
-    set_trace_headers(headers, &span);
+    let span = match parts.extensions.remove::<trace::TraceHeaders>() {
+        // Spans are not exported: the hop computed for this request stands in for ours.
+        Some(hop) => {
+            set_hop_headers(headers, &hop);
+            tracing::Span::none()
+        }
+        None => {
+            let span = tracing::info_span!(
+                "forward",
+                otel.name = %format_args!("{} {}", parts.method, target.tag),
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                http.request.method = %parts.method,
+                backend = %target.tag,
+                http.response.status_code = tracing::field::Empty,
+            );
+            set_trace_headers(headers, &span);
+            span
+        }
+    };
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     let bounded = Bounded::new(body, target.max_body, deadline, tripped.clone());

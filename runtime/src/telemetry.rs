@@ -22,6 +22,14 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+/// Whether finished spans go anywhere (an OTLP exporter was built at [`init_tracing`]).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported. A hot path may skip its spans when they are not and carry the
+/// trace on with [`crate::trace::next_hop`] instead: the same W3C headers, for less work.
+pub fn spans_exported() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 
 /// Installs the global subscriber and tracer provider once; later calls (tests starting
 /// several services in one process) are no-ops. `service` names the OpenTelemetry resource
@@ -35,6 +43,7 @@ pub fn init_tracing(service: &str) {
         provider
     });
     let Some(export) = export else { return };
+    EXPORTING.store(export == Export::Otlp, Ordering::Relaxed);
     global::set_text_map_propagator(TraceContextPropagator::new());
     global::set_tracer_provider(provider.clone());
 

@@ -42,6 +42,28 @@ pub fn headers(span: &tracing::Span) -> Option<TraceHeaders> {
     })
 }
 
+/// The headers of the next hop without a `tracing` span, for hot paths whose spans are not
+/// exported (see [`crate::telemetry::spans_exported`]): a valid caller `traceparent` is
+/// continued (its trace id and flags, a new span id, `tracestate` carried along); otherwise a
+/// new sampled trace starts. What the next hop receives has the shape it would have with a span.
+pub fn next_hop(traceparent: Option<&str>, tracestate: Option<&str>) -> TraceHeaders {
+    use opentelemetry::trace::TraceFlags;
+    use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+    let ids = RandomIdGenerator::default();
+    let (trace_id, flags, tracestate) = match traceparent.and_then(parse) {
+        Some(caller) => (
+            caller.trace_id(),
+            caller.trace_flags(),
+            tracestate.filter(|s| !s.is_empty()).map(str::to_owned),
+        ),
+        None => (ids.new_trace_id(), TraceFlags::SAMPLED, None),
+    };
+    TraceHeaders {
+        traceparent: format!("00-{trace_id}-{}-{:02x}", ids.new_span_id(), flags.to_u8()),
+        tracestate,
+    }
+}
+
 /// Makes the remote span named by `traceparent` (and `tracestate`) the parent of `span`, so the
 /// span continues that trace. Returns `false`, leaving `span` the root of a new trace, when the
 /// value is missing or invalid. Call it before `span` has children or its context was read.
@@ -128,6 +150,41 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     const INCOMING: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn the_next_hop_without_a_span_continues_the_callers_trace_or_starts_one() {
+        let hop = next_hop(Some(INCOMING), Some("vendor=1"));
+        let sc = parse(&hop.traceparent).expect("valid");
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_ne!(
+            sc.span_id().to_string(),
+            "00f067aa0ba902b7",
+            "a span id of its own"
+        );
+        assert!(sc.is_sampled());
+        assert_eq!(hop.tracestate.as_deref(), Some("vendor=1"));
+        let unsampled = next_hop(
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+            None,
+        );
+        assert!(
+            !parse(&unsampled.traceparent).unwrap().is_sampled(),
+            "flags kept"
+        );
+        for junk in [None, Some(""), Some("00-zz-01")] {
+            let new = next_hop(junk, Some("vendor=1"));
+            let sc = parse(&new.traceparent).expect("a new trace");
+            assert_ne!(
+                sc.trace_id().to_string(),
+                "4bf92f3577b34da6a3ce929d0e0e4736"
+            );
+            assert!(sc.is_sampled());
+            assert_eq!(new.tracestate, None, "no caller trace: no state to carry");
+        }
+    }
 
     fn with_otel<T>(f: impl FnOnce() -> T) -> T {
         let provider = SdkTracerProvider::builder().build();
