@@ -7,6 +7,11 @@ use clap::Parser;
 use switchyard_proxy::ProxyConfig;
 use switchyard_runtime::{telemetry, Shutdown};
 
+/// mimalloc rather than glibc's malloc: allocation was a tenth of the proxy's CPU per request
+/// (bench-results/proxy.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "talaria-proxy: the secure reverse proxy to partner APIs")]
 struct Args {
