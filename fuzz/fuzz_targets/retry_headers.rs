@@ -16,6 +16,7 @@ struct Input {
     not_before_ms: Option<i64>,
     error: String,
     origin: String,
+    ordered: bool,
 }
 
 fuzz_target!(|input: Input| {
@@ -28,6 +29,7 @@ fuzz_target!(|input: Input| {
         not_before_ms: input.not_before_ms,
         error: &input.error,
         origin: &input.origin,
+        ordered: input.ordered,
     };
     let (view, error) = park_and_read(&park);
     assert_eq!(view.attempts, input.attempts);
@@ -35,6 +37,7 @@ fuzz_target!(|input: Input| {
     assert_eq!(view.not_before_ms, input.not_before_ms);
     assert_eq!(view.event_type, input.event_type);
     assert_eq!(view.origin.as_deref(), Some(input.origin.as_str()));
+    assert_eq!(view.ordered, input.ordered);
     let error = String::from_utf8(error.expect("a park names its error")).expect("UTF-8 error");
     assert!(error.len() <= 512 && input.error.starts_with(&error));
     assert!(error.len() == input.error.len() || input.error.len() > 512);

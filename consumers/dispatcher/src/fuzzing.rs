@@ -14,6 +14,7 @@ pub struct RetryView {
     pub not_before_ms: Option<i64>,
     pub tier: Option<usize>,
     pub origin: Option<String>,
+    pub ordered: bool,
 }
 
 impl From<RetryState> for RetryView {
@@ -25,6 +26,7 @@ impl From<RetryState> for RetryView {
             not_before_ms: s.not_before_ms,
             tier: s.tier,
             origin: s.origin,
+            ordered: s.ordered,
         }
     }
 }
@@ -51,6 +53,7 @@ pub struct Park<'a> {
     pub not_before_ms: Option<i64>,
     pub error: &'a str,
     pub origin: &'a str,
+    pub ordered: bool,
 }
 
 /// Writes the headers of a park and reads them back: what the next tier sees, and the raw
@@ -64,6 +67,7 @@ pub fn park_and_read(p: &Park<'_>) -> (RetryView, Option<Vec<u8>>) {
         not_before_ms: p.not_before_ms,
         error: p.error,
         origin: p.origin,
+        ordered: p.ordered,
     }
     .headers();
     let error = headers
