@@ -24,24 +24,81 @@ async fn setup_topic() -> String {
     topic
 }
 
+/// The uid-notify path of one test: a fresh topic, an ingress publishing to it and a
+/// dispatcher with the subscribers `subscribers` makes for it.
+struct Flow {
+    topic: String,
+    ingress: Running,
+    dispatcher: Running,
+    /// The dispatcher's config (its topic names carry a prefix of their own).
+    config: switchyard_dispatcher::DispatcherConfig,
+}
+
+impl Flow {
+    async fn start(
+        subscribers: impl FnOnce(&str) -> Vec<switchyard_dispatcher::config::SubscriberConfig>,
+    ) -> Self {
+        let topic = setup_topic().await;
+        let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
+        let config = dispatcher_config(subscribers(&topic));
+        let dispatcher = start_dispatcher(config.clone()).await.unwrap();
+        Self {
+            topic,
+            ingress,
+            dispatcher,
+            config,
+        }
+    }
+
+    /// One HTTP subscriber `name`, played by a fake answering with `script`.
+    async fn one(
+        name: &str,
+        script: Script,
+        tweak: impl FnOnce(&mut switchyard_dispatcher::config::SubscriberConfig),
+    ) -> (Self, FakeSubscriber) {
+        let sub = FakeSubscriber::start(script).await.unwrap();
+        let flow = Self::start(|topic| {
+            let mut s = http_subscriber(name, topic, &sub.url("/hook"));
+            tweak(&mut s);
+            vec![s]
+        })
+        .await;
+        (flow, sub)
+    }
+
+    /// `POST /v1/uid-notify` with `body`: status and JSON answer.
+    async fn notify(&self, body: &Value) -> (u16, Value) {
+        post(&self.ingress.url("/v1/uid-notify"), body).await
+    }
+
+    async fn stop(self) {
+        self.dispatcher.stop().await.unwrap();
+        self.ingress.stop().await.unwrap();
+    }
+}
+
+fn http_target(
+    s: &mut switchyard_dispatcher::config::SubscriberConfig,
+) -> &mut switchyard_dispatcher::config::HttpTarget {
+    match &mut s.target {
+        switchyard_dispatcher::config::Target::Http(h) => h,
+        switchyard_dispatcher::config::Target::Topic(_) => unreachable!("an HTTP subscriber"),
+    }
+}
+
 #[tokio::test]
 async fn bind_is_delivered_with_body_token_and_valid_signature() {
-    let topic = setup_topic().await;
-    let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
-    let sub = FakeSubscriber::start(Script::Ok).await.unwrap();
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let mut s = http_subscriber("signed", &topic, &sub.url("/hook"));
-    if let switchyard_dispatcher::config::Target::Http(h) = &mut s.target {
+    let (flow, sub) = Flow::one("signed", Script::Ok, |s| {
+        let h = http_target(s);
         h.secret = Some(secret.into());
         h.headers.insert("x-team".into(), "ids".into());
-    }
-    let dispatcher = start_dispatcher(dispatcher_config(vec![s])).await.unwrap();
-
-    let (status, resp) = post(
-        &ingress.url("/v1/uid-notify"),
-        &json!({"portal_uid": 42, "phonish_uid": 7, "event_type": "bind", "event_timestamp": "2026-11-23T10:00:00+03:00"}),
-    )
+    })
     .await;
+
+    let (status, resp) = flow
+        .notify(&json!({"portal_uid": 42, "phonish_uid": 7, "event_type": "bind", "event_timestamp": "2026-11-23T10:00:00+03:00"}))
+        .await;
     assert_eq!(status, 200, "{resp}");
     let event_id = resp["event_id"].as_str().unwrap().to_owned();
 
@@ -81,7 +138,7 @@ async fn bind_is_delivered_with_body_token_and_valid_signature() {
     assert!(jsonschema::is_valid(&schema, &got.json()));
 
     // 200 meant the record was on the broker: read it back, keyed by the phonish account.
-    let records = read(&topic, 1, WAIT).await.unwrap();
+    let records = read(&flow.topic, 1, WAIT).await.unwrap();
     assert_eq!(records.len(), 1);
     let env =
         events::Envelope::from_bytes(rdkafka::Message::payload(&records[0]).unwrap()).unwrap();
@@ -92,30 +149,26 @@ async fn bind_is_delivered_with_body_token_and_valid_signature() {
         Some("uid.bind")
     );
 
-    dispatcher.stop().await.unwrap();
-    ingress.stop().await.unwrap();
+    flow.stop().await;
 }
 
 #[tokio::test]
 async fn unbind_goes_only_to_unbind_subscribers() {
-    let topic = setup_topic().await;
-    let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
     let binds = FakeSubscriber::start(Script::Ok).await.unwrap();
     let both = FakeSubscriber::start(Script::Ok).await.unwrap();
-    let mut only_bind = http_subscriber("only-bind", &topic, &binds.url("/b"));
-    only_bind.event_types = vec!["uid.bind".into()];
-    let mut all = http_subscriber("both", &topic, &both.url("/a"));
-    all.event_types = vec!["uid.bind".into(), "uid.unbind".into()];
-    let dispatcher = start_dispatcher(dispatcher_config(vec![only_bind, all]))
-        .await
-        .unwrap();
+    let flow = Flow::start(|topic| {
+        let mut only_bind = http_subscriber("only-bind", topic, &binds.url("/b"));
+        only_bind.event_types = vec!["uid.bind".into()];
+        let mut all = http_subscriber("both", topic, &both.url("/a"));
+        all.event_types = vec!["uid.bind".into(), "uid.unbind".into()];
+        vec![only_bind, all]
+    })
+    .await;
 
     for (p, et) in [(1, "bind"), (1, "unbind"), (2, "unbind")] {
-        let (status, _) = post(
-            &ingress.url("/v1/uid-notify"),
-            &json!({"portal_uid": 100, "phonish_uid": p, "event_type": et}),
-        )
-        .await;
+        let (status, _) = flow
+            .notify(&json!({"portal_uid": 100, "phonish_uid": p, "event_type": et}))
+            .await;
         assert_eq!(status, 200);
     }
     assert!(both.wait_delivered(3, WAIT).await);
@@ -139,34 +192,21 @@ async fn unbind_goes_only_to_unbind_subscribers() {
         all_tokens,
         vec!["100-1-bind", "100-1-unbind", "100-2-unbind"]
     );
-    dispatcher.stop().await.unwrap();
-    ingress.stop().await.unwrap();
+    flow.stop().await;
 }
 
 #[tokio::test]
 async fn failing_subscriber_receives_the_event_after_recovery_with_the_same_token() {
-    let topic = setup_topic().await;
-    let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
     // 2 in-process attempts per pass: 5 failures span the main topic and two retry tiers.
-    let sub = FakeSubscriber::start(Script::FailFirst {
+    let script = Script::FailFirst {
         n: 5,
         status: 500,
         retry_after: None,
-    })
-    .await
-    .unwrap();
-    let dispatcher = start_dispatcher(dispatcher_config(vec![http_subscriber(
-        "flaky",
-        &topic,
-        &sub.url("/h"),
-    )]))
-    .await
-    .unwrap();
-    let (status, _) = post(
-        &ingress.url("/v1/uid-notify"),
-        &json!({"portal_uid": 5, "phonish_uid": 6, "event_type": "unbind"}),
-    )
-    .await;
+    };
+    let (flow, sub) = Flow::one("flaky", script, |_| {}).await;
+    let (status, _) = flow
+        .notify(&json!({"portal_uid": 5, "phonish_uid": 6, "event_type": "unbind"}))
+        .await;
     assert_eq!(status, 200);
     assert!(
         sub.wait_delivered(1, WAIT).await,
@@ -184,33 +224,20 @@ async fn failing_subscriber_receives_the_event_after_recovery_with_the_same_toke
         .all(|r| r.header("x-idempotency-token") == Some("5-6-unbind")));
     let ids: HashSet<_> = all.iter().map(|r| r.json()["event_id"].clone()).collect();
     assert_eq!(ids.len(), 1, "every attempt carries the same event");
-    dispatcher.stop().await.unwrap();
-    ingress.stop().await.unwrap();
+    flow.stop().await;
 }
 
 #[tokio::test]
 async fn retry_after_on_503_is_honoured() {
-    let topic = setup_topic().await;
-    let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
-    let sub = FakeSubscriber::start(Script::FailFirst {
+    let script = Script::FailFirst {
         n: 1,
         status: 503,
         retry_after: Some(1),
-    })
-    .await
-    .unwrap();
-    let dispatcher = start_dispatcher(dispatcher_config(vec![http_subscriber(
-        "ra",
-        &topic,
-        &sub.url("/h"),
-    )]))
-    .await
-    .unwrap();
-    let (status, _) = post(
-        &ingress.url("/v1/uid-notify"),
-        &json!({"portal_uid": 8, "phonish_uid": 9, "event_type": "bind"}),
-    )
-    .await;
+    };
+    let (flow, sub) = Flow::one("ra", script, |_| {}).await;
+    let (status, _) = flow
+        .notify(&json!({"portal_uid": 8, "phonish_uid": 9, "event_type": "bind"}))
+        .await;
     assert_eq!(status, 200);
     let started = std::time::Instant::now();
     assert!(sub.wait_delivered(1, WAIT).await);
@@ -221,30 +248,24 @@ async fn retry_after_on_503_is_honoured() {
         started.elapsed()
     );
     assert_eq!(sub.received().len(), 2);
-    dispatcher.stop().await.unwrap();
-    ingress.stop().await.unwrap();
+    flow.stop().await;
 }
 
 /// Standard Webhooks rotation: with an old and a new secret, each delivery carries both
 /// signatures, so a subscriber holding either one accepts it.
 #[tokio::test]
 async fn a_rotating_secret_signs_every_delivery_with_each_key() {
-    let topic = setup_topic().await;
-    let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
-    let sub = FakeSubscriber::start(Script::Ok).await.unwrap();
     let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let new = "whsec_bmV3LXNlY3JldC1mb3Itcm90YXRpb24=";
-    let mut s = http_subscriber("rotating", &topic, &sub.url("/hook"));
-    if let switchyard_dispatcher::config::Target::Http(h) = &mut s.target {
+    let (flow, sub) = Flow::one("rotating", Script::Ok, |s| {
+        let h = http_target(s);
         h.secret = Some(old.into());
         h.secrets = vec![new.into()];
-    }
-    let dispatcher = start_dispatcher(dispatcher_config(vec![s])).await.unwrap();
-    let (status, resp) = post(
-        &ingress.url("/v1/uid-notify"),
-        &json!({"portal_uid": 43, "phonish_uid": 8, "event_type": "unbind"}),
-    )
+    })
     .await;
+    let (status, resp) = flow
+        .notify(&json!({"portal_uid": 43, "phonish_uid": 8, "event_type": "unbind"}))
+        .await;
     assert_eq!(status, 200, "{resp}");
     let event_id = resp["event_id"].as_str().unwrap().to_owned();
     assert!(sub.wait_delivered(1, WAIT).await, "not delivered");
@@ -258,34 +279,30 @@ async fn a_rotating_secret_signs_every_delivery_with_each_key() {
     }
     let stranger = SigningKey::from_secret("whsec_c3RyYW5nZXI=");
     assert!(!stranger.verify(&event_id, ts, &got.body, header));
-    dispatcher.stop().await.unwrap();
-    ingress.stop().await.unwrap();
+    flow.stop().await;
 }
 
 #[tokio::test]
 async fn dead_subscriber_does_not_delay_a_healthy_one() {
-    let topic = setup_topic().await;
-    let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
     let dead = FakeSubscriber::start(Script::AlwaysFail { status: 500 })
         .await
         .unwrap();
     let healthy = FakeSubscriber::start(Script::Ok).await.unwrap();
-    let dispatcher = start_dispatcher(dispatcher_config(vec![
-        http_subscriber("dead", &topic, &dead.url("/d")),
-        http_subscriber("healthy", &topic, &healthy.url("/h")),
-    ]))
-    .await
-    .unwrap();
+    let flow = Flow::start(|topic| {
+        vec![
+            http_subscriber("dead", topic, &dead.url("/d")),
+            http_subscriber("healthy", topic, &healthy.url("/h")),
+        ]
+    })
+    .await;
     // Each subscriber is its own consumer group and joins on its own schedule: first see the
     // dead one failing, then show the healthy one drains everything while it keeps failing.
     let post_one = |i: u64| {
-        let url = ingress.url("/v1/uid-notify");
+        let flow = &flow;
         async move {
-            let (status, _) = post(
-                &url,
-                &json!({"portal_uid": 1000 + i, "phonish_uid": i, "event_type": "bind"}),
-            )
-            .await;
+            let (status, _) = flow
+                .notify(&json!({"portal_uid": 1000 + i, "phonish_uid": i, "event_type": "bind"}))
+                .await;
             assert_eq!(status, 200);
         }
     };
@@ -308,27 +325,19 @@ async fn dead_subscriber_does_not_delay_a_healthy_one() {
         dead.wait_until(WAIT, |r| r.len() > tried_before).await,
         "the dead one kept being retried meanwhile"
     );
-    dispatcher.stop().await.unwrap();
-    ingress.stop().await.unwrap();
+    flow.stop().await;
 }
 
 #[tokio::test]
 async fn max_attempts_moves_the_record_to_the_dead_letter_topic() {
-    let topic = setup_topic().await;
-    let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
-    let sub = FakeSubscriber::start(Script::AlwaysFail { status: 502 })
-        .await
-        .unwrap();
-    let mut s = http_subscriber("doomed", &topic, &sub.url("/x"));
-    s.max_attempts = Some(3);
-    let cfg = dispatcher_config(vec![s]);
-    let dlq = cfg.dead_letter_topic("doomed");
-    let dispatcher = start_dispatcher(cfg).await.unwrap();
-    let (status, resp) = post(
-        &ingress.url("/v1/uid-notify"),
-        &json!({"portal_uid": 3, "phonish_uid": 4, "event_type": "bind"}),
-    )
+    let (flow, sub) = Flow::one("doomed", Script::AlwaysFail { status: 502 }, |s| {
+        s.max_attempts = Some(3);
+    })
     .await;
+    let dlq = flow.config.dead_letter_topic("doomed");
+    let (status, resp) = flow
+        .notify(&json!({"portal_uid": 3, "phonish_uid": 4, "event_type": "bind"}))
+        .await;
     assert_eq!(status, 200);
     let dead = read(&dlq, 1, WAIT).await.unwrap();
     assert_eq!(dead.len(), 1, "nothing in {dlq}");
@@ -341,27 +350,17 @@ async fn max_attempts_moves_the_record_to_the_dead_letter_topic() {
     );
     assert_eq!(header(&dead[0], "sy-subscriber").as_deref(), Some("doomed"));
     assert_eq!(sub.received().len(), 3, "exactly max_attempts attempts");
-    dispatcher.stop().await.unwrap();
-    ingress.stop().await.unwrap();
+    flow.stop().await;
 }
 
 /// One trace id links the ingress request, the Kafka record and the subscriber's request; each
 /// hop gets its own span id.
 #[tokio::test]
 async fn traceparent_travels_from_ingress_request_to_the_webhook() {
-    let topic = setup_topic().await;
-    let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
-    let sub = FakeSubscriber::start(Script::Ok).await.unwrap();
-    let dispatcher = start_dispatcher(dispatcher_config(vec![http_subscriber(
-        "traced",
-        &topic,
-        &sub.url("/t"),
-    )]))
-    .await
-    .unwrap();
+    let (flow, sub) = Flow::one("traced", Script::Ok, |_| {}).await;
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let resp = ingress_client()
-        .post(ingress.url("/v1/uid-notify"))
+        .post(flow.ingress.url("/v1/uid-notify"))
         .header("traceparent", incoming)
         .json(&json!({"portal_uid": 11, "phonish_uid": 12, "event_type": "bind"}))
         .send()
@@ -369,14 +368,12 @@ async fn traceparent_travels_from_ingress_request_to_the_webhook() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     // Without an incoming traceparent the ingress starts a trace of its own.
-    let (status, _) = post(
-        &ingress.url("/v1/uid-notify"),
-        &json!({"portal_uid": 13, "phonish_uid": 14, "event_type": "bind"}),
-    )
-    .await;
+    let (status, _) = flow
+        .notify(&json!({"portal_uid": 13, "phonish_uid": 14, "event_type": "bind"}))
+        .await;
     assert_eq!(status, 200);
 
-    let records = read(&topic, 2, WAIT).await.unwrap();
+    let records = read(&flow.topic, 2, WAIT).await.unwrap();
     let record_tp = records
         .iter()
         .find(|r| rdkafka::Message::key(*r) == Some(&b"12"[..]))
@@ -403,33 +400,22 @@ async fn traceparent_travels_from_ingress_request_to_the_webhook() {
             assert_ne!(trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         }
     }
-    dispatcher.stop().await.unwrap();
-    ingress.stop().await.unwrap();
+    flow.stop().await;
 }
 
 /// The dispatcher exports per-subscriber delivery counters and consumer lag per partition.
 #[tokio::test]
 async fn dispatcher_metrics_show_deliveries_and_consumer_lag() {
-    let topic = setup_topic().await;
-    let ingress = start_ingress(ingress_config(&topic), None).await.unwrap();
-    let sub = FakeSubscriber::start(Script::Ok).await.unwrap();
-    let dispatcher = start_dispatcher(dispatcher_config(vec![http_subscriber(
-        "metered",
-        &topic,
-        &sub.url("/m"),
-    )]))
-    .await
-    .unwrap();
+    let (flow, sub) = Flow::one("metered", Script::Ok, |_| {}).await;
+    let topic = &flow.topic;
     for i in 1..=5u64 {
-        let (status, _) = post(
-            &ingress.url("/v1/uid-notify"),
-            &json!({"portal_uid": 70 + i, "phonish_uid": i, "event_type": "bind"}),
-        )
-        .await;
+        let (status, _) = flow
+            .notify(&json!({"portal_uid": 70 + i, "phonish_uid": i, "event_type": "bind"}))
+            .await;
         assert_eq!(status, 200);
     }
     assert!(sub.wait_delivered(5, WAIT).await);
-    let url = dispatcher.url("/metrics");
+    let url = flow.dispatcher.url("/metrics");
     let mut text = String::new();
     let lag_line =
         format!(r#"switchyard_dispatch_consumer_lag{{subscriber="metered",topic="{topic}""#);
@@ -445,6 +431,5 @@ async fn dispatcher_metrics_show_deliveries_and_consumer_lag() {
         "{text}"
     );
     assert!(text.contains(&lag_line), "no lag gauge: {text}");
-    dispatcher.stop().await.unwrap();
-    ingress.stop().await.unwrap();
+    flow.stop().await;
 }
