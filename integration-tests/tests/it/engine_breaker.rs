@@ -11,32 +11,18 @@ use integration_tests::fake_http::{FakeSubscriber, Script};
 use integration_tests::kafka::{create_topic, producer, read};
 use integration_tests::*;
 use rdkafka::Message;
-use switchyard_dispatcher::admin_api::{SubscriberList, SubscriberView};
+use switchyard_dispatcher::admin_api::SubscriberView;
 use switchyard_dispatcher::config::BreakerConfig;
 
-use crate::engine_support::{envelope, eventually, metric, produce_to};
+use crate::engine_support::{
+    delivered_ids, envelope, eventually, metric, produce_to, subscriber_view,
+};
 
 const TOKEN: &str = "engine-breaker-token-0123456789";
 const RECORDS: u64 = 300;
 
 async fn view(base: &str, name: &str) -> Option<SubscriberView> {
-    let list: SubscriberList = reqwest::Client::new()
-        .get(format!("{base}/admin/api/subscribers"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    list.subscribers.into_iter().find(|s| s.name == name)
-}
-
-fn delivered_ids(sub: &FakeSubscriber) -> HashSet<String> {
-    sub.delivered()
-        .iter()
-        .filter_map(|r| r.json()["event_id"].as_str().map(str::to_owned))
-        .collect()
+    subscriber_view(base, TOKEN, name).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

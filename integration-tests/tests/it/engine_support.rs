@@ -1,12 +1,16 @@
 //! Shared pieces of the delivery-engine tests: envelopes with known ids, records produced to
-//! a chosen partition, and the dispatcher's metrics read back.
+//! a chosen partition, the dispatcher's metrics and admin view read back, and what a fake
+//! subscriber got.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
 use events::v1::{envelope::Payload, AccountLink, LinkEvent};
 use events::{event_type, Envelope};
+use integration_tests::fake_http::FakeSubscriber;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use switchyard_dispatcher::admin_api::{SubscriberList, SubscriberView};
 
 /// A uid-bind envelope numbered `i`.
 pub(crate) fn envelope(i: u64) -> Envelope {
@@ -71,4 +75,26 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Subscriber `name` as the admin API at `base` shows it (bearer `token`).
+pub(crate) async fn subscriber_view(base: &str, token: &str, name: &str) -> Option<SubscriberView> {
+    let list: SubscriberList = reqwest::Client::new()
+        .get(format!("{base}/admin/api/subscribers"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    list.subscribers.into_iter().find(|s| s.name == name)
+}
+
+/// The event ids `sub` answered 2xx to.
+pub(crate) fn delivered_ids(sub: &FakeSubscriber) -> HashSet<String> {
+    sub.delivered()
+        .iter()
+        .filter_map(|r| r.json()["event_id"].as_str().map(str::to_owned))
+        .collect()
 }
