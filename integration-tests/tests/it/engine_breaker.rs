@@ -15,7 +15,7 @@ use switchyard_dispatcher::admin_api::SubscriberView;
 use switchyard_dispatcher::config::BreakerConfig;
 
 use crate::engine_support::{
-    delivered_ids, envelope, eventually, metric, produce_to, subscriber_view,
+    all_delivered, delivered_ids, envelope, eventually, metric, produce_to, subscriber_view,
 };
 
 const TOKEN: &str = "engine-breaker-token-0123456789";
@@ -108,14 +108,8 @@ async fn dead_target_opens_the_breaker_and_a_probe_closes_it() {
     // The target recovers: a probe closes the breaker and the backlog (now in the retry tier)
     // is delivered, every record.
     target.set_script(Script::Ok);
-    let t = target.clone();
-    let want = ids.clone();
     assert!(
-        eventually(Duration::from_secs(90), || {
-            let (t, want) = (t.clone(), want.clone());
-            async move { delivered_ids(&t).is_superset(&want) }
-        })
-        .await,
+        all_delivered(&target, &ids, Duration::from_secs(90)).await,
         "delivered {} of {RECORDS} after recovery",
         delivered_ids(&target).len()
     );
@@ -217,14 +211,8 @@ async fn gone_target_pauses_the_subscriber_until_resumed() {
         .await
         .unwrap();
     assert!(resumed.status().is_success());
-    let t = target.clone();
-    let want = ids.clone();
     assert!(
-        eventually(Duration::from_secs(60), || {
-            let (t, want) = (t.clone(), want.clone());
-            async move { delivered_ids(&t).is_superset(&want) }
-        })
-        .await,
+        all_delivered(&target, &ids, Duration::from_secs(60)).await,
         "delivered {} of 20 after resume",
         delivered_ids(&target).len()
     );

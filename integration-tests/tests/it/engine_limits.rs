@@ -12,7 +12,7 @@ use integration_tests::*;
 use switchyard_dispatcher::admin_api::SubscriberView;
 
 use crate::engine_support::{
-    delivered_ids, envelope, eventually, metric, produce_to, subscriber_view,
+    all_delivered, delivered_ids, envelope, eventually, metric, produce_to, subscriber_view,
 };
 
 const TOKEN: &str = "engine-limits-token-0123456789";
@@ -65,14 +65,8 @@ async fn a_backlog_is_delivered_at_max_per_second() {
     let base = format!("http://{}", dispatcher.addr);
     let metrics_url = dispatcher.url("/metrics");
 
-    let t = target.clone();
-    let want = ids.clone();
     assert!(
-        eventually(Duration::from_secs(60), || {
-            let (t, want) = (t.clone(), want.clone());
-            async move { delivered_ids(&t).is_superset(&want) }
-        })
-        .await,
+        all_delivered(&target, &ids, Duration::from_secs(60)).await,
         "delivered {} of {RECORDS}",
         delivered_ids(&target).len()
     );
@@ -132,14 +126,8 @@ async fn a_slow_target_never_sees_more_than_max_in_flight() {
     let base = format!("http://{}", dispatcher.addr);
     let metrics_url = dispatcher.url("/metrics");
 
-    let t = target.clone();
-    let want = ids.clone();
     assert!(
-        eventually(Duration::from_secs(60), || {
-            let (t, want) = (t.clone(), want.clone());
-            async move { delivered_ids(&t).is_superset(&want) }
-        })
-        .await,
+        all_delivered(&target, &ids, Duration::from_secs(60)).await,
         "delivered {} of {RECORDS}",
         delivered_ids(&target).len()
     );

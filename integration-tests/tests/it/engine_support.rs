@@ -98,3 +98,12 @@ pub(crate) fn delivered_ids(sub: &FakeSubscriber) -> HashSet<String> {
         .filter_map(|r| r.json()["event_id"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// Whether `sub` answers 2xx to every one of `ids` within `within`.
+pub(crate) async fn all_delivered(
+    sub: &FakeSubscriber,
+    ids: &HashSet<String>,
+    within: Duration,
+) -> bool {
+    eventually(within, || async { delivered_ids(sub).is_superset(ids) }).await
+}
