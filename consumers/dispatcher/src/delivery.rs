@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use events::v1::envelope::Payload;
 use events::Envelope;
-use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
@@ -16,12 +15,14 @@ use crate::attempt_log::{AttemptLog, AttemptRow};
 use crate::breaker::{counts_against_target, Admit};
 use crate::config::RetryPolicy;
 use crate::control::{Outcome, SubscriberHandle, SubscriberStats};
+use crate::filter::refused_by_headers;
 use crate::http_target::{Attempt, HttpSink};
 use crate::metrics::{DispatchMetrics, SubscriberLabels, TierLabels};
 use crate::offsets::Ticket;
 use crate::ordered::{OrderedKeys, Origin, Place};
-use crate::render::{render_http, render_topic, Rendered};
+use crate::render::{render_http, render_topic};
 use crate::retry::{backoff, Parked, RetryState};
+use crate::topic_sink::TopicSink;
 
 /// A record taken off the consumer, owned so it can cross tasks.
 #[derive(Debug)]
@@ -42,64 +43,6 @@ pub(crate) struct Job {
 pub(crate) enum Sink {
     Http(HttpSink),
     Topic(TopicSink),
-}
-
-/// Delivery as a record on another topic, keyed like the source record.
-#[derive(Clone)]
-pub(crate) struct TopicSink {
-    pub producer: FutureProducer,
-    pub topic: String,
-}
-
-impl TopicSink {
-    /// The record carries the source envelope's standard headers (`sy-event-type`, `sy-tag`, the
-    /// delivery's hop of the trace with the envelope's `tracestate`), so a consumer of the sink
-    /// topic filters and traces it like any envelope record, plus the delivery's own: event id,
-    /// idempotency key and, for a mark, the caller kind.
-    async fn attempt(&self, key: Option<&[u8]>, env: &Envelope, r: &Rendered) -> Attempt {
-        let hop = r.traceparent.as_ref().map(|tp| events::v1::TraceContext {
-            traceparent: tp.clone(),
-            tracestate: env
-                .trace
-                .as_ref()
-                .map(|t| t.tracestate.clone())
-                .unwrap_or_default(),
-        });
-        let mut headers = switchyard_runtime::kafka::envelope_headers_of(env, hop.as_ref())
-            .insert(Header {
-                key: events::header::EVENT_ID,
-                value: Some(env.event_id.as_str()),
-            })
-            .insert(Header {
-                key: events::header::IDEMPOTENCY_KEY,
-                value: Some(r.idempotency_key.as_str()),
-            });
-        if let Some(kind) = r.caller_kind {
-            headers = headers.insert(Header {
-                key: events::header::CALLER_KIND,
-                value: Some(kind),
-            });
-        }
-        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
-            .payload(&r.body[..])
-            .headers(headers);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        match self
-            .producer
-            .send(record, Timeout::After(Duration::from_secs(10)))
-            .await
-        {
-            Ok(_) => Attempt::Delivered { status: None },
-            Err((e, _)) => Attempt::Failed {
-                error: format!("produce failed: {e}"),
-                retry_after: None,
-                status: None,
-                excerpt: None,
-            },
-        }
-    }
 }
 
 /// Everything a delivery lane needs, shared by all lanes of one subscriber.
@@ -611,80 +554,5 @@ impl Drop for ParkingFailed {
     fn drop(&mut self) {
         self.0.dec();
         self.1.parking_failed_by(-1);
-    }
-}
-
-/// Whether a record's headers (`sy-event-type`, `sy-tag`) already prove that filters
-/// `event_types` and `tags` refuse it, so it is skipped without copying or decoding its body.
-/// `false` when they can't tell (no headers, or a versioned filter that needs the envelope's
-/// schema version): the filters are applied again after decoding.
-pub(crate) fn refused_by_headers(
-    event_types: &[String],
-    tags: &[String],
-    event_type: Option<&str>,
-    tag: Option<&str>,
-) -> bool {
-    let Some(t) = event_type else {
-        return false;
-    };
-    if !event_types.is_empty()
-        && !event_types.iter().any(|f| {
-            f == t
-                || f.rsplit_once(".v")
-                    .is_some_and(|(name, v)| name == t && v.parse::<u32>().is_ok())
-        })
-    {
-        return true;
-    }
-    if tags.is_empty() {
-        return false;
-    }
-    if t != events::event_type::MARK_SEEN {
-        return true; // only marks carry a tag
-    }
-    tag.is_some_and(|tag| !tags.iter().any(|w| w == tag))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::refused_by_headers;
-
-    fn v(items: &[&str]) -> Vec<String> {
-        items.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn headers_refuse_only_what_the_filters_surely_refuse() {
-        let none: Vec<String> = Vec::new();
-        // No filters, or no headers: never skipped before decoding.
-        assert!(!refused_by_headers(&none, &none, Some("uid.bind"), None));
-        assert!(!refused_by_headers(&v(&["uid.bind"]), &none, None, None));
-        // Event types, exact and versioned.
-        let types = v(&["uid.bind", "tasks.task_assigned.v2"]);
-        assert!(!refused_by_headers(&types, &none, Some("uid.bind"), None));
-        assert!(refused_by_headers(&types, &none, Some("uid.unbind"), None));
-        // A versioned filter needs the envelope's version: decided after decoding.
-        assert!(!refused_by_headers(
-            &types,
-            &none,
-            Some("tasks.task_assigned"),
-            None
-        ));
-        // Tags: only marks carry one; a mark without the header is decoded.
-        let tags = v(&["promo"]);
-        assert!(!refused_by_headers(
-            &none,
-            &tags,
-            Some("mark.seen"),
-            Some("promo")
-        ));
-        assert!(refused_by_headers(
-            &none,
-            &tags,
-            Some("mark.seen"),
-            Some("other")
-        ));
-        assert!(!refused_by_headers(&none, &tags, Some("mark.seen"), None));
-        assert!(refused_by_headers(&none, &tags, Some("uid.bind"), None));
     }
 }

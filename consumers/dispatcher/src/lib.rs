@@ -9,6 +9,7 @@
 //! - `integrations`: the mark-notify integrations file, turned into subscribers by the plan.
 //! - `worker`: the consumer loop of one subscriber; `offsets`: which offset may be stored.
 //! - `delivery`: the deliverer (filter, render, send, park or dead-letter) and its sinks;
+//!   `topic_sink`: delivery as a record on a topic; `filter`: skipping by record headers;
 //!   [`http_target`]: the HTTP sink; [`target_guard`]: where webhooks may go; [`sign`]: webhook signatures; [`render`]: request
 //!   bodies per format, and the trace a delivery continues; `retry`: retry-tier headers and
 //!   backoff.
@@ -34,6 +35,7 @@ pub mod config;
 mod control;
 mod dead_letters;
 mod delivery;
+mod filter;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod http_target;
@@ -50,6 +52,7 @@ pub mod sign;
 mod sink;
 mod subscribers;
 pub mod target_guard;
+mod topic_sink;
 mod worker;
 
 use std::path::PathBuf;

@@ -32,12 +32,13 @@ use tokio_util::sync::CancellationToken;
 use crate::attempt_log::AttemptLog;
 use crate::config::{DispatcherConfig, Ordering, Target};
 use crate::control::{Control, SubscriberHandle};
-use crate::delivery::{self, Deliverer, Sink};
+use crate::delivery::{Deliverer, Sink};
 use crate::http_target;
 use crate::metrics::{DispatchMetrics, ReloadLabels, SubscriberLabels};
 use crate::offsets::Ledger;
 use crate::ordered::OrderedKeys;
 use crate::plan::{Plan, SubscriberPlan};
+use crate::topic_sink::TopicSink;
 use crate::worker::{GroupContext, GroupObserver, Worker, WorkerError};
 use crate::DispatchError;
 
@@ -285,7 +286,7 @@ impl Subscribers {
                 http_target::HttpSink::with_client(h, s.concurrency, &cfg.webhooks)
                     .map_err(|e| DispatchError::Target(s.name.clone(), e))?,
             ),
-            Target::Topic(t) => Sink::Topic(delivery::TopicSink {
+            Target::Topic(t) => Sink::Topic(TopicSink {
                 producer: shared.producer.clone(),
                 topic: t.topic.clone(),
             }),
