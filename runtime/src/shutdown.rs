@@ -90,15 +90,14 @@ impl<E: Send + 'static> Tasks<E> {
         Self::default()
     }
 
-    /// Starts `task` as `name`; everything it logs carries `task = name`.
+    /// Starts `task` as `name`: a failure is reported with the name, and under a span
+    /// exporter the task runs in a `task` span (see [`spawn_detached`]).
     pub fn spawn<F>(&mut self, name: &'static str, task: F)
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
     {
         #[allow(clippy::disallowed_methods)] // the one supervisor
-        let handle = self
-            .set
-            .spawn(task.instrument(tracing::info_span!("task", task = name)));
+        let handle = self.set.spawn(task.instrument(task_span(name)));
         self.names.insert(handle.id(), name);
     }
 
@@ -112,14 +111,27 @@ impl<E: Send + 'static> Tasks<E> {
 }
 
 /// Starts `task` on its own, for work whose end nobody waits for (a signal listener, a
-/// job whose progress is read elsewhere). Everything it logs carries `task = name`.
+/// job whose progress is read elsewhere, one proxied connection). When spans are exported it
+/// runs in a `task` span named `name`; when not, in none: log lines never show spans
+/// (`telemetry::init_tracing`), and entering a span on every poll of a connection's task was
+/// measurable on the proxy's hot path (bench-results/proxy.md).
 pub fn spawn_detached<F>(name: &'static str, task: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     #[allow(clippy::disallowed_methods)] // the one factory of detached tasks
-    tokio::spawn(task.instrument(tracing::info_span!("task", task = name)))
+    tokio::spawn(task.instrument(task_span(name)))
+}
+
+/// The span a spawned task runs in: `task` with its name when spans are exported, none
+/// otherwise (see [`spawn_detached`]).
+fn task_span(name: &'static str) -> tracing::Span {
+    if crate::telemetry::spans_exported() {
+        tracing::info_span!("task", task = name)
+    } else {
+        tracing::Span::none()
+    }
 }
 
 /// Calls `f` every `period` (the first time at once) until `stop`; a call that overruns
