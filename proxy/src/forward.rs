@@ -6,8 +6,10 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use prometheus_client::metrics::histogram::Histogram;
 use switchyard_runtime::trace;
 use tracing::Instrument;
 
@@ -109,21 +111,88 @@ pub(crate) struct Target {
     pub tag: String,
     /// `scheme://authority/base-path` without a trailing slash.
     pub base: String,
+    /// `base` taken apart once, so a request's URI and `Host` are not parsed again each time.
+    parsed: Option<ParsedBase>,
     pub timeout: Duration,
     /// Secret header added to requests and scrubbed from responses.
     pub api_key: Option<(HeaderName, HeaderValue)>,
     /// Largest request body forwarded; then 413.
     pub max_body: u64,
+    /// Time to the backend's response head, this target's series.
+    upstream_seconds: Histogram,
+}
+
+struct ParsedBase {
+    scheme: Scheme,
+    authority: Authority,
+    /// The `Host` header every request to this target carries.
+    host: HeaderValue,
+    /// Path prefix of `base`, empty or starting with `/`.
+    path: String,
 }
 
 impl Target {
-    pub(crate) fn new(tag: &str, base_url: &str, timeout_ms: u64) -> Self {
+    pub(crate) fn new(tag: &str, base_url: &str, timeout_ms: u64, metrics: &ProxyMetrics) -> Self {
+        let base = base_url.trim_end_matches('/').to_owned();
+        let parsed = base.parse::<Uri>().ok().and_then(|uri| {
+            let parts = uri.into_parts();
+            let authority = parts.authority?;
+            Some(ParsedBase {
+                scheme: parts.scheme?,
+                host: HeaderValue::from_str(authority.as_str()).ok()?,
+                authority,
+                path: parts
+                    .path_and_query
+                    .map(|p| p.path().trim_end_matches('/').to_owned())
+                    .unwrap_or_default(),
+            })
+        });
+        let labels = BackendLabels {
+            backend: tag.to_owned(),
+        };
         Self {
             tag: tag.to_owned(),
-            base: base_url.trim_end_matches('/').to_owned(),
+            base,
+            parsed,
             timeout: Duration::from_millis(timeout_ms),
             api_key: None,
             max_body: u64::MAX,
+            upstream_seconds: metrics.upstream_seconds.get_or_create(&labels).clone(),
+        }
+    }
+
+    pub(crate) fn max_body(self, max_body: u64) -> Self {
+        Self { max_body, ..self }
+    }
+
+    /// The backend URI for `path_and_query` (which starts with `/`), and its `Host`.
+    fn uri(&self, path_and_query: PathAndQuery) -> Result<(Uri, Option<HeaderValue>), ProxyError> {
+        let invalid = |e: http::Error| ProxyError::Internal(e.into());
+        match &self.parsed {
+            Some(base) => {
+                let path_and_query = if base.path.is_empty() {
+                    path_and_query
+                } else {
+                    PathAndQuery::try_from(format!("{}{}", base.path, path_and_query.as_str()))
+                        .map_err(|e| invalid(e.into()))?
+                };
+                let uri = Uri::builder()
+                    .scheme(base.scheme.clone())
+                    .authority(base.authority.clone())
+                    .path_and_query(path_and_query)
+                    .build()
+                    .map_err(invalid)?;
+                Ok((uri, Some(base.host.clone())))
+            }
+            None => {
+                let uri: Uri = format!("{}{}", self.base, path_and_query.as_str())
+                    .parse()
+                    .map_err(|e: http::uri::InvalidUri| invalid(e.into()))?;
+                let host = uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+                Ok((uri, host))
+            }
         }
     }
 }
@@ -141,9 +210,8 @@ pub(crate) struct Forwarding<'a> {
 /// Sends `req` to `target` at `path_and_query` and streams the answer back.
 pub(crate) async fn send(
     client: &HttpClient,
-    metrics: &ProxyMetrics,
     target: &Target,
-    path_and_query: &str,
+    path_and_query: PathAndQuery,
     req: Request<Incoming>,
     fwd: Forwarding<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -161,9 +229,7 @@ pub(crate) async fn send(
         .get::<Deadline>()
         .map_or_else(|| tokio::time::Instant::now() + target.timeout, |d| d.0);
     let tripped = Tripped::default();
-    let uri: Uri = format!("{}{path_and_query}", target.base)
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| ProxyError::Internal(e.into()))?;
+    let (uri, host) = target.uri(path_and_query)?;
     let headers = &mut parts.headers;
     let prior_xff = if fwd.trust_forwarded_for {
         let joined: Vec<&str> = headers
@@ -185,14 +251,12 @@ pub(crate) async fn send(
         Some(prior) => format!("{prior}, {}", fwd.peer),
         None => fwd.peer.to_string(),
     };
-    if let Ok(xff) = HeaderValue::from_str(&xff) {
+    if let Ok(xff) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
     }
     headers.insert(X_REQUEST_ID.clone(), fwd.request_id.clone());
-    if let Some(authority) = uri.authority() {
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-            headers.insert(header::HOST, host);
-        }
+    if let Some(host) = host {
+        headers.insert(header::HOST, host);
     }
     if let Some((name, value)) = &target.api_key {
         headers.insert(name.clone(), value.clone());
@@ -243,12 +307,8 @@ pub(crate) async fn send(
             span.record("otel.status_code", "ERROR");
         }
     }
-    let labels = BackendLabels {
-        backend: target.tag.clone(),
-    };
-    metrics
+    target
         .upstream_seconds
-        .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     let resp = match result {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
@@ -306,6 +366,39 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-end-to-end"));
+    }
+
+    #[test]
+    fn target_uris_keep_the_base_path_and_the_query() {
+        let metrics = ProxyMetrics::default();
+        let uri = |base: &str, pq: &'static str| {
+            let target = Target::new("t", base, 1000, &metrics);
+            let (uri, host) = target.uri(PathAndQuery::from_static(pq)).unwrap();
+            (
+                uri.to_string(),
+                host.map(|h| h.to_str().unwrap().to_owned()),
+            )
+        };
+        let host = Some("b.example:8080".to_owned());
+        assert_eq!(
+            uri("http://b.example:8080", "/v1/x?y=1"),
+            ("http://b.example:8080/v1/x?y=1".to_owned(), host.clone())
+        );
+        assert_eq!(
+            uri("http://b.example:8080/api/", "/v1/x?y=1"),
+            (
+                "http://b.example:8080/api/v1/x?y=1".to_owned(),
+                host.clone()
+            )
+        );
+        assert_eq!(
+            uri("http://b.example:8080/api", "?y=1"),
+            ("http://b.example:8080/api?y=1".to_owned(), host.clone())
+        );
+        assert_eq!(
+            uri("https://b.example:8080", "/"),
+            ("https://b.example:8080/".to_owned(), host)
+        );
     }
 
     #[test]

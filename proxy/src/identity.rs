@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, StatusCode};
 use moka::future::Cache;
 use moka::policy::EvictionPolicy;
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
 use crate::client::{self, post_json, LookupError};
@@ -25,6 +26,9 @@ pub(crate) struct IdentityExchange {
     pub user_id_header: HeaderName,
     timeout: Duration,
     cache: Cache<String, HeaderValue>,
+    /// This exchange's series of the hit and miss counters, resolved once.
+    hits: Counter,
+    misses: Counter,
     metrics: Arc<ProxyMetrics>,
 }
 
@@ -68,7 +72,14 @@ impl IdentityExchange {
             cfg.cache_capacity,
             Duration::from_millis(cfg.cache_ttl_ms),
         );
+        let labels = IdentityLabels {
+            identity: name.to_owned(),
+        };
+        let hits = metrics.cache_hits.get_or_create(&labels).clone();
+        let misses = metrics.cache_misses.get_or_create(&labels).clone();
         Ok(Self {
+            hits,
+            misses,
             name: name.to_owned(),
             personal_url: cfg.personal_url.clone(),
             partner_url: cfg.partner_url.clone(),
@@ -87,14 +98,11 @@ impl IdentityExchange {
         if !valid_phone_id(phone_id) {
             return Err(ProxyError::InvalidHeader(self.phone_id_header.to_string()));
         }
-        let labels = IdentityLabels {
-            identity: self.name.clone(),
-        };
         if let Some(hit) = self.cache.get(phone_id).await {
-            self.metrics.cache_hits.get_or_create(&labels).inc();
+            self.hits.inc();
             return Ok(hit);
         }
-        self.metrics.cache_misses.get_or_create(&labels).inc();
+        self.misses.inc();
         self.cache
             .try_get_with_by_ref(phone_id, self.lookup(phone_id))
             .await

@@ -53,6 +53,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use http::uri::PathAndQuery;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -370,8 +371,9 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::now_v7().simple().to_string())
-                .unwrap_or(HeaderValue::from_static("-"))
+            let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+            let id = uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
+            HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
         })
 }
 
@@ -453,8 +455,8 @@ async fn dispatch<'s>(
     let path_and_query = req
         .uri()
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let fwd = Forwarding {
         peer: peer.ip(),
         request_id,
@@ -462,15 +464,7 @@ async fn dispatch<'s>(
         strip: &state.strip,
         extra,
     };
-    forward::send(
-        &client::local(),
-        &state.metrics,
-        &backend.target,
-        &path_and_query,
-        req,
-        fwd,
-    )
-    .await
+    forward::send(&client::local(), &backend.target, path_and_query, req, fwd).await
 }
 
 /// `/callbacks/<tag>/<path>`: a partner calling us. The token is checked before anything is
@@ -501,8 +495,9 @@ async fn callback<'s>(
     if !guard::prefix_allowed(&guard::check_path(inner_path)?, &cb.prefixes) {
         return Err(ProxyError::PathNotAllowed);
     }
+    let forwarded =
+        PathAndQuery::try_from(forwarded).map_err(|e| ProxyError::Internal(e.into()))?;
     cb.verifier.use_up(&claims).await?;
-    let forwarded = forwarded.to_owned();
     let mut extra = vec![(
         X_PARTNER_TAG.clone(),
         HeaderValue::from_str(tag).map_err(|e| ProxyError::Internal(e.into()))?,
@@ -517,13 +512,5 @@ async fn callback<'s>(
         strip: &state.strip,
         extra,
     };
-    forward::send(
-        &client::local(),
-        &state.metrics,
-        &cb.target,
-        &forwarded,
-        req,
-        fwd,
-    )
-    .await
+    forward::send(&client::local(), &cb.target, forwarded, req, fwd).await
 }

@@ -54,7 +54,7 @@ impl ProxyState {
         for (tag, b) in &cfg.backends {
             backends.insert(
                 tag.clone(),
-                build_backend(tag, b, &identities, cfg.max_body_bytes)?,
+                build_backend(tag, b, &identities, cfg.max_body_bytes, &metrics)?,
             );
         }
         let names = cfg
@@ -87,9 +87,10 @@ fn build_backend(
     b: &BackendConfig,
     identities: &HashMap<String, Arc<IdentityExchange>>,
     max_body: u64,
+    metrics: &ProxyMetrics,
 ) -> Result<Backend, InvalidConfig> {
     let key = |field: &str| format!("backends.{tag}.{field}");
-    let mut target = Target::new(tag, &b.base_url, b.timeout_ms);
+    let mut target = Target::new(tag, &b.base_url, b.timeout_ms, metrics);
     target.max_body = b.max_body_bytes.unwrap_or(max_body);
     target.api_key = b
         .api_key
@@ -106,10 +107,7 @@ fn build_backend(
     };
     let callback = match &b.callback {
         Some(cb) => Some(Callback {
-            target: Target {
-                max_body,
-                ..Target::new(tag, &cb.upstream, cb.timeout_ms)
-            },
+            target: Target::new(tag, &cb.upstream, cb.timeout_ms, metrics).max_body(max_body),
             prefixes: cb.allowed_prefixes.clone(),
             verifier: Verifier::new(&key("callback"), cb)?,
         }),
