@@ -51,6 +51,9 @@ pub struct ProxyConfig {
     pub backends: BTreeMap<String, BackendConfig>,
     /// Identity exchanges by name; a backend refers to one by its `identity` key.
     pub identity: BTreeMap<String, IdentityConfig>,
+    /// Used callback-token `jti`s kept in PostgreSQL, shared by every replica, so a token
+    /// replayed to another replica is refused too. Unset: each process remembers its own.
+    pub replay_store: Option<ReplayStoreConfig>,
 }
 
 impl Default for ProxyConfig {
@@ -76,8 +79,34 @@ impl Default for ProxyConfig {
             callers: BTreeMap::new(),
             backends: BTreeMap::new(),
             identity: BTreeMap::new(),
+            replay_store: None,
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayStoreConfig {
+    /// `postgres://user:password@host:port/db`; prefer `database_url_file` outside development.
+    #[serde(default)]
+    pub database_url: Option<Secret>,
+    /// File holding the URL (a mounted secret).
+    #[serde(default)]
+    pub database_url_file: Option<PathBuf>,
+    /// Connections per proxy process.
+    #[serde(default = "default_replay_pool")]
+    pub pool_size: usize,
+    /// Longest a replay check may take; then the callback gets 503 `replay_store_unavailable`.
+    #[serde(default = "default_replay_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_replay_pool() -> usize {
+    4
+}
+
+fn default_replay_timeout_ms() -> u64 {
+    2_000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

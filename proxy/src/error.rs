@@ -47,6 +47,8 @@ pub(crate) enum ProxyError {
     Forbidden,
     #[error("too many callback tokens in flight; retry with a new token")]
     ReplayCacheFull,
+    #[error("cannot check the token for a replay now; retry")]
+    ReplayStoreUnavailable(#[source] BoxError),
     #[error("no partner user for this phone id")]
     IdentityNotFound,
     #[error("identity lookup unavailable")]
@@ -81,7 +83,9 @@ impl ProxyError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::IdentityUnavailable(_) | Self::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
+            Self::IdentityUnavailable(_)
+            | Self::ReplayCacheFull
+            | Self::ReplayStoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::IdentityBadGateway(_) | Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout | Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -105,6 +109,7 @@ impl ProxyError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::ReplayCacheFull => "replay_cache_full",
+            Self::ReplayStoreUnavailable(_) => "replay_store_unavailable",
             Self::IdentityNotFound => "identity_not_found",
             Self::IdentityUnavailable(_) => "identity_unavailable",
             Self::IdentityBadGateway(_) => "identity_bad_gateway",

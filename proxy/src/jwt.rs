@@ -2,16 +2,16 @@
 //! the header), one per request with a fresh `jti`, and the checks on tokens the partner
 //! sends back with callbacks, which may each be used once.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderValue;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use moka::future::Cache;
-use moka::Expiry;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{read_secret, CallbackConfig, InvalidConfig, JwtAlg, JwtSignConfig};
 use crate::error::ProxyError;
+use crate::replay::{unix_now, Seen, SharedStore};
 
 impl From<JwtAlg> for Algorithm {
     fn from(alg: JwtAlg) -> Self {
@@ -118,23 +118,11 @@ pub(crate) struct CallbackClaims {
     pub exp: u64,
 }
 
-/// Most callback tokens remembered at once per backend. Past this the verifier refuses new
-/// tokens (503) rather than forget one that could then be replayed.
-pub(crate) const REPLAY_CAPACITY: u64 = 100_000;
 /// Longest a callback token may still be valid for when it arrives; it bounds how long a `jti`
 /// is remembered.
 pub(crate) const MAX_CALLBACK_TOKEN_LIFETIME: Duration = Duration::from_secs(3_600);
-/// Longest `jti` accepted (bounds the memory of the replay cache).
+/// Longest `jti` accepted (bounds what the replay memory holds per token).
 const MAX_JTI_LEN: usize = 128;
-
-/// Keeps a seen `jti` until the unix second stored with it (its `exp` plus the leeway).
-struct UntilExpiry;
-
-impl Expiry<String, u64> for UntilExpiry {
-    fn expire_after_create(&self, _jti: &String, until: &u64, _at: Instant) -> Option<Duration> {
-        Some(Duration::from_secs(until.saturating_sub(unix_now()).max(1)))
-    }
-}
 
 struct VerifyKey {
     kid: String,
@@ -149,8 +137,8 @@ pub(crate) struct Verifier {
     issuer: String,
     audience: String,
     leeway: u64,
-    /// `jti` -> unix second it may be forgotten at.
-    seen: Cache<String, u64>,
+    /// The `jti`s already used, in this process or shared by every replica.
+    seen: Seen,
 }
 
 impl Verifier {
@@ -186,13 +174,20 @@ impl Verifier {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             leeway: cfg.leeway_secs,
-            // Room above REPLAY_CAPACITY so moka never evicts a live entry before `verify`
-            // starts refusing.
-            seen: Cache::builder()
-                .max_capacity(REPLAY_CAPACITY * 2)
-                .expire_after(UntilExpiry)
-                .build(),
+            seen: Seen::local(),
         })
+    }
+
+    /// Remembers used tokens in `store`, shared with the other replicas, under `scope` (the
+    /// backend's tag) instead of in this process.
+    pub(crate) fn shared(self, scope: &str, store: Arc<SharedStore>) -> Self {
+        Self {
+            seen: Seen::Shared {
+                scope: scope.to_owned(),
+                store,
+            },
+            ..self
+        }
     }
 
     /// Validates `Authorization: Bearer <token>`; every failure is a 401. The caller then
@@ -247,9 +242,9 @@ impl Verifier {
         Ok(claims)
     }
 
-    /// Remembers the token's `jti` until it expires; a second use is a 401 (a full replay
-    /// cache a 503). Only called on tokens [`verify`](Self::verify) passed, so nobody without
-    /// the partner's key can fill the cache.
+    /// Remembers the token's `jti` until it expires; a second use is a 401 (a full local
+    /// replay memory or an unreachable shared store a 503). Only called on tokens
+    /// [`verify`](Self::verify) passed, so nobody without the partner's key can fill it.
     pub(crate) async fn use_up(&self, claims: &CallbackClaims) -> Result<(), ProxyError> {
         let jti = claims
             .jti
@@ -263,32 +258,12 @@ impl Verifier {
         if until > unix_now() + MAX_CALLBACK_TOKEN_LIFETIME.as_secs() {
             return Err(ProxyError::Unauthorized("token lives too long"));
         }
-        if self.seen.entry_count() >= REPLAY_CAPACITY {
-            self.seen.run_pending_tasks().await;
-            if self.seen.entry_count() >= REPLAY_CAPACITY {
-                return Err(ProxyError::ReplayCacheFull);
-            }
-        }
-        // `or_insert_with`, not `or_insert`: moka coalesces concurrent inits of one key so
-        // exactly one caller sees a fresh entry; `or_insert` is a get then an insert, and two
-        // workers racing the same token both passed (moka-rs/moka#545).
-        let entry = self
-            .seen
-            .entry_by_ref(jti)
-            .or_insert_with(std::future::ready(until))
-            .await;
-        if entry.is_fresh() {
+        if self.seen.first_use(jti, until).await? {
             Ok(())
         } else {
             Err(ProxyError::Unauthorized("token already used"))
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

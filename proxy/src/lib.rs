@@ -11,7 +11,8 @@
 //! - `guard`: what a request must satisfy before routing; `framing`: request-smuggling
 //!   detection below hyper.
 //! - `identity`: our phone id to the partner's user id; `jwt`: partner tokens, signed and
-//!   checked.
+//!   checked; `replay`: the used callback tokens, remembered in this process or in the
+//!   PostgreSQL store every replica shares (migrations in `migrations/`).
 //! - `forward`: header hygiene and the forwarding of one request; `client`: the one HTTP
 //!   client to backends and lookups (with the trace headers every outgoing request carries);
 //!   `body`: the one streamed body type and the size/deadline bound every body passes.
@@ -24,7 +25,7 @@
 //!
 //! Imports point one way, from the request path down to the leaves: this file -> `state`,
 //! `access`, `guard`, `identity`, `jwt`, `forward`, `ops`; `state` -> `access`, `identity`,
-//! `jwt`, `forward`; `identity` -> `forward` (API-key headers), `client`; `ops` -> `identity`,
+//! `jwt`, `replay`, `forward`; `jwt` -> `replay`; `identity` -> `forward` (API-key headers), `client`; `ops` -> `identity`,
 //! `metrics`; `forward` -> `client` -> `body`; the others -> `error`, `config`, `metrics`. No
 //! module imports back from a module that imports it.
 //!
@@ -44,6 +45,7 @@ mod identity;
 mod jwt;
 mod metrics;
 mod ops;
+mod replay;
 mod state;
 mod workers;
 
@@ -166,6 +168,12 @@ pub async fn serve(
         workers: &workers,
         deadlines,
     };
+    if let Some(store) = &state.replay_store {
+        switchyard_runtime::shutdown::spawn_detached(
+            "replay-store",
+            store.clone().maintain(shutdown.clone()),
+        );
+    }
     tracing::info!(
         backends = state.backends.len(),
         workers = count,

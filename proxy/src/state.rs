@@ -13,6 +13,7 @@ use crate::forward::{self, StripRules, Target};
 use crate::identity::IdentityExchange;
 use crate::jwt::{Signer, Verifier};
 use crate::metrics::ProxyMetrics;
+use crate::replay::SharedStore;
 
 pub(crate) struct Backend {
     pub(crate) target: Target,
@@ -38,6 +39,8 @@ pub struct ProxyState {
     pub(crate) identities: Vec<Arc<IdentityExchange>>,
     pub(crate) callers: access::Callers,
     pub(crate) request_timeout: Duration,
+    /// The shared memory of used callback tokens, when configured; kept up by `serve`.
+    pub(crate) replay_store: Option<Arc<SharedStore>>,
     pub metrics: Arc<ProxyMetrics>,
 }
 
@@ -50,12 +53,21 @@ impl ProxyState {
             let exchange = IdentityExchange::new(name, id_cfg, metrics.clone())?;
             identities.insert(name.clone(), Arc::new(exchange));
         }
+        let replay_store = cfg
+            .replay_store
+            .as_ref()
+            .map(SharedStore::new)
+            .transpose()?;
         let mut backends = HashMap::new();
         for (tag, b) in &cfg.backends {
-            backends.insert(
-                tag.clone(),
-                build_backend(tag, b, &identities, cfg.max_body_bytes, &metrics)?,
-            );
+            let mut backend = build_backend(tag, b, &identities, cfg.max_body_bytes, &metrics)?;
+            if let Some(store) = &replay_store {
+                backend.callback = backend.callback.map(|cb| Callback {
+                    verifier: cb.verifier.shared(tag, store.clone()),
+                    ..cb
+                });
+            }
+            backends.insert(tag.clone(), backend);
         }
         let names = cfg
             .strip_headers
@@ -77,6 +89,7 @@ impl ProxyState {
             identities: identities.into_values().collect(),
             callers: access::Callers::new(&cfg.callers)?,
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+            replay_store,
             metrics,
         }))
     }

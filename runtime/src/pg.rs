@@ -24,6 +24,8 @@ pub mod lock {
     pub const DEPTRANS_PROFILES_FEED: i64 = 0x6465_7074_0003;
     /// deptrans: one instance at a time writes the status feed.
     pub const DEPTRANS_STATUS_FEED: i64 = 0x6465_7074_0004;
+    /// talaria-proxy: migrations of schema `switchyard_proxy` (the shared replay store).
+    pub const PROXY_MIGRATE: i64 = 0x7072_6f78_0001;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -14,11 +14,11 @@ use axum::body::Body;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::json;
 use switchyard_proxy::config::{
-    CallbackConfig, IdentityConfig, JwtAlg, JwtSignConfig, Secret, VerifyKeyConfig,
+    BackendConfig, CallbackConfig, IdentityConfig, JwtAlg, JwtSignConfig, Secret, VerifyKeyConfig,
 };
 
 const HS_SECRET: &str = "hs256-shared-secret-for-tests-0123456789";
-const PARTNER_HS_SECRET: &str = "partner-callback-secret-0123456789abcd";
+pub(crate) const PARTNER_HS_SECRET: &str = "partner-callback-secret-0123456789abcd";
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -190,6 +190,20 @@ async fn es256_token_verifies_with_the_public_key_and_replaces_client_authorizat
 async fn callback_setup() -> (Backend, Proxy, TestClient) {
     let (internal, internal_addr) = Backend::start().await;
     let (_partner, partner_addr) = Backend::start().await;
+    let config = proxy_config(BTreeMap::from([(
+        "scooter".to_owned(),
+        callback_backend(partner_addr, internal_addr),
+    )]));
+    (internal, start_proxy(config).await, client())
+}
+
+/// Backend `partner` whose partner calls back (ES256 key `partner-es`, HS256 key
+/// `partner-hs`) to `internal` under `/rides`.
+pub(crate) fn callback_backend(
+    partner: std::net::SocketAddr,
+    internal: std::net::SocketAddr,
+) -> BackendConfig {
+    let (partner_addr, internal_addr) = (partner, internal);
     let mut cfg = backend_config(partner_addr);
     cfg.callback = Some(CallbackConfig {
         upstream: format!("http://{internal_addr}/internal"),
@@ -215,33 +229,45 @@ async fn callback_setup() -> (Backend, Proxy, TestClient) {
             },
         ],
     });
-    let config = proxy_config(BTreeMap::from([("scooter".to_owned(), cfg)]));
-    (internal, start_proxy(config).await, client())
+    cfg
 }
 
 fn es_key(name: &str) -> EncodingKey {
     EncodingKey::from_ec_pem(&std::fs::read(fixture(name)).unwrap()).unwrap()
 }
 
-fn token(alg: Algorithm, kid: &str, key: &EncodingKey, claims: serde_json::Value) -> String {
+pub(crate) fn token(
+    alg: Algorithm,
+    kid: &str,
+    key: &EncodingKey,
+    claims: serde_json::Value,
+) -> String {
     let mut header = Header::new(alg);
     header.kid = Some(kid.into());
     jsonwebtoken::encode(&header, &claims, key).unwrap()
 }
 
 /// Valid claims with a `jti` of their own (a token is single-use).
-fn good_claims() -> serde_json::Value {
+pub(crate) fn good_claims() -> serde_json::Value {
     let now = now();
     let jti = uuid::Uuid::new_v4().to_string();
     json!({"iss": "scooter-partner", "aud": "talaria", "sub": "ride-42", "iat": now, "nbf": now - 1, "exp": now + 60, "jti": jti})
 }
 
-fn with(mut claims: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
+pub(crate) fn with(
+    mut claims: serde_json::Value,
+    key: &str,
+    value: serde_json::Value,
+) -> serde_json::Value {
     claims[key] = value;
     claims
 }
 
-fn callback(proxy: std::net::SocketAddr, path: &str, token: Option<&str>) -> http::Request<Body> {
+pub(crate) fn callback(
+    proxy: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> http::Request<Body> {
     let mut b = http::Request::post(format!("http://{proxy}{path}"))
         .header("content-type", "application/json");
     if let Some(t) = token {

@@ -10,5 +10,6 @@ mod identity;
 mod jwt;
 mod limits;
 mod listeners;
+mod replay;
 mod routing;
 mod streaming;
