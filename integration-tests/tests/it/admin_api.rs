@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 use switchyard_cli::client::{AdminClient, ClientError};
 use switchyard_dispatcher::replay::{DeadLetterSelection, ReplaySource, TopicSelection};
 
+use crate::support::openapi::OpenApi;
+
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -49,43 +51,9 @@ async fn wait_subscriber(client: &AdminClient, name: &str, pred: impl Fn(&Value)
     }
 }
 
-/// `schemas/openapi/admin.json`, the admin API's published contract.
-struct OpenApi(Value);
-
-impl OpenApi {
-    fn load() -> Self {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/openapi/admin.json");
-        Self(serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap())
-    }
-
-    /// Asserts that `body` is valid against the JSON schema the document gives for `status` of
-    /// `method path` (OpenAPI 3.1 schemas are JSON Schema 2020-12; `$ref`s resolve against the
-    /// document's components).
-    fn check(&self, method: &str, path: &str, status: u16, body: &Value) {
-        let response = &self.0["paths"][path][method]["responses"][status.to_string()];
-        let schema = &response["content"]["application/json"]["schema"];
-        assert!(
-            schema.is_object(),
-            "the OpenAPI document has no JSON answer for {method} {path} {status}"
-        );
-        let mut root = schema.clone();
-        root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
-        root["components"] = self.0["components"].clone();
-        let validator = jsonschema::validator_for(&root).unwrap();
-        let errors: Vec<String> = validator
-            .iter_errors(body)
-            .map(|e| format!("{} at {}", e, e.instance_path))
-            .collect();
-        assert!(
-            errors.is_empty(),
-            "{method} {path} {status} does not match the OpenAPI document: {errors:#?}\n{body:#}"
-        );
-    }
-}
-
 #[test]
 fn the_openapi_check_refuses_answers_that_break_the_document() {
-    let spec = OpenApi::load();
+    let spec = OpenApi::load("admin.json");
     let view = json!({"subscribers": [{"name": "a", "topics": ["t"], "target": "http://x", "state": "running",
         "lag": 0, "delivered": 1, "failed_attempts": 0, "parked": 0, "dead_lettered": 0,
         "delivered_per_sec": 0.0, "failed_per_sec": 0.0, "breaker": "closed", "breaker_transitions": 0,
@@ -293,7 +261,7 @@ async fn dead_letters_are_browsed_logged_and_replayed_through_the_api() {
     assert!(bad_topic.error.unwrap().contains("does not exist"));
 
     // Every answer, success or error, is what the published OpenAPI document says it is.
-    let spec = OpenApi::load();
+    let spec = OpenApi::load("admin.json");
     let api = |method: reqwest::Method, path: String| {
         http.request(method, format!("{base}{path}"))
             .bearer_auth(TOKEN)

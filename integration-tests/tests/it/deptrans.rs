@@ -1,36 +1,22 @@
 //! deptrans end to end: the real broker, real PostgreSQL (a fresh database per test) and real
 //! HTTP servers playing KRT, driver-profiles, personal, driver-categories and trackstory.
 //! (ingress, consumer, sender and token; the API and feeds are in deptrans_api.rs)
-#![allow(unused_imports)]
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
-use events::v1::{envelope::Payload, DriverStatus, DriverStatusKind};
-use events::{event_type, Envelope};
-use integration_tests::deptrans_fakes::Fakes;
+use events::v1::DriverStatusKind;
 use integration_tests::{kafka, kafka_settings, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use switchyard_deptrans::cache::Caches;
-use switchyard_deptrans::consumer::{self, StatusEvent};
-use switchyard_deptrans::krt::{KrtClient, KrtStatus, StatusItem, TokenStore};
-use switchyard_deptrans::metrics::DeptransMetrics;
+use switchyard_deptrans::consumer;
+use switchyard_deptrans::krt::{KrtStatus, StatusItem, TokenStore};
 use switchyard_deptrans::sender::Sender;
-use switchyard_deptrans::upstream::Upstream;
-use switchyard_deptrans::{db, DeptransConfig};
-use switchyard_runtime::Shutdown;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
-use crate::support::deptrans_common;
-use deptrans_common::*;
+use crate::support::deptrans_common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_to_queue_keeps_only_region_and_category_and_newer_wins() {
@@ -135,16 +121,7 @@ fn committed(group: &str, topic: &str, partitions: i32) -> Vec<Offset> {
 async fn offsets_wait_for_the_commit_and_a_restart_loses_nothing() {
     let env = env(3).await;
     let f = &env.fakes.state;
-    for i in 0..60 {
-        f.add_driver(
-            "p",
-            &format!("d{i}"),
-            &format!("L{i}"),
-            &["econom"],
-            MOSCOW.0,
-            MOSCOW.1,
-        );
-    }
+    add_drivers(f, 60, &["econom"]);
     let p = kafka::producer().expect("producer");
     let kinds = [
         DriverStatusKind::Online,
@@ -152,17 +129,7 @@ async fn offsets_wait_for_the_commit_and_a_restart_loses_nothing() {
         DriverStatusKind::Offline,
     ];
     for (round, kind) in kinds.into_iter().enumerate() {
-        for i in 0..60 {
-            produce(
-                &p,
-                &env.topic,
-                "p",
-                &format!("d{i}"),
-                kind,
-                at(round as u32),
-            )
-            .await;
-        }
+        produce_drivers(&p, &env.topic, 0..60, kind, at(round as u32)).await;
     }
     let mut cfg = env.config();
     cfg.sender.enabled = false;
@@ -206,30 +173,11 @@ async fn offsets_wait_for_the_commit_and_a_restart_loses_nothing() {
 async fn krt_down_then_up_sends_exactly_the_latest_status_once() {
     let env = env(2).await;
     let f = &env.fakes.state;
-    for i in 0..20 {
-        f.add_driver(
-            "p",
-            &format!("d{i}"),
-            &format!("L{i}"),
-            &["comfort"],
-            MOSCOW.0,
-            MOSCOW.1,
-        );
-    }
+    add_drivers(f, 20, &["comfort"]);
     f.krt_down.store(true, Ordering::Relaxed);
     let svc = start(env.config()).await;
     let p = kafka::producer().expect("producer");
-    for i in 0..20 {
-        produce(
-            &p,
-            &env.topic,
-            "p",
-            &format!("d{i}"),
-            DriverStatusKind::Online,
-            at(1),
-        )
-        .await;
-    }
+    produce_drivers(&p, &env.topic, 0..20, DriverStatusKind::Online, at(1)).await;
     eventually("rows queued while krt is down", || async {
         env.queue().await.len() == 20
     })
@@ -307,27 +255,14 @@ async fn krt_down_then_up_sends_exactly_the_latest_status_once() {
         ) >= Some(1.0),
         "{m}"
     );
-    for i in 0..20 {
-        produce(
-            &p,
-            &env.topic,
-            "p",
-            &format!("d{i}"),
-            DriverStatusKind::Busy,
-            at(2),
-        )
-        .await;
-    }
+    produce_drivers(&p, &env.topic, 0..20, DriverStatusKind::Busy, at(2)).await;
     eventually("newer statuses queued", || async {
         let q = env.queue().await;
         q.len() == 20 && q.iter().all(|r| r.2 == "busy")
     })
     .await;
     f.krt_down.store(false, Ordering::Relaxed);
-    eventually("queue drained", || async {
-        env.count("status_queue").await == 0
-    })
-    .await;
+    env.drained("queue drained").await;
     eventually("sessions written", || async {
         env.count("session_statuses").await == 20
     })
@@ -433,21 +368,12 @@ async fn two_senders_never_send_a_row_twice_and_the_status_feed_pages_cleanly() 
     let env = env(0).await;
     let f = &env.fakes.state;
     let n = 300;
-    let mut batch = Vec::new();
-    for i in 0..n {
-        f.add_driver(
-            "p",
-            &format!("d{i}"),
-            &format!("L{i}"),
-            &["econom"],
-            MOSCOW.0,
-            MOSCOW.1,
-        );
-        batch.push(ev("p", &format!("d{i}"), KrtStatus::Online, at(1)));
-    }
+    add_drivers(f, n, &["econom"]);
     let (s1, _) = env.sender(40).await;
     let (s2, _) = env.sender(40).await;
-    consumer::upsert(&s1.pool, &batch).await.expect("upsert");
+    consumer::upsert(&s1.pool, &online(n))
+        .await
+        .expect("upsert");
     let mut cfg = env.config();
     cfg.sender.enabled = false;
     cfg.consumer.enabled = false;
@@ -467,35 +393,9 @@ async fn two_senders_never_send_a_row_twice_and_the_status_feed_pages_cleanly() 
     };
     let (h1, h2) = (drain(s1), drain(s2));
     // Page the status feed while both senders write.
-    let http = reqwest::Client::new();
-    let mut seen: Vec<String> = Vec::new();
-    let mut cursor = String::new();
-    for _ in 0..10_000 {
-        let page: Value = http
-            .get(svc.url("/internal/v1/status/updates"))
-            .header("x-api-key", API_KEY)
-            .query(&[("cursor", cursor.as_str()), ("limit", "7")])
-            .send()
-            .await
-            .expect("page")
-            .json()
-            .await
-            .expect("json");
-        let items = page["items"].as_array().cloned().unwrap_or_default();
-        seen.extend(items.iter().map(|i| {
-            i["driver_license_pd_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        }));
-        cursor = page["cursor"].as_str().unwrap_or_default().to_owned();
-        if seen.len() >= n && items.is_empty() {
-            break;
-        }
-        if items.is_empty() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    let seen = svc
+        .follow_feed("/internal/v1/status/updates", 7, "driver_license_pd_id", n)
+        .await;
     let sent =
         h1.await.expect("join").expect("sender 1") + h2.await.expect("join").expect("sender 2");
     assert_eq!(sent, n);
@@ -513,16 +413,9 @@ async fn two_senders_never_send_a_row_twice_and_the_status_feed_pages_cleanly() 
         "feed: no gap, no repeat"
     );
     // Items carry the drivers from the profiles cache.
-    let page: Value = http
-        .get(svc.url("/internal/v1/status/updates"))
-        .header("x-api-key", API_KEY)
-        .query(&[("limit", "1")])
-        .send()
-        .await
-        .expect("page")
-        .json()
-        .await
-        .expect("json");
+    let page = svc
+        .feed_page("/internal/v1/status/updates", &[("limit", "1")])
+        .await;
     assert_eq!(page["items"][0]["drivers"][0]["park_id"], "p");
     svc.stop().await;
 }

@@ -1,35 +1,19 @@
 //! deptrans API against the real broker and PostgreSQL: driver KRT-ID binding, the cursor-paged
 //! feeds, cache behaviour, secrets never stored or logged, retention.
-#![allow(unused_imports)]
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
-use events::v1::{envelope::Payload, DriverStatus, DriverStatusKind};
-use events::{event_type, Envelope};
-use integration_tests::deptrans_fakes::Fakes;
-use integration_tests::{kafka, kafka_settings, unique};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureProducer;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use switchyard_deptrans::cache::Caches;
-use switchyard_deptrans::consumer::{self, StatusEvent};
-use switchyard_deptrans::krt::{KrtClient, KrtStatus, StatusItem, TokenStore};
-use switchyard_deptrans::metrics::DeptransMetrics;
-use switchyard_deptrans::sender::Sender;
+use switchyard_deptrans::consumer;
+use switchyard_deptrans::krt::KrtStatus;
 use switchyard_deptrans::upstream::Upstream;
-use switchyard_deptrans::{db, DeptransConfig};
 use switchyard_runtime::Shutdown;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
-use crate::support::deptrans_common;
-use deptrans_common::*;
+use crate::support::deptrans_common::*;
+use crate::support::openapi::OpenApi;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn driver_binds_a_krt_id_only_when_krt_confirms_it() {
@@ -159,15 +143,8 @@ async fn id_feed_pages_without_gap_or_repeat_under_concurrent_binds() {
     let env = env(0).await;
     let f = &env.fakes.state;
     let n = 120;
+    add_drivers(f, n, &["econom"]);
     for i in 0..n {
-        f.add_driver(
-            "p",
-            &format!("d{i}"),
-            &format!("L{i}"),
-            &["econom"],
-            MOSCOW.0,
-            MOSCOW.1,
-        );
         f.krt_ids
             .lock()
             .unwrap()
@@ -195,33 +172,9 @@ async fn id_feed_pages_without_gap_or_repeat_under_concurrent_binds() {
             }
         }));
     }
-    let mut seen: Vec<String> = Vec::new();
-    let mut cursor = String::new();
-    for _ in 0..10_000 {
-        let page: Value = http
-            .get(svc.url("/internal/v1/id/updates"))
-            .header("x-api-key", API_KEY)
-            .query(&[("cursor", cursor.as_str()), ("limit", "5")])
-            .send()
-            .await
-            .expect("page")
-            .json()
-            .await
-            .expect("json");
-        let items = page["items"].as_array().cloned().unwrap_or_default();
-        seen.extend(
-            items
-                .iter()
-                .map(|i| i["deptrans_id"].as_str().unwrap_or_default().to_owned()),
-        );
-        cursor = page["cursor"].as_str().unwrap_or_default().to_owned();
-        if seen.len() >= n && items.is_empty() {
-            break;
-        }
-        if items.is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    let seen = svc
+        .follow_feed("/internal/v1/id/updates", 5, "deptrans_id", n)
+        .await;
     for b in binders {
         b.await.expect("binder");
     }
@@ -434,7 +387,7 @@ async fn retention_deletes_only_old_session_history_in_batches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_matches_the_generated_openapi_document() {
-    let spec = DeptransOpenApi::load();
+    let spec = OpenApi::load("deptrans.json");
     let env = env(0).await;
     let f = &env.fakes.state;
     f.add_driver("p1", "d1", "77AA123456", &["econom"], MOSCOW.0, MOSCOW.1);
@@ -499,20 +452,12 @@ async fn every_answer_matches_the_generated_openapi_document() {
     );
 
     // Statuses: d1 is sent, d2 is refused by KRT.
-    let pool = db::pool(&env.db_url, 2).expect("pool");
-    consumer::upsert(
-        &pool,
-        &[
-            ev("p1", "d1", KrtStatus::Online, at(1)),
-            ev("p1", "d2", KrtStatus::Online, at(1)),
-        ],
-    )
-    .await
-    .expect("upsert");
-    eventually("queue drained", || async {
-        env.count("status_queue").await == 0
-    })
+    env.enqueue(&[
+        ev("p1", "d1", KrtStatus::Online, at(1)),
+        ev("p1", "d2", KrtStatus::Online, at(1)),
+    ])
     .await;
+    env.drained("queue drained").await;
     for path in [
         "/internal/v1/id/updates",
         "/internal/v1/status/updates",
@@ -566,7 +511,7 @@ async fn every_answer_matches_the_generated_openapi_document() {
 
 #[test]
 fn the_deptrans_openapi_check_refuses_answers_that_break_the_document() {
-    let spec = DeptransOpenApi::load();
+    let spec = OpenApi::load("deptrans.json");
     let path = "/driver/v1/deptrans-status/v1/id";
     spec.check("get", path, 200, &json!({"bound": false}));
     for wrong in [

@@ -83,10 +83,7 @@ async fn json_statuses_reach_krt_exactly_as_envelope_ones() {
         f.pushed().len() >= 3
     })
     .await;
-    eventually("queue drained", || async {
-        env.count("status_queue").await == 0
-    })
-    .await;
+    env.drained("queue drained").await;
     let pushed: BTreeMap<String, (String, String)> = f
         .pushed()
         .into_iter()

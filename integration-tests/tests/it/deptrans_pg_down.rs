@@ -36,17 +36,7 @@ async fn postgres_down_past_the_poll_interval_pauses_and_loses_nothing() {
         .insert("max.poll.interval.ms".into(), "10000".into());
     let svc = start(cfg).await;
     let p = kafka::producer().expect("producer");
-    for d in 0..10 {
-        produce(
-            &p,
-            &env.topic,
-            "p",
-            &format!("d{d}"),
-            DriverStatusKind::Online,
-            at(1),
-        )
-        .await;
-    }
+    produce_drivers(&p, &env.topic, 0..10, DriverStatusKind::Online, at(1)).await;
     eventually("the first ten sent", || async { f.pushed().len() == 10 }).await;
     // d0 binds a KRT id.
     f.krt_ids
@@ -87,28 +77,8 @@ async fn postgres_down_past_the_poll_interval_pauses_and_loses_nothing() {
         .expect("rebalances counted");
 
     pg.cut();
-    for d in 10..20 {
-        produce(
-            &p,
-            &env.topic,
-            "p",
-            &format!("d{d}"),
-            DriverStatusKind::Online,
-            at(1),
-        )
-        .await;
-    }
-    for d in 0..10 {
-        produce(
-            &p,
-            &env.topic,
-            "p",
-            &format!("d{d}"),
-            DriverStatusKind::Busy,
-            at(2),
-        )
-        .await;
-    }
+    produce_drivers(&p, &env.topic, 10..20, DriverStatusKind::Online, at(1)).await;
+    produce_drivers(&p, &env.topic, 0..10, DriverStatusKind::Busy, at(2)).await;
     eventually("partitions paused", || async {
         svc.metric("switchyard_deptrans_consumer_paused").await == Some(1.0)
     })

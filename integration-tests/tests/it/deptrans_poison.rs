@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
 use switchyard_deptrans::config::KrtMode;
+use switchyard_deptrans::consumer;
 use switchyard_deptrans::krt::KrtStatus;
-use switchyard_deptrans::{consumer, db};
 
 use crate::support::deptrans_common::*;
 
@@ -19,19 +19,12 @@ async fn one_refused_driver_among_10k_costs_the_others_nothing() {
     let env = env(0).await;
     let f = &env.fakes.state;
     let n: usize = 10_000;
-    let mut batch = Vec::with_capacity(n);
-    for i in 0..n {
-        let d = format!("d{i}");
-        f.add_driver("p", &d, &format!("L{i}"), &["econom"], MOSCOW.0, MOSCOW.1);
-        batch.push(ev("p", &d, KrtStatus::Online, at(1)));
-    }
+    add_drivers(f, n, &["econom"]);
     // The poison: KRT answers 400 to any request holding it (and echoes the licence).
     f.refuse("lic:L4321");
     // And one row KRT's bulk answer marks `rejected`.
     f.reject("lic:L777");
-    let pool = db::pool(&env.db_url, 2).expect("pool");
-    db::migrate(&pool).await.expect("migrate");
-    consumer::upsert(&pool, &batch).await.expect("upsert");
+    env.enqueue(&online(n)).await;
 
     let mut cfg = env.config();
     cfg.consumer.enabled = false;
@@ -42,10 +35,7 @@ async fn one_refused_driver_among_10k_costs_the_others_nothing() {
     cfg.sender.backoff_initial_ms = 600_000;
     cfg.sender.backoff_max_ms = 600_000;
     let svc = start(cfg).await;
-    eventually("queue drained", || async {
-        env.count("status_queue").await == 0
-    })
-    .await;
+    env.drained("queue drained").await;
 
     let pushed = f.pushed();
     let drivers: HashSet<&str> = pushed.iter().map(|p| p.driver.as_str()).collect();
@@ -241,10 +231,7 @@ async fn one_refused_driver_among_10k_costs_the_others_nothing() {
         f.pushed().iter().any(|p| p.driver == "lic:L4321")
     })
     .await;
-    eventually("queue drained again", || async {
-        env.count("status_queue").await == 0
-    })
-    .await;
+    env.drained("queue drained again").await;
     assert_eq!(env.count("rejected").await, 1);
     assert_eq!(
         svc.metric("switchyard_deptrans_requeued_total").await,
@@ -337,20 +324,8 @@ async fn deferred_rows_wait_with_backoff_then_are_rejected_and_personal_down_los
     let r = s.run_once().await.expect("run");
     assert_eq!((r.sent, r.rejected, r.deferred, r.failed), (0, 2, 0, 0));
     assert_eq!(env.count("status_queue").await, 0);
-    let rows: Vec<(String, String)> = env
-        .db()
-        .await
-        .query(
-            "SELECT driver_id, reason FROM deptrans.rejected ORDER BY 1",
-            &[],
-        )
-        .await
-        .expect("rejected")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
     assert_eq!(
-        rows,
+        env.rejected().await,
         vec![
             ("nl".into(), "no_licence".into()),
             ("u".into(), "unknown_driver".into())
@@ -366,44 +341,22 @@ async fn bulk_and_single_krt_modes_send_the_same_and_classify_the_same() {
         let env = env(0).await;
         let f = &env.fakes.state;
         let n = 30;
-        let mut batch = Vec::new();
-        for i in 0..n {
-            let d = format!("d{i}");
-            f.add_driver("p", &d, &format!("L{i}"), &["econom"], MOSCOW.0, MOSCOW.1);
-            batch.push(ev("p", &d, KrtStatus::Online, at(1)));
-        }
+        add_drivers(f, n, &["econom"]);
         f.refuse("lic:L7");
         f.reject("lic:L9");
-        let pool = db::pool(&env.db_url, 2).expect("pool");
-        db::migrate(&pool).await.expect("migrate");
-        consumer::upsert(&pool, &batch).await.expect("upsert");
+        env.enqueue(&online(n)).await;
         let mut cfg = env.config();
         cfg.consumer.enabled = false;
         cfg.sender.bulk_size = 10;
         cfg.krt.mode = mode;
         cfg.krt.single_rate_per_sec = 1_000;
         let svc = start(cfg).await;
-        eventually("queue drained", || async {
-            env.count("status_queue").await == 0
-        })
-        .await;
+        env.drained("queue drained").await;
         let pushed = f.pushed();
         let drivers: HashSet<&str> = pushed.iter().map(|p| p.driver.as_str()).collect();
         assert_eq!((pushed.len(), drivers.len()), (n - 2, n - 2), "{mode:?}");
-        let rows: Vec<(String, String)> = env
-            .db()
-            .await
-            .query(
-                "SELECT driver_id, reason FROM deptrans.rejected ORDER BY 1",
-                &[],
-            )
-            .await
-            .expect("rejected")
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
         assert_eq!(
-            rows,
+            env.rejected().await,
             vec![
                 ("d7".into(), "krt_refused".into()),
                 ("d9".into(), "krt_rejected".into())

@@ -5,6 +5,7 @@ use events::v1::DriverStatusKind;
 use integration_tests::kafka;
 
 use crate::support::deptrans_common::*;
+use crate::support::openapi::OpenApi;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_closes_an_open_shift_wherever_the_driver_is() {
@@ -42,10 +43,7 @@ async fn offline_closes_an_open_shift_wherever_the_driver_is() {
         f.pushed().iter().any(|x| x.driver == "lic:L-m")
     })
     .await;
-    eventually("queue drained", || async {
-        env.count("status_queue").await == 0
-    })
-    .await;
+    env.drained("queue drained").await;
     let by = |d: &str| -> Vec<String> {
         f.pushed()
             .into_iter()
@@ -97,10 +95,7 @@ async fn a_drivers_history_keeps_every_status_sent_and_shift_state_newest_first(
         produce(&p, &env.topic, "p", "h", kind, at(minute)).await;
         eventually("the status sent", || async { f.pushed().len() == n + 1 }).await;
     }
-    eventually("queue drained", || async {
-        env.count("status_queue").await == 0
-    })
-    .await;
+    env.drained("queue drained").await;
 
     let get = |query: &'static str| {
         reqwest::Client::new()
@@ -111,7 +106,7 @@ async fn a_drivers_history_keeps_every_status_sent_and_shift_state_newest_first(
     let resp = get("?park_id=p&driver_id=h").await.expect("history");
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.expect("json");
-    DeptransOpenApi::load().check("get", "/internal/v1/history", 200, &body);
+    OpenApi::load("deptrans.json").check("get", "/internal/v1/history", 200, &body);
     let field = |list: &str, key: &str| -> Vec<String> {
         body[list]
             .as_array()

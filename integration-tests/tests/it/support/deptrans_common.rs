@@ -1,25 +1,22 @@
 //! Shared harness of the deptrans tests: a fresh database, topic and fakes per test, and
 //! helpers to run the service's parts.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use events::v1::{envelope::Payload, DriverStatus, DriverStatusKind};
 use events::{event_type, Envelope};
-use integration_tests::deptrans_fakes::Fakes;
+use integration_tests::deptrans_fakes::{FakeState, Fakes};
 use integration_tests::{kafka, kafka_settings, unique};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
-use rdkafka::{Offset, TopicPartitionList};
-use serde_json::{json, Value};
+use serde_json::Value;
 use switchyard_deptrans::cache::Caches;
 use switchyard_deptrans::consumer::{self, StatusEvent};
-use switchyard_deptrans::krt::{KrtClient, KrtStatus, StatusItem, TokenStore};
+use switchyard_deptrans::krt::{KrtClient, KrtStatus, TokenStore};
 use switchyard_deptrans::metrics::DeptransMetrics;
 use switchyard_deptrans::sender::Sender;
 use switchyard_deptrans::upstream::Upstream;
@@ -146,6 +143,33 @@ impl Env {
             .unwrap_or_default()
     }
 
+    /// Writes `events` into the queue of the (migrated) database, as the consumer would.
+    pub(crate) async fn enqueue(&self, events: &[StatusEvent]) {
+        let pool = db::pool(&self.db_url, 2).expect("pool");
+        db::migrate(&pool).await.expect("migrate");
+        consumer::upsert(&pool, events).await.expect("upsert");
+    }
+
+    /// Waits until the sender has emptied the queue.
+    pub(crate) async fn drained(&self, what: &str) {
+        eventually(what, || async { self.count("status_queue").await == 0 }).await;
+    }
+
+    /// `deptrans.rejected` as (driver, reason), by driver.
+    pub(crate) async fn rejected(&self) -> Vec<(String, String)> {
+        self.db()
+            .await
+            .query(
+                "SELECT driver_id, reason FROM deptrans.rejected ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("rejected")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
     pub(crate) async fn count(&self, table: &str) -> i64 {
         self.db()
             .await
@@ -181,6 +205,52 @@ impl Service {
     /// `x_total{cache="a",result="hit"}`) in the `/metrics` text, if present.
     pub(crate) async fn metric(&self, series: &str) -> Option<f64> {
         metric_value(&self.metrics().await, series)
+    }
+
+    /// One page of the internal feed at `path` asked with `query`.
+    pub(crate) async fn feed_page(&self, path: &str, query: &[(&str, &str)]) -> Value {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .header("x-api-key", API_KEY)
+            .query(query)
+            .send()
+            .await
+            .expect("page")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Follows the cursor-paged feed at `path`, `limit` items a page, while it is being written,
+    /// until it has handed out `n` items and then an empty page; returns each item's `field`.
+    pub(crate) async fn follow_feed(
+        &self,
+        path: &str,
+        limit: usize,
+        field: &str,
+        n: usize,
+    ) -> Vec<String> {
+        let limit = limit.to_string();
+        let mut seen: Vec<String> = Vec::new();
+        let mut cursor = String::new();
+        for _ in 0..10_000 {
+            let query = [("cursor", cursor.as_str()), ("limit", limit.as_str())];
+            let page = self.feed_page(path, &query).await;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            seen.extend(
+                items
+                    .iter()
+                    .map(|i| i[field].as_str().unwrap_or_default().to_owned()),
+            );
+            cursor = page["cursor"].as_str().unwrap_or_default().to_owned();
+            if seen.len() >= n && items.is_empty() {
+                break;
+            }
+            if items.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        seen
     }
 
     pub(crate) async fn stop(self) {
@@ -276,6 +346,34 @@ pub(crate) async fn produce(
         .expect("produce");
 }
 
+/// Drivers `d0`, `d1`, ... of park `p` with licences `L0`, `L1`, ..., in Moscow.
+pub(crate) fn add_drivers(f: &FakeState, n: usize, categories: &[&str]) {
+    for i in 0..n {
+        let (driver, licence) = (format!("d{i}"), format!("L{i}"));
+        f.add_driver("p", &driver, &licence, categories, MOSCOW.0, MOSCOW.1);
+    }
+}
+
+/// Drivers `d0`, `d1`, ... of park `p` going online at minute 1.
+pub(crate) fn online(n: usize) -> Vec<StatusEvent> {
+    (0..n)
+        .map(|i| ev("p", &format!("d{i}"), KrtStatus::Online, at(1)))
+        .collect()
+}
+
+/// Produces `status` at `when` for each driver `d{i}` of park `p`, `i` in `drivers`.
+pub(crate) async fn produce_drivers(
+    p: &FutureProducer,
+    topic: &str,
+    drivers: Range<usize>,
+    status: DriverStatusKind,
+    when: DateTime<Utc>,
+) {
+    for i in drivers {
+        produce(p, topic, "p", &format!("d{i}"), status, when).await;
+    }
+}
+
 pub(crate) fn ev(park: &str, driver: &str, status: KrtStatus, when: DateTime<Utc>) -> StatusEvent {
     StatusEvent {
         park_id: park.into(),
@@ -284,42 +382,5 @@ pub(crate) fn ev(park: &str, driver: &str, status: KrtStatus, when: DateTime<Utc
         updated_at: when,
         traceparent: None,
         position: None,
-    }
-}
-
-/// `schemas/openapi/deptrans.json`, deptrans's generated contract.
-pub(crate) struct DeptransOpenApi(Value);
-
-impl DeptransOpenApi {
-    pub(crate) fn load() -> Self {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../schemas/openapi/deptrans.json"
-        );
-        Self(serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json"))
-    }
-
-    /// Asserts that `body` is valid against the schema the document gives for `status` of
-    /// `method path` (OpenAPI 3.1 schemas are JSON Schema 2020-12; `$ref`s resolve against the
-    /// document's components).
-    pub(crate) fn check(&self, method: &str, path: &str, status: u16, body: &Value) {
-        let response = &self.0["paths"][path][method]["responses"][status.to_string()];
-        let schema = &response["content"]["application/json"]["schema"];
-        assert!(
-            schema.is_object(),
-            "the OpenAPI document has no JSON answer for {method} {path} {status}"
-        );
-        let mut root = schema.clone();
-        root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
-        root["components"] = self.0["components"].clone();
-        let validator = jsonschema::validator_for(&root).expect("schema");
-        let errors: Vec<String> = validator
-            .iter_errors(body)
-            .map(|e| format!("{} at {}", e, e.instance_path))
-            .collect();
-        assert!(
-            errors.is_empty(),
-            "{method} {path} {status} does not match the OpenAPI document: {errors:#?}\n{body:#}"
-        );
     }
 }
