@@ -11,20 +11,11 @@ use serde_json::{json, Value};
 use switchyard_cli::client::{AdminClient, ClientError};
 use switchyard_dispatcher::replay::{DeadLetterSelection, ReplaySource, TopicSelection};
 
+use crate::support::ingress_calls::post_bind;
 use crate::support::openapi::OpenApi;
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "test-admin-token-0123456789";
-
-async fn post_uid(ingress: &Running, portal: u64, phonish: u64) {
-    let resp = ingress_client()
-        .post(ingress.url("/v1/uid-notify"))
-        .json(&json!({"portal_uid": portal, "phonish_uid": phonish, "event_type": "bind"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-}
 
 /// Polls the subscriber list until `pred` holds for `name`.
 /// The typed answers as JSON, so the checks below read like the documented bodies.
@@ -112,8 +103,8 @@ async fn dead_letters_are_browsed_logged_and_replayed_through_the_api() {
         assert_eq!(body["code"], "unauthorized");
     }
 
-    post_uid(&ingress, 5, 1).await;
-    post_uid(&ingress, 5, 2).await;
+    post_bind(&ingress, 5, 1).await;
+    post_bind(&ingress, 5, 2).await;
     let s = wait_subscriber(&client, &name, |s| s["dead_letters"] == 2).await;
     assert_eq!(s["state"], "running");
     assert_eq!(s["dead_lettered"], 2);
@@ -408,7 +399,7 @@ async fn a_pause_holds_deliveries_and_survives_a_restart() {
     let base = format!("http://{}", dispatcher.addr);
     let client = AdminClient::new(&base, TOKEN);
 
-    post_uid(&ingress, 7, 1).await;
+    post_bind(&ingress, 7, 1).await;
     assert!(sub.wait_delivered(1, WAIT).await);
 
     // Paused with the CLI, as an operator would.
@@ -429,7 +420,7 @@ async fn a_pause_holds_deliveries_and_survives_a_restart() {
     );
 
     for p in 2..=5 {
-        post_uid(&ingress, 7, p).await;
+        post_bind(&ingress, 7, p).await;
     }
     // The records wait: none arrives while paused (the dispatcher keeps polling the group).
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -16,6 +16,8 @@ use integration_tests::kafka::{create_topic, read};
 use integration_tests::*;
 use serde_json::{json, Value};
 
+use crate::support::ingress_calls::post_bind;
+
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "admin-page-e2e-token-0123456789";
 const PG_ADMIN: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
@@ -155,13 +157,7 @@ async fn a_replay_clicked_on_the_admin_page_reaches_the_subscriber() {
     let dispatcher = start_dispatcher(cfg).await.unwrap();
 
     for p in [1, 2, 3] {
-        let resp = ingress_client()
-            .post(ingress.url("/v1/uid-notify"))
-            .json(&json!({"portal_uid": 9, "phonish_uid": p, "event_type": "bind"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
+        post_bind(&ingress, 9, p).await;
     }
     assert_eq!(read(&dlq, 3, WAIT).await.unwrap().len(), 3, "dead-lettered");
     assert!(

@@ -12,6 +12,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use switchyard_cli::client::AdminClient;
 
+use crate::support::ingress_calls::post_bind;
+
 const IDP: &str = "idp-token-0123456789abcdef";
 const GATEWAY: &str = "gateway-token-0123456789abcdef";
 const PARTNER: &str = "partner-token-0123456789abcdef";
@@ -375,13 +377,7 @@ async fn hold_publishes_while_the_paused_subscriber_delivers_nothing_until_resum
     let admin = AdminClient::new(&format!("http://{}", dispatcher.addr), token);
 
     for p in 1..=3u64 {
-        let resp = ingress_client()
-            .post(ingress.url("/v1/uid-notify"))
-            .json(&json!({"portal_uid": 9, "phonish_uid": p, "event_type": "bind"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+        post_bind(&ingress, 9, p).await;
     }
     // Published and kept on the topic...
     assert_eq!(

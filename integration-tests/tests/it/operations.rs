@@ -11,6 +11,8 @@ use switchyard_cli::records;
 use switchyard_dispatcher::admin;
 use switchyard_dispatcher::replay::{replay, DeadLetterSelection, ReplaySource};
 
+use crate::support::ingress_calls::post_bind;
+
 const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
@@ -29,13 +31,7 @@ async fn dead_letters_are_replayed_to_the_recovered_subscriber_once() {
     let dispatcher = start_dispatcher(cfg.clone()).await.unwrap();
 
     for p in [1, 2, 3] {
-        let resp = ingress_client()
-            .post(ingress.url("/v1/uid-notify"))
-            .json(&json!({"portal_uid": 9, "phonish_uid": p, "event_type": "bind"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
+        post_bind(&ingress, 9, p).await;
     }
     assert_eq!(
         read(&dlq, 3, WAIT).await.unwrap().len(),
