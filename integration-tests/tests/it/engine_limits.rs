@@ -10,6 +10,7 @@ use integration_tests::fake_http::{FakeSubscriber, Received, Script};
 use integration_tests::kafka::{create_topic, producer};
 use integration_tests::*;
 use switchyard_dispatcher::admin_api::SubscriberView;
+use switchyard_dispatcher::config::SubscriberConfig;
 
 use crate::engine_support::{
     all_delivered, delivered_ids, envelope, eventually, metric, produce_to, subscriber_view,
@@ -34,6 +35,32 @@ async fn backlog(topic: &str, partitions: i32, first: u64, n: u64) -> HashSet<St
     ids
 }
 
+/// Delivers a backlog of `records` numbered from `first` to `target` through a dispatcher
+/// (admin token [`TOKEN`]) whose one subscriber `name`, shaped by `limit`, reads a fresh
+/// four-partition topic; returns the dispatcher once every record has arrived.
+async fn deliver_backlog(
+    target: &FakeSubscriber,
+    name: &str,
+    first: u64,
+    records: u64,
+    limit: impl FnOnce(&mut SubscriberConfig),
+) -> Running {
+    let topic = unique(&format!("engine-{name}"));
+    create_topic(&topic, 4).await.unwrap();
+    let ids = backlog(&topic, 4, first, records).await;
+    let mut s = http_subscriber(name, &topic, &target.url("/hook"));
+    limit(&mut s);
+    let mut cfg = dispatcher_config(vec![s]);
+    cfg.admin.token = Some(TOKEN.into());
+    let dispatcher = start_dispatcher(cfg).await.unwrap();
+    assert!(
+        all_delivered(target, &ids, Duration::from_secs(60)).await,
+        "delivered {} of {records}",
+        delivered_ids(target).len()
+    );
+    dispatcher
+}
+
 /// The most requests that arrived within any one second.
 fn busiest_second(received: &[Received]) -> usize {
     let mut at: Vec<_> = received.iter().map(|r| r.at).collect();
@@ -52,24 +79,14 @@ fn busiest_second(received: &[Received]) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_is_delivered_at_max_per_second() {
     const RECORDS: u64 = 100;
-    let topic = unique("engine-rate");
-    create_topic(&topic, 4).await.unwrap();
-    let ids = backlog(&topic, 4, 9_000_000, RECORDS).await;
     let target = FakeSubscriber::start(Script::Ok).await.unwrap();
-    let mut s = http_subscriber("rate", &topic, &target.url("/hook"));
-    s.max_per_second = Some(20.0);
-    s.concurrency = 16;
-    let mut cfg = dispatcher_config(vec![s]);
-    cfg.admin.token = Some(TOKEN.into());
-    let dispatcher = start_dispatcher(cfg).await.unwrap();
+    let dispatcher = deliver_backlog(&target, "rate", 9_000_000, RECORDS, |s| {
+        s.max_per_second = Some(20.0);
+        s.concurrency = 16;
+    })
+    .await;
     let base = format!("http://{}", dispatcher.addr);
     let metrics_url = dispatcher.url("/metrics");
-
-    assert!(
-        all_delivered(&target, &ids, Duration::from_secs(60)).await,
-        "delivered {} of {RECORDS}",
-        delivered_ids(&target).len()
-    );
     let received = target.received();
     let first = received.iter().map(|r| r.at).min().unwrap();
     let last = received.iter().map(|r| r.at).max().unwrap();
@@ -112,25 +129,15 @@ async fn a_backlog_is_delivered_at_max_per_second() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_target_never_sees_more_than_max_in_flight() {
     const RECORDS: u64 = 40;
-    let topic = unique("engine-in-flight");
-    create_topic(&topic, 4).await.unwrap();
-    let ids = backlog(&topic, 4, 9_100_000, RECORDS).await;
     let target = FakeSubscriber::start(Script::Ok).await.unwrap();
     target.set_delay(Duration::from_millis(200));
-    let mut s = http_subscriber("in-flight", &topic, &target.url("/hook"));
-    s.max_in_flight = Some(2);
-    s.concurrency = 64;
-    let mut cfg = dispatcher_config(vec![s]);
-    cfg.admin.token = Some(TOKEN.into());
-    let dispatcher = start_dispatcher(cfg).await.unwrap();
+    let dispatcher = deliver_backlog(&target, "in-flight", 9_100_000, RECORDS, |s| {
+        s.max_in_flight = Some(2);
+        s.concurrency = 64;
+    })
+    .await;
     let base = format!("http://{}", dispatcher.addr);
     let metrics_url = dispatcher.url("/metrics");
-
-    assert!(
-        all_delivered(&target, &ids, Duration::from_secs(60)).await,
-        "delivered {} of {RECORDS}",
-        delivered_ids(&target).len()
-    );
     // Ten keys on 64 lanes would send ten at once; the limit lets two through, and uses both.
     assert_eq!(target.peak_concurrency(), 2, "requests at once");
     assert_eq!(
