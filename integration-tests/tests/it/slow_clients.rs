@@ -54,6 +54,22 @@ async fn trickle(addr: std::net::SocketAddr, head: &[u8], trickle: &[u8]) -> (St
     (String::from_utf8_lossy(&got).into_owned(), closed)
 }
 
+/// [`trickle`]s to `ingress` while another caller posts; asserts that one is served.
+async fn trickle_while_others_are_served(
+    ingress: &Running,
+    head: &[u8],
+    rest: &[u8],
+) -> (String, Duration) {
+    let slow = trickle(ingress.addr, head, rest);
+    let others = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        post_ok(ingress).await
+    };
+    let (trickled, other) = tokio::join!(slow, others);
+    assert_eq!(other, 200, "another caller was served while one trickled");
+    trickled
+}
+
 async fn post_ok(ingress: &Running) -> u16 {
     ingress_client()
         .post(ingress.url("/v1/uid-notify"))
@@ -71,13 +87,7 @@ async fn a_trickled_request_head_is_cut_off_at_the_header_deadline() {
     let head = b"POST /v1/uid-notify HTTP/1.1\r\nhost: ingress\r\n";
     // 60 header bytes at 5 a second would take 12 s; the deadline is 1 s.
     let rest = b"x-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
-    let slow = trickle(ingress.addr, head, rest);
-    let others = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        post_ok(&ingress).await
-    };
-    let ((got, closed), other) = tokio::join!(slow, others);
-    assert_eq!(other, 200, "another caller was served while one trickled");
+    let (got, closed) = trickle_while_others_are_served(&ingress, head, rest).await;
     assert!(
         closed >= Duration::from_millis(HEADER_READ_MS - 100) && closed < Duration::from_secs(4),
         "connection closed after {closed:?} (header deadline {HEADER_READ_MS} ms)"
@@ -98,13 +108,7 @@ async fn a_trickled_body_gets_a_408_at_the_request_deadline() {
          content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
-    let slow = trickle(ingress.addr, head.as_bytes(), body);
-    let others = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        post_ok(&ingress).await
-    };
-    let ((got, closed), other) = tokio::join!(slow, others);
-    assert_eq!(other, 200, "another caller was served while one trickled");
+    let (got, closed) = trickle_while_others_are_served(&ingress, head.as_bytes(), body).await;
     assert!(
         got.starts_with("HTTP/1.1 408"),
         "a body trickled past the deadline got: {got:?}"
