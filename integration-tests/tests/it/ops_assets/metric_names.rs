@@ -38,25 +38,14 @@ fn exported_names(name: &str, kind: &str) -> Vec<String> {
 /// (`pub` or `pub(crate)`).
 pub(super) fn proxy_exported() -> BTreeSet<String> {
     let src = fs::read_to_string(workspace_root().join("proxy/src/metrics.rs")).unwrap();
-    let consts: BTreeMap<&str, &str> = src
-        .lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            l.strip_prefix("pub const ")
-                .or_else(|| l.strip_prefix("pub(crate) const "))
-        })
+    let consts: BTreeMap<&str, &str> = public_items(&src)
+        .filter_map(|l| l.strip_prefix("const "))
         .filter_map(|l| {
             let (ident, rest) = l.split_once(": &str = \"")?;
             Some((ident, rest.strip_suffix("\";")?))
         })
         .collect();
-    let fields: BTreeMap<&str, &str> = src
-        .lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            l.strip_prefix("pub ")
-                .or_else(|| l.strip_prefix("pub(crate) "))
-        })
+    let fields: BTreeMap<&str, &str> = public_items(&src)
         .filter_map(|l| {
             let (field, ty) = l.split_once(": Family<")?;
             let kind = ty.trim_end_matches(">,").rsplit(',').next()?.trim();
@@ -87,6 +76,15 @@ pub(super) fn proxy_exported() -> BTreeSet<String> {
         "proxy: parsed {names:?} from {consts:?}"
     );
     names
+}
+
+/// The lines of `src` that declare a `pub` or `pub(crate)` item, after the visibility.
+fn public_items(src: &str) -> impl Iterator<Item = &str> {
+    src.lines().filter_map(|l| {
+        let l = l.trim();
+        l.strip_prefix("pub ")
+            .or_else(|| l.strip_prefix("pub(crate) "))
+    })
 }
 
 /// Metric names in a PromQL expression: identifiers outside strings, label matchers, ranges
