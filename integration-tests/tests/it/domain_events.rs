@@ -280,6 +280,29 @@ pub(crate) async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+const ACTIVE: &str = "SELECT count(*) FROM users WHERE user_id = $1 AND active";
+
+/// Waits until the user service has `user` active and accounting has `entries` ledger rows for
+/// `task`; `what` names the pair in a failure.
+async fn settled(
+    users: &Client,
+    accounting: &Client,
+    user: Uuid,
+    task: Uuid,
+    entries: i64,
+    what: &str,
+) {
+    let ledger = "SELECT count(*) FROM ledger WHERE task_id = $1";
+    wait_for(&format!("{what}: user active"), async || {
+        count(users, ACTIVE, &user.to_string()).await == 1
+    })
+    .await;
+    wait_for(&format!("{what}: {entries} ledger rows"), async || {
+        count(accounting, ledger, &task.to_string()).await == entries
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn task_tracker_applies_each_event_once_under_redelivery_and_reordering() {
     let topics = topics(1).await;
@@ -337,16 +360,7 @@ async fn task_tracker_applies_each_event_once_under_redelivery_and_reordering() 
     tt::board_update(&mut board_db, &topics, task, user, true)
         .await
         .unwrap();
-    let active = "SELECT count(*) FROM users WHERE user_id = $1 AND active";
-    let ledger = "SELECT count(*) FROM ledger WHERE task_id = $1";
-    wait_for("user active", async || {
-        count(&users, active, &user.to_string()).await == 1
-    })
-    .await;
-    wait_for("debit and credit", async || {
-        count(&accounting, ledger, &task.to_string()).await == 2
-    })
-    .await;
+    settled(&users, &accounting, user, task, 2, "debit and credit").await;
 
     // The broker redelivers: every record twice more (three deliveries in all), and the two
     // task events in swapped order.
@@ -376,14 +390,7 @@ async fn task_tracker_applies_each_event_once_under_redelivery_and_reordering() 
     tt::board_update(&mut board_db, &topics, task2, user2, false)
         .await
         .unwrap();
-    wait_for("sentinel user active", async || {
-        count(&users, active, &user2.to_string()).await == 1
-    })
-    .await;
-    wait_for("sentinel debit", async || {
-        count(&accounting, ledger, &task2.to_string()).await == 1
-    })
-    .await;
+    settled(&users, &accounting, user2, task2, 1, "sentinel debit").await;
 
     let u = user.to_string();
     assert_eq!(
@@ -400,7 +407,7 @@ async fn task_tracker_applies_each_event_once_under_redelivery_and_reordering() 
     let credit = "SELECT count(*) FROM ledger WHERE task_id = $1 AND kind = 'credit'";
     assert_eq!(count(&accounting, debit, &t).await, 1);
     assert_eq!(count(&accounting, credit, &t).await, 1);
-    assert_eq!(count(&users, active, &u).await, 1);
+    assert_eq!(count(&users, ACTIVE, &u).await, 1);
     let published = "SELECT count(*) FROM outbox WHERE event_type = $1";
     assert_eq!(
         count(&accounting, published, tt::types::ACCOUNT_CREATED).await,
