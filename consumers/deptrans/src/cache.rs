@@ -2,6 +2,7 @@
 //! current from their updates feeds; while a feed is down the last data keeps being served.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -10,9 +11,62 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::{
     CacheLabels, CacheLookups, DeptransMetrics, CACHE_CATEGORIES, CACHE_PROFILES,
 };
-use super::upstream::{DriverRef, Upstream, UpstreamError};
+use super::upstream::{
+    CategoriesPage, CategoryItem, DriverRef, ProfileItem, ProfilesPage, Upstream, UpstreamError,
+};
 
 type Key = (String, String);
+
+/// A page of an upstream updates feed.
+trait FeedPage {
+    type Row;
+    /// The page's rows, the cursor after them, and whether more changes wait.
+    fn into_parts(self) -> (Vec<Self::Row>, String, bool);
+}
+
+impl FeedPage for ProfilesPage {
+    type Row = ProfileItem;
+    fn into_parts(self) -> (Vec<ProfileItem>, String, bool) {
+        (self.profiles, self.cursor, self.has_more)
+    }
+}
+
+impl FeedPage for CategoriesPage {
+    type Row = CategoryItem;
+    fn into_parts(self) -> (Vec<CategoryItem>, String, bool) {
+        (self.drivers, self.cursor, self.has_more)
+    }
+}
+
+/// Where a cache stands in its updates feed (from the start when `None`).
+#[derive(Default)]
+struct FeedCursor(Mutex<Option<String>>);
+
+impl FeedCursor {
+    /// Reads the feed from the stored cursor until it has nothing more, handing each page's rows
+    /// to `apply` and then moving the cursor past them; returns rows applied.
+    async fn follow<P, Fut>(
+        &self,
+        fetch: impl Fn(Option<String>) -> Fut,
+        mut apply: impl FnMut(Vec<P::Row>),
+    ) -> Result<usize, UpstreamError>
+    where
+        P: FeedPage,
+        Fut: Future<Output = Result<P, UpstreamError>>,
+    {
+        let mut applied = 0;
+        loop {
+            let cursor = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let (rows, next, has_more) = fetch(cursor).await?.into_parts();
+            applied += rows.len();
+            apply(rows);
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(next);
+            if !has_more {
+                return Ok(applied);
+            }
+        }
+    }
+}
 
 #[derive(Default)]
 struct ProfilesIndex {
@@ -24,7 +78,7 @@ struct ProfilesIndex {
 #[derive(Default)]
 pub struct ProfilesCache {
     index: RwLock<ProfilesIndex>,
-    cursor: Mutex<Option<String>>,
+    cursor: FeedCursor,
     /// Hits and misses of the lookups below, for the hit ratio.
     lookups: CacheLookups,
 }
@@ -61,18 +115,11 @@ impl ProfilesCache {
 
     /// Reads the feed from the stored cursor until it has nothing more; returns rows applied.
     pub async fn refresh(&self, upstream: &Upstream) -> Result<usize, UpstreamError> {
-        let mut applied = 0;
-        loop {
-            let cursor = self
-                .cursor
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            let page = upstream.profiles_page(cursor.as_deref()).await?;
-            applied += page.profiles.len();
-            {
+        let fetch = |c: Option<String>| async move { upstream.profiles_page(c.as_deref()).await };
+        self.cursor
+            .follow(fetch, |profiles| {
                 let mut idx = self.index.write().unwrap_or_else(|e| e.into_inner());
-                for p in page.profiles {
+                for p in profiles {
                     let key = (p.park_id.clone(), p.driver_profile_id.clone());
                     let driver = DriverRef {
                         park_id: p.park_id,
@@ -91,12 +138,8 @@ impl ProfilesCache {
                         idx.by_driver.insert(key, pd);
                     }
                 }
-            }
-            *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(page.cursor);
-            if !page.has_more {
-                return Ok(applied);
-            }
-        }
+            })
+            .await
     }
 }
 
@@ -104,7 +147,7 @@ impl ProfilesCache {
 #[derive(Default)]
 pub struct CategoriesCache {
     by_driver: RwLock<HashMap<Key, HashSet<String>>>,
-    cursor: Mutex<Option<String>>,
+    cursor: FeedCursor,
     /// A hit is a driver the cache knows, whatever its categories.
     lookups: CacheLookups,
 }
@@ -119,18 +162,11 @@ impl CategoriesCache {
     }
 
     pub async fn refresh(&self, upstream: &Upstream) -> Result<usize, UpstreamError> {
-        let mut applied = 0;
-        loop {
-            let cursor = self
-                .cursor
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            let page = upstream.categories_page(cursor.as_deref()).await?;
-            applied += page.drivers.len();
-            {
+        let fetch = |c: Option<String>| async move { upstream.categories_page(c.as_deref()).await };
+        self.cursor
+            .follow(fetch, |drivers| {
                 let mut map = self.by_driver.write().unwrap_or_else(|e| e.into_inner());
-                for d in page.drivers {
+                for d in drivers {
                     let key = (d.park_id, d.driver_profile_id);
                     if d.categories.is_empty() {
                         map.remove(&key);
@@ -138,12 +174,8 @@ impl CategoriesCache {
                         map.insert(key, d.categories.into_iter().collect());
                     }
                 }
-            }
-            *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(page.cursor);
-            if !page.has_more {
-                return Ok(applied);
-            }
-        }
+            })
+            .await
     }
 }
 
@@ -190,24 +222,19 @@ impl Caches {
         metrics: Arc<DeptransMetrics>,
         stop: CancellationToken,
     ) {
+        let failed = |cache: &'static str, e: UpstreamError| {
+            tracing::warn!(error = %e, cache, "cache refresh failed, serving stale data");
+            metrics
+                .cache_refresh_failures
+                .get_or_create(&CacheLabels { cache })
+                .inc();
+        };
         switchyard_runtime::shutdown::every(every, &stop, || async {
             if let Err(e) = self.profiles.refresh(&upstream).await {
-                tracing::warn!(error = %e, cache = CACHE_PROFILES, "cache refresh failed, serving stale data");
-                metrics
-                    .cache_refresh_failures
-                    .get_or_create(&CacheLabels {
-                        cache: CACHE_PROFILES,
-                    })
-                    .inc();
+                failed(CACHE_PROFILES, e);
             }
             if let Err(e) = self.categories.refresh(&upstream).await {
-                tracing::warn!(error = %e, cache = CACHE_CATEGORIES, "cache refresh failed, serving stale data");
-                metrics
-                    .cache_refresh_failures
-                    .get_or_create(&CacheLabels {
-                        cache: CACHE_CATEGORIES,
-                    })
-                    .inc();
+                failed(CACHE_CATEGORIES, e);
             }
         })
         .await;

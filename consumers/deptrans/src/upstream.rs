@@ -169,14 +169,7 @@ impl Upstream {
     /// `GET /v1/profiles/updates`: profile changes after `cursor` (from the start when absent).
     pub async fn profiles_page(&self, cursor: Option<&str>) -> Result<ProfilesPage, UpstreamError> {
         let url = format!("{}/v1/profiles/updates", self.cfg.profiles_url);
-        let mut req = self
-            .http
-            .get(url)
-            .query(&[("limit", self.cfg.cache_page_size)]);
-        if let Some(c) = cursor {
-            req = req.query(&[("cursor", c)]);
-        }
-        Self::send(PROFILES, req).await
+        self.updates_page(PROFILES, url, cursor).await
     }
 
     /// `GET /v1/categories/updates`: category changes after `cursor`.
@@ -185,6 +178,17 @@ impl Upstream {
         cursor: Option<&str>,
     ) -> Result<CategoriesPage, UpstreamError> {
         let url = format!("{}/v1/categories/updates", self.cfg.categories_url);
+        self.updates_page(CATEGORIES, url, cursor).await
+    }
+
+    /// One page of an updates feed at `url`: the changes after `cursor`, at most the configured
+    /// page size.
+    async fn updates_page<T: serde::de::DeserializeOwned>(
+        &self,
+        service: &'static str,
+        url: String,
+        cursor: Option<&str>,
+    ) -> Result<T, UpstreamError> {
         let mut req = self
             .http
             .get(url)
@@ -192,7 +196,7 @@ impl Upstream {
         if let Some(c) = cursor {
             req = req.query(&[("cursor", c)]);
         }
-        Self::send(CATEGORIES, req).await
+        Self::send(service, req).await
     }
 
     /// `POST /v1/driver_licenses/bulk_retrieve`: licence numbers by pd id.

@@ -3,6 +3,10 @@
 //! advisory lock, strictly after every committed row, so no row is skipped or repeated. Pages
 //! come from PostgreSQL; when it is down (or slower than a second) from the tables' mirrors
 //! (`crate::mirror`, a prefix of the same order), with the same cursor.
+//!
+//! The two feeds share their paging (`page_args`, `page`, `or_mirror`); each keeps its own
+//! query and item mapping, which name its table, columns and item type: one generic feed over
+//! them would hide those behind a trait and save only the lines that say which is which.
 
 use std::sync::Arc;
 
