@@ -49,10 +49,14 @@ impl Tripped {
 
 /// A streamed body cut off with an error once it passes `limit` bytes or `deadline`; `tripped`
 /// tells the caller which, so it can answer 413 or 504 instead of a generic 502.
+///
+/// The deadline timer is made only when the body first has to wait: a body that is already
+/// in memory (most answers, every empty request body) costs a clock read, not a timer.
 pub(crate) struct Bounded<B> {
     inner: B,
     left: u64,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
     tripped: Tripped,
 }
 
@@ -61,9 +65,15 @@ impl<B> Bounded<B> {
         Self {
             inner,
             left: limit,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
+            timer: None,
             tripped,
         }
+    }
+
+    fn trip_deadline(&self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.tripped.0.store(Tripped::DEADLINE, Ordering::Relaxed);
+        Poll::Ready(Some(Err("request deadline passed".into())))
     }
 }
 
@@ -80,12 +90,11 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if this.deadline.as_mut().poll(cx).is_ready() {
-            this.tripped.0.store(Tripped::DEADLINE, Ordering::Relaxed);
-            return Poll::Ready(Some(Err("request deadline passed".into())));
-        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if Instant::now() >= this.deadline {
+                    return this.trip_deadline();
+                }
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > this.left {
@@ -97,7 +106,17 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            other => other.map(|o| o.map(|r| r.map_err(Into::into))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return this.trip_deadline();
+                }
+                Poll::Pending
+            }
         }
     }
 
