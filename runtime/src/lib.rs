@@ -14,6 +14,8 @@
 //! - [`pg`] (feature `pg`): the Postgres pool, migrations under an advisory lock, and every
 //!   advisory-lock id of the workspace in one table.
 //! - [`metrics`]: the Prometheus text exposition of `/metrics`.
+//! - [`service`]: a service binary's start-up: its flags, `--print-openapi`, tracing, config
+//!   and listening socket ([`service_main!`]).
 //! - [`shutdown`]: signals, the cancellation token and the supervisor of a service's tasks.
 //! - [`telemetry`]: logs and OTLP traces.
 //! - [`trace`]: W3C trace context in and out of records and requests.
@@ -27,6 +29,7 @@ pub mod kafka;
 pub mod metrics;
 #[cfg(feature = "pg")]
 pub mod pg;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "kafka")]
