@@ -46,6 +46,13 @@ fn bare(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> http::Request<Bo
     b.body(Body::empty()).unwrap()
 }
 
+/// A request to backend `tag` as `bikes-app`, with the token from its secret file as a bearer
+/// token.
+fn as_bikes_app(proxy: &Proxy, tag: &str, path: &str) -> http::Request<Body> {
+    let auth = format!("Bearer {BIKES_TOKEN}");
+    bare(proxy, path, &[("x-api-tag", tag), ("authorization", &auth)])
+}
+
 #[tokio::test]
 async fn missing_and_unknown_credentials_are_401() {
     let (scooter, _bikes, proxy, c, _dir) = setup().await;
@@ -99,28 +106,10 @@ async fn missing_and_unknown_credentials_are_401() {
 #[tokio::test]
 async fn a_caller_reaches_only_its_backends() {
     let (scooter, bikes, proxy, c, _dir) = setup().await;
-    // The token from the secret file, as a bearer token.
-    let auth = format!("Bearer {BIKES_TOKEN}");
-    let a = send(
-        &c,
-        bare(
-            &proxy,
-            "/bikes/1",
-            &[("x-api-tag", "bikes"), ("authorization", &auth)],
-        ),
-    )
-    .await;
+    let a = send(&c, as_bikes_app(&proxy, "bikes", "/bikes/1")).await;
     assert_eq!(a.status, 200);
     assert_eq!(bikes.seen().len(), 1);
-    let a = send(
-        &c,
-        bare(
-            &proxy,
-            "/v1/rides",
-            &[("x-api-tag", "scooter"), ("authorization", &auth)],
-        ),
-    )
-    .await;
+    let a = send(&c, as_bikes_app(&proxy, "scooter", "/v1/rides")).await;
     assert_eq!((a.status, a.error_code().as_str()), (403, "forbidden"));
     // Same as an API key.
     let a = send(
@@ -162,16 +151,7 @@ async fn the_callers_credential_never_reaches_a_backend() {
         .as_bytes()
         .windows(CALLER_TOKEN.len())
         .any(|w| w == CALLER_TOKEN.as_bytes())));
-    let auth = format!("Bearer {BIKES_TOKEN}");
-    let a = send(
-        &c,
-        bare(
-            &proxy,
-            "/bikes/1",
-            &[("x-api-tag", "bikes"), ("authorization", &auth)],
-        ),
-    )
-    .await;
+    let a = send(&c, as_bikes_app(&proxy, "bikes", "/bikes/1")).await;
     assert_eq!(a.status, 200);
     assert!(!bikes.last().headers.contains_key("authorization"));
 }

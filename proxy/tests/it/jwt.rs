@@ -83,29 +83,31 @@ fn partner_verifies(authorization: &str, alg: Algorithm, key: &DecodingKey) -> s
     claims
 }
 
-#[tokio::test]
-async fn hs256_token_carries_the_partner_user_id() {
-    let (backend, proxy, c) = signing_setup(JwtAlg::HS256).await;
+/// Sends a ride for `phone_id` through the proxy and returns the `authorization` the backend got.
+async fn signed_for(c: &TestClient, proxy: &Proxy, backend: &Backend, phone_id: &str) -> String {
     let a = send(
-        &c,
+        c,
         get(
             proxy.addr,
             "/v1/rides",
             Some("scooter"),
-            &[("x-yataxi-phoneid", "j1")],
+            &[("x-yataxi-phoneid", phone_id)],
         ),
     )
     .await;
     assert_eq!(a.status, 200);
-    let auth = backend.last().headers["authorization"]
+    backend.last().headers["authorization"]
         .to_str()
         .unwrap()
-        .to_owned();
-    let claims = partner_verifies(
-        &auth,
-        Algorithm::HS256,
-        &DecodingKey::from_secret(HS_SECRET.as_bytes()),
-    );
+        .to_owned()
+}
+
+#[tokio::test]
+async fn hs256_token_carries_the_partner_user_id() {
+    let (backend, proxy, c) = signing_setup(JwtAlg::HS256).await;
+    let key = DecodingKey::from_secret(HS_SECRET.as_bytes());
+    let auth = signed_for(&c, &proxy, &backend, "j1").await;
+    let claims = partner_verifies(&auth, Algorithm::HS256, &key);
     assert_eq!(claims["sub"], user_of("j1"));
     // Signed with another secret, the partner would refuse it.
     let token = auth.strip_prefix("Bearer ").unwrap();
@@ -117,41 +119,13 @@ async fn hs256_token_carries_the_partner_user_id() {
     assert!(wrong.is_err());
     // Every request gets a freshly signed token with its own jti, also for the same user
     // (issue 16 item 3; this assertion used to require the token to be reused).
-    let _ = send(
-        &c,
-        get(
-            proxy.addr,
-            "/v1/rides",
-            Some("scooter"),
-            &[("x-yataxi-phoneid", "j1")],
-        ),
-    )
-    .await;
-    let again = backend.last().headers["authorization"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let again = signed_for(&c, &proxy, &backend, "j1").await;
     assert_ne!(again, auth);
-    let key = DecodingKey::from_secret(HS_SECRET.as_bytes());
     let again_claims = partner_verifies(&again, Algorithm::HS256, &key);
     assert_eq!(again_claims["sub"], user_of("j1"));
     assert_ne!(again_claims["jti"], claims["jti"]);
-    let _ = send(
-        &c,
-        get(
-            proxy.addr,
-            "/v1/rides",
-            Some("scooter"),
-            &[("x-yataxi-phoneid", "j1-other")],
-        ),
-    )
-    .await;
-    let other = backend.last().headers["authorization"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let other = signed_for(&c, &proxy, &backend, "j1-other").await;
     assert_ne!(other, auth);
-    let key = DecodingKey::from_secret(HS_SECRET.as_bytes());
     assert_eq!(
         partner_verifies(&other, Algorithm::HS256, &key)["sub"],
         user_of("j1-other")
