@@ -139,11 +139,7 @@ async fn personal_down_is_503_and_nothing_is_cached() {
     lookups
         .personal_fails
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let a = send(&c, ride(proxy.addr, "p1")).await;
-    assert_eq!(
-        (a.status, a.error_code().as_str()),
-        (503, "identity_unavailable")
-    );
+    let a = send_refused(&c, ride(proxy.addr, "p1"), 503, "identity_unavailable").await;
     assert_eq!(a.headers["retry-after"], "1");
     assert_eq!(lookups.partner(), 0);
     assert!(backend.seen().is_empty());
@@ -167,11 +163,7 @@ async fn partner_lookup_down_is_503_and_nothing_is_cached() {
     lookups
         .partner_fails
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let a = send(&c, ride(proxy.addr, "p2")).await;
-    assert_eq!(
-        (a.status, a.error_code().as_str()),
-        (503, "identity_unavailable")
-    );
+    send_refused(&c, ride(proxy.addr, "p2"), 503, "identity_unavailable").await;
     lookups
         .partner_fails
         .store(false, std::sync::atomic::Ordering::SeqCst);
@@ -183,11 +175,7 @@ async fn partner_lookup_down_is_503_and_nothing_is_cached() {
 #[tokio::test]
 async fn unreachable_personal_is_503() {
     let (backend, proxy, c) = setup(closed_addr().await, 600_000).await;
-    let a = send(&c, ride(proxy.addr, "p3")).await;
-    assert_eq!(
-        (a.status, a.error_code().as_str()),
-        (503, "identity_unavailable")
-    );
+    send_refused(&c, ride(proxy.addr, "p3"), 503, "identity_unavailable").await;
     assert!(backend.seen().is_empty());
 }
 
@@ -195,15 +183,10 @@ async fn unreachable_personal_is_503() {
 async fn missing_malformed_and_unknown_phone_ids() {
     let (lookups, lookups_addr) = Lookups::start().await;
     let (backend, proxy, c) = setup(lookups_addr, 600_000).await;
-    let a = send(&c, get(proxy.addr, "/v1/rides", Some("scooter"), &[])).await;
-    assert_eq!((a.status, a.error_code().as_str()), (400, "missing_header"));
-    let a = send(&c, ride(proxy.addr, "+79001234567")).await;
-    assert_eq!((a.status, a.error_code().as_str()), (400, "invalid_header"));
-    let a = send(&c, ride(proxy.addr, "unknown-1")).await;
-    assert_eq!(
-        (a.status, a.error_code().as_str()),
-        (404, "identity_not_found")
-    );
+    let req = get(proxy.addr, "/v1/rides", Some("scooter"), &[]);
+    send_refused(&c, req, 400, "missing_header").await;
+    send_refused(&c, ride(proxy.addr, "+79001234567"), 400, "invalid_header").await;
+    send_refused(&c, ride(proxy.addr, "unknown-1"), 404, "identity_not_found").await;
     assert_eq!(lookups.personal(), 1);
     assert!(backend.seen().is_empty());
 }

@@ -91,79 +91,56 @@ async fn each_listener_serves_its_own_routes() {
 #[tokio::test]
 async fn every_cross_listener_attempt_is_refused() {
     let (partner, internal, proxy, c) = setup().await;
-    // Internal port: no ops endpoints, no callbacks (a callback without a tag names no
-    // backend; with the tag it is a path the backend does not allow).
-    for path in ["/_proxy/metrics", "/_proxy/ping"] {
-        let a = send(&c, get(proxy.addr, path, None, &[])).await;
-        assert_eq!(
-            (a.status, a.error_code().as_str()),
-            (404, "not_found"),
-            "{path}"
-        );
-        let a = send(&c, get(proxy.addr, path, Some("scooter"), &[])).await;
-        assert_eq!(
-            (a.status, a.error_code().as_str()),
-            (404, "not_found"),
-            "{path}"
-        );
+    // Every one of these is a 404 on that port with and without a tag (`get` sends the harness
+    // caller's key).
+    let not_found = [
+        // Internal port: no ops endpoints.
+        (proxy.addr, "/_proxy/metrics"),
+        (proxy.addr, "/_proxy/ping"),
+        // Partner port: no forwarding by tag, no ops endpoints, even with the internal
+        // credential.
+        (proxy.partner_addr, "/v1/rides"),
+        (proxy.partner_addr, "/_proxy/metrics"),
+        (proxy.partner_addr, "/_proxy/ping"),
+        (proxy.partner_addr, "/"),
+        // Ops port: no forwarding, and a callback path is not one of its routes.
+        (proxy.ops_addr, "/v1/rides"),
+        (proxy.ops_addr, "/callbacks/scooter/rides/1"),
+    ];
+    for (addr, path) in not_found {
+        for tag in [None, Some("scooter")] {
+            send_refused(&c, get(addr, path, tag, &[]), 404, "not_found").await;
+        }
     }
-    // A valid partner JWT is not an internal credential (these requests carry no harness key).
-    let a = send(&c, callback(proxy.addr, "/callbacks/scooter/rides/1")).await;
-    assert_eq!((a.status, a.error_code().as_str()), (401, "unauthorized"));
+    // Internal port: no callbacks (a callback without a tag names no backend; with the tag it
+    // is a path the backend does not allow). A valid partner JWT is not an internal credential
+    // (these requests carry no harness key).
+    let req = callback(proxy.addr, "/callbacks/scooter/rides/1");
+    send_refused(&c, req, 401, "unauthorized").await;
     let mut forward = callback(proxy.addr, "/v1/rides");
     forward
         .headers_mut()
         .insert("x-api-tag", http::HeaderValue::from_static("scooter"));
-    let a = send(&c, forward).await;
-    assert_eq!((a.status, a.error_code().as_str()), (401, "unauthorized"));
+    send_refused(&c, forward, 401, "unauthorized").await;
     // With the internal credential a callback path still names no backend.
     let mut authed = callback(proxy.addr, "/callbacks/scooter/rides/1");
     authed
         .headers_mut()
         .insert("x-proxy-key", http::HeaderValue::from_static(CALLER_TOKEN));
-    let a = send(&c, authed).await;
-    assert_eq!((a.status, a.error_code().as_str()), (400, "missing_tag"));
+    send_refused(&c, authed, 400, "missing_tag").await;
 
-    // Partner port: no forwarding by tag, no ops endpoints, even with the internal
-    // credential (`get` sends the harness caller's key).
-    for path in ["/v1/rides", "/_proxy/metrics", "/_proxy/ping", "/"] {
-        let a = send(&c, get(proxy.partner_addr, path, Some("scooter"), &[])).await;
-        assert_eq!(
-            (a.status, a.error_code().as_str()),
-            (404, "not_found"),
-            "{path}"
-        );
-        let a = send(&c, get(proxy.partner_addr, path, None, &[])).await;
-        assert_eq!(
-            (a.status, a.error_code().as_str()),
-            (404, "not_found"),
-            "{path}"
-        );
-    }
-    // ... and a callback without a valid partner token is refused there too.
+    // Partner port: a callback without a valid partner token is refused.
     let no_token = http::Request::post(format!(
         "http://{}/callbacks/scooter/rides/1",
         proxy.partner_addr
     ))
     .body(Body::from("{}"))
     .unwrap();
-    let a = send(&c, no_token).await;
-    assert_eq!((a.status, a.error_code().as_str()), (401, "unauthorized"));
+    send_refused(&c, no_token, 401, "unauthorized").await;
 
-    // Ops port: neither forwarding nor callbacks, GET only.
-    let a = send(&c, get(proxy.ops_addr, "/v1/rides", Some("scooter"), &[])).await;
-    assert_eq!((a.status, a.error_code().as_str()), (404, "not_found"));
-    let a = send(&c, callback(proxy.ops_addr, "/callbacks/scooter/rides/1")).await;
-    assert_eq!(
-        (a.status, a.error_code().as_str()),
-        (405, "method_not_allowed")
-    );
-    let a = send(
-        &c,
-        get(proxy.ops_addr, "/callbacks/scooter/rides/1", None, &[]),
-    )
-    .await;
-    assert_eq!((a.status, a.error_code().as_str()), (404, "not_found"));
+    // Ops port: GET only.
+    let req = callback(proxy.ops_addr, "/callbacks/scooter/rides/1");
+    send_refused(&c, req, 405, "method_not_allowed").await;
 
     assert!(partner.seen().is_empty(), "{:?}", partner.seen());
     assert!(internal.seen().is_empty(), "{:?}", internal.seen());

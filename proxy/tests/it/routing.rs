@@ -57,21 +57,15 @@ async fn routes_by_tag_to_the_configured_backend() {
 #[tokio::test]
 async fn missing_unknown_tag_and_foreign_prefix_are_json_errors() {
     let (scooter, _bikes, proxy, c) = setup().await;
-    let a = send(&c, get(proxy.addr, "/v1/rides", None, &[])).await;
-    assert_eq!((a.status, a.error_code().as_str()), (400, "missing_tag"));
-    let a = send(&c, get(proxy.addr, "/v1/rides", Some("trains"), &[])).await;
-    assert_eq!((a.status, a.error_code().as_str()), (404, "unknown_tag"));
-    let a = send(&c, get(proxy.addr, "/admin", Some("scooter"), &[])).await;
-    assert_eq!(
-        (a.status, a.error_code().as_str()),
-        (404, "path_not_allowed")
-    );
-    // Segment-wise: `/v1x` is not under `/v1`.
-    let a = send(&c, get(proxy.addr, "/v1x/rides", Some("scooter"), &[])).await;
-    assert_eq!(
-        (a.status, a.error_code().as_str()),
-        (404, "path_not_allowed")
-    );
+    for (tag, path, status, code) in [
+        (None, "/v1/rides", 400, "missing_tag"),
+        (Some("trains"), "/v1/rides", 404, "unknown_tag"),
+        (Some("scooter"), "/admin", 404, "path_not_allowed"),
+        // Segment-wise: `/v1x` is not under `/v1`.
+        (Some("scooter"), "/v1x/rides", 404, "path_not_allowed"),
+    ] {
+        send_refused(&c, get(proxy.addr, path, tag, &[]), status, code).await;
+    }
     // A tag is a config key, not a place the client may point at a prefix of another backend.
     let a = send(&c, get(proxy.addr, "/bikes/1", Some("scooter"), &[])).await;
     assert_eq!(a.status, 404);
@@ -92,12 +86,8 @@ async fn traversal_in_every_spelling_is_refused() {
         "/v1/..;/admin",
         "/v1/%00",
     ] {
-        let a = send(&c, get(proxy.addr, path, Some("scooter"), &[])).await;
-        assert_eq!(
-            (a.status, a.error_code().as_str()),
-            (400, "bad_path"),
-            "{path}"
-        );
+        let req = get(proxy.addr, path, Some("scooter"), &[]);
+        send_refused(&c, req, 400, "bad_path").await;
     }
     // Literal dot segments never survive a client library, so send them raw.
     refused_raw(
@@ -157,8 +147,7 @@ async fn foreign_host_is_refused() {
         .header("x-api-tag", "scooter")
         .body(Body::empty())
         .unwrap();
-    let a = send(&c, req).await;
-    assert_eq!((a.status, a.error_code().as_str()), (421, "foreign_host"));
+    send_refused(&c, req, 421, "foreign_host").await;
     refused_raw(
         &proxy,
         b"GET /v1/rides HTTP/1.1\r\nHost: 127.0.0.1@evil.example\r\nx-api-tag: scooter\r\nConnection: close\r\n\r\n",
@@ -305,16 +294,15 @@ async fn slow_backend_is_a_504_and_dead_backend_a_502() {
     backends.insert("dead".to_owned(), backend_config(closed_addr().await));
     let proxy = start_proxy(proxy_config(backends)).await;
     let c = client();
-    let a = send(&c, get(proxy.addr, "/v1/slow", Some("slow"), &[])).await;
-    assert_eq!(
-        (a.status, a.error_code().as_str()),
-        (504, "upstream_timeout")
-    );
-    let a = send(&c, get(proxy.addr, "/v1/rides", Some("dead"), &[])).await;
-    assert_eq!(
-        (a.status, a.error_code().as_str()),
-        (502, "upstream_unavailable")
-    );
+    let req = get(proxy.addr, "/v1/slow", Some("slow"), &[]);
+    send_refused(&c, req, 504, "upstream_timeout").await;
+    let a = send_refused(
+        &c,
+        get(proxy.addr, "/v1/rides", Some("dead"), &[]),
+        502,
+        "upstream_unavailable",
+    )
+    .await;
     assert!(!String::from_utf8_lossy(&a.body).contains("127.0.0.1"));
     let errors = metric(
         &c,

@@ -366,6 +366,23 @@ pub(crate) async fn send(client: &TestClient, req: http::Request<Body>) -> Answe
     }
 }
 
+/// Sends `req` and asserts the proxy refused it with its own error shape, `status` and `code`.
+pub(crate) async fn send_refused(
+    client: &TestClient,
+    req: http::Request<Body>,
+    status: u16,
+    code: &str,
+) -> Answer {
+    let target = format!("{} tag {:?}", req.uri(), req.headers().get("x-api-tag"));
+    let a = send(client, req).await;
+    assert_eq!(
+        (a.status, a.error_code().as_str()),
+        (status, code),
+        "{target}"
+    );
+    a
+}
+
 /// A GET to the proxy at `path` with `x-api-tag: tag` (if any), extra headers, and the
 /// harness caller's `x-proxy-key`.
 pub(crate) fn get(
