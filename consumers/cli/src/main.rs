@@ -169,6 +169,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         bootstrap_servers: cli.bootstrap_servers,
         ..Default::default()
     };
+    // Asked only by the commands that talk to the admin API: the others need no token.
+    let admin = || admin_client(&cli.admin_url, cli.admin_token.as_deref());
     match cli.command {
         Command::Topics {
             command: TopicsCommand::Apply { file },
@@ -182,23 +184,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Subscribers => {
-            let subs = admin_client(&cli.admin_url, cli.admin_token.as_deref())?
-                .subscribers()
-                .await?;
+            let subs = admin()?.subscribers().await?;
             print_subscribers(&subs);
         }
         Command::Pause { ref subscriber } | Command::Resume { ref subscriber } => {
             let paused = matches!(cli.command, Command::Pause { .. });
             let subscriber = subscriber.clone();
-            let v = admin_client(&cli.admin_url, cli.admin_token.as_deref())?
-                .set_paused(&subscriber, paused)
-                .await?;
+            let v = admin()?.set_paused(&subscriber, paused).await?;
             println!("{} {}", v.name, v.state);
         }
         Command::Attempts { subscriber, limit } => {
-            let rows = admin_client(&cli.admin_url, cli.admin_token.as_deref())?
-                .attempts(subscriber.as_deref(), limit)
-                .await?;
+            let rows = admin()?.attempts(subscriber.as_deref(), limit).await?;
             for r in rows {
                 println!("{}", serde_json::to_string(&r)?);
             }
@@ -220,8 +216,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 from_time,
                 to_time,
             });
-            let client = admin_client(&cli.admin_url, cli.admin_token.as_deref())?;
-            follow_replay(&client, &subscriber, &source).await?;
+            follow_replay(&admin()?, &subscriber, &source).await?;
         }
         Command::Dlq {
             command:
@@ -231,9 +226,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     json,
                 },
         } => {
-            let records = admin_client(&cli.admin_url, cli.admin_token.as_deref())?
-                .dead_letters(&subscriber, limit)
-                .await?;
+            let records = admin()?.dead_letters(&subscriber, limit).await?;
             print_dead_letters(&records, json);
         }
         Command::Dlq {
@@ -250,8 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 partition,
                 offset,
             });
-            let client = admin_client(&cli.admin_url, cli.admin_token.as_deref())?;
-            follow_replay(&client, &subscriber, &source).await?;
+            follow_replay(&admin()?, &subscriber, &source).await?;
         }
         Command::Tail {
             topic,
