@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::common::*;
 use axum::body::Body;
+use axum::http::HeaderMap;
 
 /// Writes `request` raw to the proxy, asserts the answer's status starts with `status` (`"400"`,
 /// or `"4"` for any client error) and, when given, that it names the error `code`; returns the
@@ -23,6 +24,19 @@ async fn refused_raw(proxy: &Proxy, request: &[u8], status: &str, code: Option<&
         assert!(answer.contains(&format!("\"{code}\"")), "{answer}");
     }
     answer
+}
+
+/// Sends `/v1/reflect` to `scooter` with `headers`; returns the answer (every header the backend
+/// got, reflected) and the headers the backend saw.
+async fn reflect(
+    c: &TestClient,
+    proxy: &Proxy,
+    scooter: &Backend,
+    headers: &[(&str, &str)],
+) -> (Answer, HeaderMap) {
+    let a = send(c, get(proxy.addr, "/v1/reflect", Some("scooter"), headers)).await;
+    assert_eq!(a.status, 200);
+    (a, scooter.last().headers)
 }
 
 async fn setup() -> (Backend, Backend, Proxy, TestClient) {
@@ -90,51 +104,32 @@ async fn traversal_in_every_spelling_is_refused() {
         send_refused(&c, req, 400, "bad_path").await;
     }
     // Literal dot segments never survive a client library, so send them raw.
-    refused_raw(
-        &proxy,
-        b"GET /v1/../admin HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-tag: scooter\r\nConnection: close\r\n\r\n",
-        "400",
-        Some("bad_path"),
-    )
-    .await;
+    let request = b"GET /v1/../admin HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-tag: scooter\r\nConnection: close\r\n\r\n";
+    refused_raw(&proxy, request, "400", Some("bad_path")).await;
     assert!(scooter.seen().is_empty());
 }
 
 #[tokio::test]
 async fn absolute_form_targets_are_refused() {
     let (scooter, _bikes, proxy, _c) = setup().await;
-    refused_raw(
-        &proxy,
-        b"GET http://169.254.169.254/v1/rides HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-tag: scooter\r\n\r\n",
-        "400",
-        Some("absolute_form_refused"),
-    )
-    .await;
+    let request = b"GET http://169.254.169.254/v1/rides HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-tag: scooter\r\n\r\n";
+    refused_raw(&proxy, request, "400", Some("absolute_form_refused")).await;
     // Even with an allowed Host and a matching authority.
     let matching = format!(
         "GET http://{}/v1/rides HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-tag: scooter\r\n\r\n",
         proxy.addr
-    );
-    refused_raw(
-        &proxy,
-        matching.as_bytes(),
-        "400",
-        Some("absolute_form_refused"),
     )
-    .await;
+    .into_bytes();
+    refused_raw(&proxy, &matching, "400", Some("absolute_form_refused")).await;
     assert!(scooter.seen().is_empty());
 }
 
 #[tokio::test]
 async fn connect_is_refused() {
     let (scooter, _bikes, proxy, _c) = setup().await;
-    let answer = refused_raw(
-        &proxy,
-        b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\nx-api-tag: scooter\r\n\r\n",
-        "405",
-        Some("method_not_allowed"),
-    )
-    .await;
+    let request =
+        b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\nx-api-tag: scooter\r\n\r\n";
+    let answer = refused_raw(&proxy, request, "405", Some("method_not_allowed")).await;
     assert!(!answer.contains("200"), "{answer}");
     assert!(scooter.seen().is_empty());
 }
@@ -148,13 +143,8 @@ async fn foreign_host_is_refused() {
         .body(Body::empty())
         .unwrap();
     send_refused(&c, req, 421, "foreign_host").await;
-    refused_raw(
-        &proxy,
-        b"GET /v1/rides HTTP/1.1\r\nHost: 127.0.0.1@evil.example\r\nx-api-tag: scooter\r\nConnection: close\r\n\r\n",
-        "4",
-        None,
-    )
-    .await;
+    let request = b"GET /v1/rides HTTP/1.1\r\nHost: 127.0.0.1@evil.example\r\nx-api-tag: scooter\r\nConnection: close\r\n\r\n";
+    refused_raw(&proxy, request, "4", None).await;
     assert!(scooter.seen().is_empty());
 }
 
@@ -189,28 +179,18 @@ Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!";
 #[tokio::test]
 async fn hop_by_hop_personal_and_spoofed_headers_are_dropped() {
     let (scooter, _bikes, proxy, c) = setup().await;
-    let a = send(
-        &c,
-        get(
-            proxy.addr,
-            "/v1/reflect",
-            Some("scooter"),
-            &[
-                ("connection", "x-hop-req"),
-                ("x-hop-req", "1"),
-                ("proxy-authorization", "Basic abc"),
-                ("x-yataxi-user-id", "internal"),
-                ("authorization", "Bearer our-internal-token"),
-                ("cookie", "session=1"),
-                ("x-forwarded-for", "6.6.6.6"),
-                ("x-request-id", "req-123"),
-                ("x-partner-custom", "kept"),
-            ],
-        ),
-    )
-    .await;
-    assert_eq!(a.status, 200);
-    let seen = scooter.last().headers;
+    let sent = [
+        ("connection", "x-hop-req"),
+        ("x-hop-req", "1"),
+        ("proxy-authorization", "Basic abc"),
+        ("x-yataxi-user-id", "internal"),
+        ("authorization", "Bearer our-internal-token"),
+        ("cookie", "session=1"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-request-id", "req-123"),
+        ("x-partner-custom", "kept"),
+    ];
+    let (a, seen) = reflect(&c, &proxy, &scooter, &sent).await;
     for gone in [
         "x-hop-req",
         "proxy-authorization",
@@ -240,18 +220,7 @@ async fn hop_by_hop_personal_and_spoofed_headers_are_dropped() {
 async fn api_key_is_injected_and_never_leaked() {
     let (scooter, bikes, proxy, c) = setup().await;
     // A client cannot choose the key; the backend reflects every header it got.
-    let a = send(
-        &c,
-        get(
-            proxy.addr,
-            "/v1/reflect",
-            Some("scooter"),
-            &[("x-api-key", "client-chosen")],
-        ),
-    )
-    .await;
-    assert_eq!(a.status, 200);
-    let seen = scooter.last().headers;
+    let (a, seen) = reflect(&c, &proxy, &scooter, &[("x-api-key", "client-chosen")]).await;
     assert_eq!(
         seen.get_all("x-api-key").iter().collect::<Vec<_>>(),
         vec![API_KEY]
