@@ -7,58 +7,27 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::common::*;
+use crate::jwt::{callback_backend, good_claims, token, PARTNER_HS_SECRET};
 use axum::body::Body;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use switchyard_proxy::config::{CallbackConfig, JwtAlg, ProxyConfig, Secret, VerifyKeyConfig};
-
-const PARTNER_SECRET: &str = "partner-callback-secret-0123456789abcd";
+use jsonwebtoken::{Algorithm, EncodingKey};
+use switchyard_proxy::config::ProxyConfig;
 
 /// The partner backend, the internal callback upstream, and a proxy with one backend that
 /// also takes callbacks.
 async fn setup() -> (Backend, Backend, Proxy, TestClient) {
     let (partner, partner_addr) = Backend::start().await;
     let (internal, internal_addr) = Backend::start().await;
-    let mut cfg = backend_config(partner_addr);
-    cfg.callback = Some(CallbackConfig {
-        upstream: format!("http://{internal_addr}/internal"),
-        allowed_prefixes: vec!["/rides".into()],
-        issuer: "scooter-partner".into(),
-        audience: "talaria".into(),
-        leeway_secs: 0,
-        timeout_ms: 2_000,
-        keys: vec![VerifyKeyConfig {
-            kid: "partner-hs".into(),
-            alg: JwtAlg::HS256,
-            secret: Some(Secret::new(PARTNER_SECRET)),
-            secret_file: None,
-            public_key_file: None,
-        }],
-    });
+    let cfg = callback_backend(partner_addr, internal_addr);
     let config = proxy_config(BTreeMap::from([("scooter".to_owned(), cfg)]));
     (partner, internal, start_proxy(config).await, client())
 }
 
 /// A valid, fresh partner token.
 fn partner_token() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut header = Header::new(Algorithm::HS256);
-    header.kid = Some("partner-hs".into());
-    let claims = serde_json::json!({
-        "iss": "scooter-partner", "aud": "talaria", "sub": "ride-1",
-        "exp": now + 60, "jti": uuid::Uuid::new_v4().to_string(),
-    });
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_secret(PARTNER_SECRET.as_bytes()),
-    )
-    .unwrap()
+    let key = EncodingKey::from_secret(PARTNER_HS_SECRET.as_bytes());
+    token(Algorithm::HS256, "partner-hs", &key, good_claims())
 }
 
 fn callback(addr: SocketAddr, path: &str) -> http::Request<Body> {
