@@ -17,9 +17,11 @@ pub(crate) const H_ORIGIN: &str = events::header::ORIGIN;
 pub(crate) const H_SUBSCRIBER: &str = events::header::SUBSCRIBER;
 pub(crate) const H_ORDERED: &str = events::header::ORDERED;
 
-/// What a record's headers say about its earlier delivery attempts.
+/// What a record's headers say about its earlier delivery attempts. `pub` for the fuzz
+/// targets only (`fuzzing::RetryView`); the module stays private.
+#[cfg_attr(not(fuzzing), allow(unreachable_pub))]
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct RetryState {
+pub struct RetryState {
     pub event_type: Option<String>,
     /// A mark's tag (`sy-tag`), for filtering without decoding; not retry bookkeeping.
     pub tag: Option<String>,
@@ -54,8 +56,11 @@ impl RetryState {
     }
 }
 
-/// Headers of a record parked in a retry tier or the dead-letter topic.
-pub(crate) struct Parked<'a> {
+/// Headers of a record parked in a retry tier or the dead-letter topic. `pub` for the fuzz
+/// targets only (`fuzzing::Park`); the module stays private.
+#[cfg_attr(not(fuzzing), allow(unreachable_pub))]
+#[derive(Debug)]
+pub struct Parked<'a> {
     pub subscriber: &'a str,
     pub event_type: Option<&'a str>,
     pub attempts: u32,
