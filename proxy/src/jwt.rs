@@ -330,27 +330,32 @@ mod tests {
         }
     }
 
+    /// Callbacks from issuer `talaria` to audience `partner`, checked with `keys`.
+    fn callback_cfg(keys: Vec<VerifyKeyConfig>) -> CallbackConfig {
+        CallbackConfig {
+            upstream: "http://x".into(),
+            allowed_prefixes: vec!["/".into()],
+            issuer: "talaria".into(),
+            audience: "partner".into(),
+            leeway_secs: 0,
+            timeout_ms: 1000,
+            keys,
+        }
+    }
+
     #[tokio::test]
     async fn signed_tokens_verify_with_the_same_settings() {
         let signer = Signer::new("jwt", &sign_cfg()).unwrap();
         let token = signer.sign(Some("user-1")).unwrap();
         let verifier = Verifier::new(
             "cb",
-            &CallbackConfig {
-                upstream: "http://x".into(),
-                allowed_prefixes: vec!["/".into()],
-                issuer: "talaria".into(),
-                audience: "partner".into(),
-                leeway_secs: 0,
-                timeout_ms: 1000,
-                keys: vec![VerifyKeyConfig {
-                    kid: "k1".into(),
-                    alg: JwtAlg::HS256,
-                    secret: Some(Secret::new(SECRET)),
-                    secret_file: None,
-                    public_key_file: None,
-                }],
-            },
+            &callback_cfg(vec![VerifyKeyConfig {
+                kid: "k1".into(),
+                alg: JwtAlg::HS256,
+                secret: Some(Secret::new(SECRET)),
+                secret_file: None,
+                public_key_file: None,
+            }]),
         )
         .unwrap();
         let value = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
@@ -373,21 +378,7 @@ mod tests {
     /// Threads racing one token: exactly one of them uses it up, every time.
     #[test]
     fn concurrent_uses_of_one_token_let_exactly_one_through() {
-        let verifier = std::sync::Arc::new(
-            Verifier::new(
-                "cb",
-                &CallbackConfig {
-                    upstream: "http://x".into(),
-                    allowed_prefixes: vec!["/".into()],
-                    issuer: "talaria".into(),
-                    audience: "partner".into(),
-                    leeway_secs: 0,
-                    timeout_ms: 1000,
-                    keys: vec![],
-                },
-            )
-            .unwrap(),
-        );
+        let verifier = std::sync::Arc::new(Verifier::new("cb", &callback_cfg(vec![])).unwrap());
         let exp = unix_now() + 60;
         for round in 0..200 {
             let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));

@@ -75,7 +75,6 @@ use crate::body::ProxyBody;
 use crate::config::InvalidConfig;
 pub use crate::config::ProxyConfig;
 use crate::error::ProxyError;
-use crate::forward::Forwarding;
 use crate::framing::{FramingFlag, SniffedIo};
 use crate::metrics::NO_BACKEND;
 pub use crate::state::ProxyState;
@@ -465,13 +464,7 @@ async fn dispatch<'s>(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let fwd = Forwarding {
-        peer: peer.ip(),
-        request_id,
-        trust_forwarded_for: state.trust_forwarded_for,
-        strip: &state.strip,
-        extra,
-    };
+    let fwd = state.forwarding(peer, request_id, extra);
     forward::send(&client::local(), &backend.target, path_and_query, req, fwd).await
 }
 
@@ -513,12 +506,6 @@ async fn callback<'s>(
     if let Some(sub) = claims.sub.and_then(|s| HeaderValue::from_str(&s).ok()) {
         extra.push((X_PARTNER_SUBJECT.clone(), sub));
     }
-    let fwd = Forwarding {
-        peer: peer.ip(),
-        request_id,
-        trust_forwarded_for: state.trust_forwarded_for,
-        strip: &state.strip,
-        extra,
-    };
+    let fwd = state.forwarding(peer, request_id, extra);
     forward::send(&client::local(), &cb.target, forwarded, req, fwd).await
 }

@@ -2,14 +2,15 @@
 //! targets, identity exchange, signer and callback verifier; internal callers; strip rules).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::HeaderName;
+use http::header::{HeaderName, HeaderValue};
 
 use crate::access;
 use crate::config::{BackendConfig, InvalidConfig, ProxyConfig};
-use crate::forward::{self, StripRules, Target};
+use crate::forward::{self, Forwarding, StripRules, Target};
 use crate::identity::IdentityExchange;
 use crate::jwt::{Signer, Verifier};
 use crate::metrics::ProxyMetrics;
@@ -92,6 +93,25 @@ impl ProxyState {
             replay_store,
             metrics,
         }))
+    }
+}
+
+impl ProxyState {
+    /// What `forward::send` needs to know of a request from `peer` besides the request:
+    /// the proxy's header rules and the headers it adds (`extra`).
+    pub(crate) fn forwarding<'a>(
+        &'a self,
+        peer: SocketAddr,
+        request_id: &'a HeaderValue,
+        extra: Vec<(HeaderName, HeaderValue)>,
+    ) -> Forwarding<'a> {
+        Forwarding {
+            peer: peer.ip(),
+            request_id,
+            trust_forwarded_for: self.trust_forwarded_for,
+            strip: &self.strip,
+            extra,
+        }
     }
 }
 
