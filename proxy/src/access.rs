@@ -1,14 +1,16 @@
 //! Who may use the internal listener: callers by name, each with one credential (kept only as
 //! its sha256 digest) and the backend tags it may forward to.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName};
+use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 
 use crate::config::{read_secret, CallerConfig, InvalidConfig};
 use crate::error::ProxyError;
+use crate::metrics::ProxyMetrics;
 
 /// Header an internal caller may send its key in (instead of `Authorization: Bearer`).
 pub static X_PROXY_KEY: HeaderName = HeaderName::from_static("x-proxy-key");
@@ -17,12 +19,15 @@ pub static X_PROXY_KEY: HeaderName = HeaderName::from_static("x-proxy-key");
 pub(crate) struct Caller {
     /// Config name; the metric label.
     pub(crate) name: String,
-    backends: HashSet<String>,
+    /// The backend tags it may use, each with its `allowed` series of the access counter,
+    /// resolved once.
+    backends: HashMap<String, Counter>,
 }
 
 impl Caller {
-    pub(crate) fn may_use(&self, tag: &str) -> bool {
-        self.backends.contains(tag)
+    /// The `allowed` counter of `tag` when this caller may use it.
+    pub(crate) fn may_use(&self, tag: &str) -> Option<&Counter> {
+        self.backends.get(tag)
     }
 }
 
@@ -33,7 +38,10 @@ pub(crate) struct Callers {
 }
 
 impl Callers {
-    pub(crate) fn new(cfg: &BTreeMap<String, CallerConfig>) -> Result<Self, InvalidConfig> {
+    pub(crate) fn new(
+        cfg: &BTreeMap<String, CallerConfig>,
+        metrics: &ProxyMetrics,
+    ) -> Result<Self, InvalidConfig> {
         let mut by_digest = HashMap::new();
         for (name, c) in cfg {
             let key = format!("callers.{name}");
@@ -60,7 +68,11 @@ impl Callers {
             };
             let caller = Caller {
                 name: name.clone(),
-                backends: c.backends.iter().cloned().collect(),
+                backends: c
+                    .backends
+                    .iter()
+                    .map(|tag| (tag.clone(), metrics.access_counter(name, tag, "allowed")))
+                    .collect(),
             };
             if by_digest.insert(digest, caller).is_some() {
                 return Err(InvalidConfig::key(

@@ -1,5 +1,6 @@
-//! The one HTTP client the proxy talks to backends and lookups with: pooled keep-alive
-//! connections, TLS through rustls with the Mozilla roots, no proxy env vars honoured.
+//! How the proxy connects out: the one connector (TLS through rustls with the Mozilla roots,
+//! no proxy env vars honoured) that backends (`crate::pool`) and identity lookups share, and
+//! the pooled client of the lookups.
 
 use std::time::Duration;
 
@@ -27,23 +28,29 @@ thread_local! {
     static LOCAL: HttpClient = build();
 }
 
-/// This thread's client. The proxy serves each connection on one worker thread
-/// (`crate::workers`), and every worker keeps its own pool, so a request, its backend
+/// This thread's lookup client. The proxy serves each connection on one worker thread
+/// (`crate::workers`), and every worker keeps its own pools, so a request, its backend
 /// connection and the lookups it makes stay on one thread: no cross-thread wakeups.
 pub(crate) fn local() -> HttpClient {
     LOCAL.with(Clone::clone)
 }
 
-pub(crate) fn build() -> HttpClient {
+/// How every outgoing connection is made: TCP without Nagle, a 5 s connect timeout, TLS
+/// through rustls with the Mozilla roots for `https`.
+pub(crate) fn connector() -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(5)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(http)
+}
+
+pub(crate) fn build() -> HttpClient {
+    let https = connector();
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))

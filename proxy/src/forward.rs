@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use prometheus_client::metrics::histogram::Histogram;
@@ -14,10 +14,11 @@ use switchyard_runtime::trace;
 use tracing::Instrument;
 
 use crate::body::{Bounded, Deadline, ProxyBody, Tripped};
-use crate::client::{set_hop_headers, set_trace_headers, HttpClient};
+use crate::client::{set_hop_headers, set_trace_headers};
 use crate::config::{read_secret, ApiKeyConfig, InvalidConfig};
 use crate::error::ProxyError;
 use crate::metrics::{BackendLabels, ProxyMetrics};
+use crate::pool::{self, Origin};
 
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -70,18 +71,16 @@ impl StripRules {
         for name in &self.names {
             headers.remove(name);
         }
-        if self.prefixes.is_empty() {
+        let doomed = |k: &&HeaderName| {
+            self.prefixes
+                .iter()
+                .any(|p| k.as_str().starts_with(p.as_str()))
+        };
+        // Most requests carry none: look before collecting.
+        if !headers.keys().any(|k| doomed(&k)) {
             return;
         }
-        let doomed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| {
-                self.prefixes
-                    .iter()
-                    .any(|p| k.as_str().starts_with(p.as_str()))
-            })
-            .cloned()
-            .collect();
+        let doomed: Vec<HeaderName> = headers.keys().filter(doomed).cloned().collect();
         for name in doomed {
             headers.remove(name);
         }
@@ -109,10 +108,12 @@ pub(crate) fn api_key_header(
 pub(crate) struct Target {
     /// Config name, used as the metric label.
     pub tag: String,
-    /// `scheme://authority/base-path` without a trailing slash.
-    pub base: String,
-    /// `base` taken apart once, so a request's URI and `Host` are not parsed again each time.
-    parsed: Option<ParsedBase>,
+    /// The backend's scheme and authority: where the worker's pool dials.
+    origin: Origin,
+    /// The `Host` header every request to this target carries.
+    host: HeaderValue,
+    /// Path prefix of the base URL, empty or starting with `/`.
+    path: String,
     pub timeout: Duration,
     /// Secret header added to requests and scrubbed from responses.
     pub api_key: Option<(HeaderName, HeaderValue)>,
@@ -122,78 +123,63 @@ pub(crate) struct Target {
     upstream_seconds: Histogram,
 }
 
-struct ParsedBase {
-    scheme: Scheme,
-    authority: Authority,
-    /// The `Host` header every request to this target carries.
-    host: HeaderValue,
-    /// Path prefix of `base`, empty or starting with `/`.
-    path: String,
-}
-
 impl Target {
-    pub(crate) fn new(tag: &str, base_url: &str, timeout_ms: u64, metrics: &ProxyMetrics) -> Self {
-        let base = base_url.trim_end_matches('/').to_owned();
-        let parsed = base.parse::<Uri>().ok().and_then(|uri| {
-            let parts = uri.into_parts();
-            let authority = parts.authority?;
-            Some(ParsedBase {
-                scheme: parts.scheme?,
-                host: HeaderValue::from_str(authority.as_str()).ok()?,
-                authority,
-                path: parts
-                    .path_and_query
-                    .map(|p| p.path().trim_end_matches('/').to_owned())
-                    .unwrap_or_default(),
-            })
-        });
+    /// A target at `base_url` (`http(s)://authority[/base-path]`), taken apart once so that a
+    /// request's URI and `Host` are not parsed again each time.
+    pub(crate) fn new(
+        tag: &str,
+        base_url: &str,
+        timeout_ms: u64,
+        metrics: &ProxyMetrics,
+    ) -> Result<Self, String> {
+        let uri: Uri = base_url
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|e| format!("not a URL: {e}"))?;
+        let parts = uri.into_parts();
+        let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+            return Err("needs a scheme and a host".into());
+        };
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        let path = parts
+            .path_and_query
+            .map(|p| p.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
         let labels = BackendLabels {
             backend: tag.to_owned(),
         };
-        Self {
+        Ok(Self {
             tag: tag.to_owned(),
-            base,
-            parsed,
+            origin: Origin::new(scheme, authority).map_err(|e| e.to_string())?,
+            host,
+            path,
             timeout: Duration::from_millis(timeout_ms),
             api_key: None,
             max_body: u64::MAX,
             upstream_seconds: metrics.upstream_seconds.get_or_create(&labels).clone(),
-        }
+        })
     }
 
     pub(crate) fn max_body(self, max_body: u64) -> Self {
         Self { max_body, ..self }
     }
 
-    /// The backend URI for `path_and_query` (which starts with `/`), and its `Host`.
-    fn uri(&self, path_and_query: PathAndQuery) -> Result<(Uri, Option<HeaderValue>), ProxyError> {
+    /// The origin-form request target for `path_and_query` (which starts with `/` or `?`):
+    /// the base path, then the request's own path and query.
+    fn uri(&self, path_and_query: PathAndQuery) -> Result<Uri, ProxyError> {
         let invalid = |e: http::Error| ProxyError::Internal(e.into());
-        match &self.parsed {
-            Some(base) => {
-                let path_and_query = if base.path.is_empty() {
-                    path_and_query
-                } else {
-                    PathAndQuery::try_from(format!("{}{}", base.path, path_and_query.as_str()))
-                        .map_err(|e| invalid(e.into()))?
-                };
-                let uri = Uri::builder()
-                    .scheme(base.scheme.clone())
-                    .authority(base.authority.clone())
-                    .path_and_query(path_and_query)
-                    .build()
-                    .map_err(invalid)?;
-                Ok((uri, Some(base.host.clone())))
+        let path_and_query = if self.path.is_empty() {
+            if path_and_query.as_str().starts_with('/') {
+                path_and_query
+            } else {
+                PathAndQuery::try_from(format!("/{}", path_and_query.as_str()))
+                    .map_err(|e| invalid(e.into()))?
             }
-            None => {
-                let uri: Uri = format!("{}{}", self.base, path_and_query.as_str())
-                    .parse()
-                    .map_err(|e: http::uri::InvalidUri| invalid(e.into()))?;
-                let host = uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-                Ok((uri, host))
-            }
-        }
+        } else {
+            PathAndQuery::try_from(format!("{}{}", self.path, path_and_query.as_str()))
+                .map_err(|e| invalid(e.into()))?
+        };
+        Ok(Uri::from(path_and_query))
     }
 }
 
@@ -209,7 +195,6 @@ pub(crate) struct Forwarding<'a> {
 
 /// Sends `req` to `target` at `path_and_query` and streams the answer back.
 pub(crate) async fn send(
-    client: &HttpClient,
     target: &Target,
     path_and_query: PathAndQuery,
     req: Request<Incoming>,
@@ -229,7 +214,7 @@ pub(crate) async fn send(
         .get::<Deadline>()
         .map_or_else(|| tokio::time::Instant::now() + target.timeout, |d| d.0);
     let tripped = Tripped::default();
-    let (uri, host) = target.uri(path_and_query)?;
+    let uri = target.uri(path_and_query)?;
     let headers = &mut parts.headers;
     let prior_xff = if fwd.trust_forwarded_for {
         let joined: Vec<&str> = headers
@@ -255,9 +240,7 @@ pub(crate) async fn send(
         headers.insert(X_FORWARDED_FOR.clone(), xff);
     }
     headers.insert(X_REQUEST_ID.clone(), fwd.request_id.clone());
-    if let Some(host) = host {
-        headers.insert(header::HOST, host);
-    }
+    headers.insert(header::HOST, target.host.clone());
     if let Some((name, value)) = &target.api_key {
         headers.insert(name.clone(), value.clone());
     }
@@ -293,9 +276,13 @@ pub(crate) async fn send(
     let upstream = Request::from_parts(parts, http_body_util::BodyExt::boxed(bounded));
 
     let started = Instant::now();
-    let result = tokio::time::timeout(target.timeout, client.request(upstream))
-        .instrument(span.clone())
-        .await;
+    let exchange = tokio::time::timeout(target.timeout, pool::send(&target.origin, upstream));
+    // Without a span the exchange is not wrapped: every wrapper moves the future once more.
+    let result = if span.is_none() {
+        exchange.await
+    } else {
+        exchange.instrument(span.clone()).await
+    };
     match &result {
         Ok(Ok(resp)) => {
             span.record("http.response.status_code", resp.status().as_u16());
@@ -314,7 +301,7 @@ pub(crate) async fn send(
         Err(_) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(_)) if tripped.too_large() => return Err(ProxyError::BodyTooLarge(target.max_body)),
         Ok(Err(_)) if tripped.deadline() => return Err(ProxyError::RequestTimeout),
-        Ok(Err(e)) => return Err(ProxyError::UpstreamUnavailable(e.into())),
+        Ok(Err(e)) => return Err(ProxyError::UpstreamUnavailable(e)),
         Ok(Ok(resp)) => resp,
     };
     let (mut parts, body) = resp.into_parts();
@@ -372,33 +359,29 @@ mod tests {
     fn target_uris_keep_the_base_path_and_the_query() {
         let metrics = ProxyMetrics::default();
         let uri = |base: &str, pq: &'static str| {
-            let target = Target::new("t", base, 1000, &metrics);
-            let (uri, host) = target.uri(PathAndQuery::from_static(pq)).unwrap();
-            (
-                uri.to_string(),
-                host.map(|h| h.to_str().unwrap().to_owned()),
-            )
+            let target = Target::new("t", base, 1000, &metrics).unwrap();
+            let uri = target.uri(PathAndQuery::from_static(pq)).unwrap();
+            (uri.to_string(), target.host.to_str().unwrap().to_owned())
         };
-        let host = Some("b.example:8080".to_owned());
+        let host = "b.example:8080".to_owned();
         assert_eq!(
             uri("http://b.example:8080", "/v1/x?y=1"),
-            ("http://b.example:8080/v1/x?y=1".to_owned(), host.clone())
+            ("/v1/x?y=1".to_owned(), host.clone())
         );
         assert_eq!(
             uri("http://b.example:8080/api/", "/v1/x?y=1"),
-            (
-                "http://b.example:8080/api/v1/x?y=1".to_owned(),
-                host.clone()
-            )
+            ("/api/v1/x?y=1".to_owned(), host.clone())
         );
         assert_eq!(
             uri("http://b.example:8080/api", "?y=1"),
-            ("http://b.example:8080/api?y=1".to_owned(), host.clone())
+            ("/api?y=1".to_owned(), host.clone())
         );
         assert_eq!(
-            uri("https://b.example:8080", "/"),
-            ("https://b.example:8080/".to_owned(), host)
+            uri("http://b.example:8080", "?y=1"),
+            ("/?y=1".to_owned(), host.clone())
         );
+        assert_eq!(uri("https://b.example:8080", "/"), ("/".to_owned(), host));
+        assert!(Target::new("t", "/relative", 1000, &metrics).is_err());
     }
 
     #[test]

@@ -103,22 +103,26 @@ impl IdentityExchange {
             return Ok(hit);
         }
         self.misses.inc();
-        self.cache
-            .try_get_with_by_ref(phone_id, self.lookup(phone_id))
-            .await
-            .map_err(|e| match &*e {
-                LookupError::Status {
-                    status: StatusCode::NOT_FOUND,
-                    ..
-                } => ProxyError::IdentityNotFound,
-                LookupError::Unreachable { .. } | LookupError::Timeout { .. } => {
-                    ProxyError::IdentityUnavailable(Box::new(ArcError(e)))
-                }
-                LookupError::Status { status, .. } if status.is_server_error() => {
-                    ProxyError::IdentityUnavailable(Box::new(ArcError(e)))
-                }
-                _ => ProxyError::IdentityBadGateway(Box::new(ArcError(e))),
-            })
+        // Boxed: the lookup's state is most of this future's size, and a hit should not carry
+        // (and move) it through every layer of the request.
+        Box::pin(
+            self.cache
+                .try_get_with_by_ref(phone_id, self.lookup(phone_id)),
+        )
+        .await
+        .map_err(|e| match &*e {
+            LookupError::Status {
+                status: StatusCode::NOT_FOUND,
+                ..
+            } => ProxyError::IdentityNotFound,
+            LookupError::Unreachable { .. } | LookupError::Timeout { .. } => {
+                ProxyError::IdentityUnavailable(Box::new(ArcError(e)))
+            }
+            LookupError::Status { status, .. } if status.is_server_error() => {
+                ProxyError::IdentityUnavailable(Box::new(ArcError(e)))
+            }
+            _ => ProxyError::IdentityBadGateway(Box::new(ArcError(e))),
+        })
     }
 
     async fn lookup(&self, phone_id: &str) -> Result<HeaderValue, LookupError> {

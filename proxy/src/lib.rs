@@ -13,8 +13,9 @@
 //! - `identity`: our phone id to the partner's user id; `jwt`: partner tokens, signed and
 //!   checked; `replay`: the used callback tokens, remembered in this process or in the
 //!   PostgreSQL store every replica shares (migrations in `migrations/`).
-//! - `forward`: header hygiene and the forwarding of one request; `client`: the one HTTP
-//!   client to backends and lookups (with the trace headers every outgoing request carries);
+//! - `forward`: header hygiene and the forwarding of one request; `pool`: each worker's
+//!   keep-alive connections to backends; `client`: how connections are made, and the HTTP
+//!   client of identity lookups (with the trace headers every outgoing request carries);
 //!   `body`: the one streamed body type and the size/deadline bound every body passes.
 //! - `error`: the one mapping from errors to HTTP; `metrics`: every metric the proxy exports;
 //!   `ops`: the ops listener's two endpoints.
@@ -26,7 +27,7 @@
 //! Imports point one way, from the request path down to the leaves: this file -> `state`,
 //! `access`, `guard`, `identity`, `jwt`, `forward`, `ops`; `state` -> `access`, `identity`,
 //! `jwt`, `replay`, `forward`; `jwt` -> `replay`; `identity` -> `forward` (API-key headers), `client`; `ops` -> `identity`,
-//! `metrics`; `forward` -> `client` -> `body`; the others -> `error`, `config`, `metrics`. No
+//! `metrics`; `forward` -> `pool` -> `client` -> `body`; the others -> `error`, `config`, `metrics`. No
 //! module imports back from a module that imports it.
 //!
 //! No Kafka here: the proxy takes `switchyard-runtime` without its `kafka` feature.
@@ -45,6 +46,7 @@ mod identity;
 mod jwt;
 mod metrics;
 mod ops;
+mod pool;
 mod replay;
 mod state;
 mod workers;
@@ -315,17 +317,25 @@ async fn handle(
     } else {
         let routed = async {
             match role {
+                // Without a span the future is not wrapped: every wrapper moves it once more.
+                Listener::Internal if span.is_none() => {
+                    dispatch(&state, peer, req, &request_id, &mut label).await
+                }
                 Listener::Internal => {
                     dispatch(&state, peer, req, &request_id, &mut label)
                         .instrument(span.clone())
                         .await
                 }
+                // The other two routes are boxed so that the forwarding route's future, which
+                // every internal request moves through hyper, is no bigger than it needs.
                 Listener::Partner => {
-                    partner(&state, peer, req, &request_id, &mut label)
+                    Box::pin(partner(&state, peer, req, &request_id, &mut label))
                         .instrument(span.clone())
                         .await
                 }
-                Listener::Ops => ops::serve(&state.identities, &state.metrics, &req).await,
+                Listener::Ops => {
+                    Box::pin(ops::serve(&state.identities, &state.metrics, &req)).await
+                }
             }
         };
         tokio::time::timeout_at(deadline, routed)
@@ -434,11 +444,11 @@ async fn dispatch<'s>(
         .ok_or(ProxyError::UnknownTag);
     let (tag, backend) = backend?;
     *label = tag;
-    if !caller.may_use(tag) {
+    let Some(allowed) = caller.may_use(tag) else {
         state.metrics.record_access(&caller.name, tag, "forbidden");
         return Err(ProxyError::Forbidden);
-    }
-    state.metrics.record_access(&caller.name, tag, "allowed");
+    };
+    allowed.inc();
     if !guard::prefix_allowed(&decoded, &backend.prefixes) {
         return Err(ProxyError::PathNotAllowed);
     }
@@ -465,7 +475,7 @@ async fn dispatch<'s>(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let fwd = state.forwarding(peer, request_id, extra);
-    forward::send(&client::local(), &backend.target, path_and_query, req, fwd).await
+    forward::send(&backend.target, path_and_query, req, fwd).await
 }
 
 /// `/callbacks/<tag>/<path>`: a partner calling us. The token is checked before anything is
@@ -498,7 +508,8 @@ async fn callback<'s>(
     }
     let forwarded =
         PathAndQuery::try_from(forwarded).map_err(|e| ProxyError::Internal(e.into()))?;
-    cb.verifier.use_up(&claims).await?;
+    // Boxed: the shared store's query state would double the size of every request's future.
+    Box::pin(cb.verifier.use_up(&claims)).await?;
     let mut extra = vec![(
         X_PARTNER_TAG.clone(),
         HeaderValue::from_str(tag).map_err(|e| ProxyError::Internal(e.into()))?,
@@ -507,5 +518,5 @@ async fn callback<'s>(
         extra.push((X_PARTNER_SUBJECT.clone(), sub));
     }
     let fwd = state.forwarding(peer, request_id, extra);
-    forward::send(&client::local(), &cb.target, forwarded, req, fwd).await
+    forward::send(&cb.target, forwarded, req, fwd).await
 }

@@ -133,12 +133,22 @@ impl Default for ProxyMetrics {
 
 impl ProxyMetrics {
     pub fn record_access(&self, caller: &str, backend: &str, outcome: &'static str) {
+        self.access_counter(caller, backend, outcome).inc();
+    }
+
+    /// One series of the access counter, for callers that resolve it once.
+    pub(crate) fn access_counter(
+        &self,
+        caller: &str,
+        backend: &str,
+        outcome: &'static str,
+    ) -> Counter {
         let labels = AccessLabels {
             caller: caller.to_owned(),
             backend: backend.to_owned(),
             outcome,
         };
-        self.caller_requests.get_or_create(&labels).inc();
+        self.caller_requests.get_or_create(&labels).clone()
     }
 
     pub fn record_response(&self, backend: &str, status: u16) {

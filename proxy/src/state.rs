@@ -88,7 +88,7 @@ impl ProxyState {
             strip: StripRules { names, prefixes },
             backends,
             identities: identities.into_values().collect(),
-            callers: access::Callers::new(&cfg.callers)?,
+            callers: access::Callers::new(&cfg.callers, &metrics)?,
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             replay_store,
             metrics,
@@ -123,7 +123,8 @@ fn build_backend(
     metrics: &ProxyMetrics,
 ) -> Result<Backend, InvalidConfig> {
     let key = |field: &str| format!("backends.{tag}.{field}");
-    let mut target = Target::new(tag, &b.base_url, b.timeout_ms, metrics);
+    let mut target = Target::new(tag, &b.base_url, b.timeout_ms, metrics)
+        .map_err(|m| InvalidConfig::key(key("base_url"), m))?;
     target.max_body = b.max_body_bytes.unwrap_or(max_body);
     target.api_key = b
         .api_key
@@ -140,7 +141,9 @@ fn build_backend(
     };
     let callback = match &b.callback {
         Some(cb) => Some(Callback {
-            target: Target::new(tag, &cb.upstream, cb.timeout_ms, metrics).max_body(max_body),
+            target: Target::new(tag, &cb.upstream, cb.timeout_ms, metrics)
+                .map_err(|m| InvalidConfig::key(key("callback.upstream"), m))?
+                .max_body(max_body),
             prefixes: cb.allowed_prefixes.clone(),
             verifier: Verifier::new(&key("callback"), cb)?,
         }),

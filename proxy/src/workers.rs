@@ -1,6 +1,6 @@
 //! Thread-per-core serving. The accept loops hand each new connection to one worker: a thread
 //! running a current-thread runtime that owns the connection's socket, its tasks and its
-//! backend pool (`client::local`). A request then never wakes another thread, which on a
+//! backend pool (`pool`). A request then never wakes another thread, which on a
 //! busy machine is most of a proxy's cost (see bench-results/proxy.md); nginx works the
 //! same way. Workers take connections in turn; a connection stays where it landed.
 
