@@ -43,7 +43,9 @@ impl Callbacks {
                 public_key_file: None,
             }],
         };
-        Self(Verifier::new("fuzz", &cfg).expect("a valid fuzzing key"))
+        Self(
+            Verifier::new("fuzz", &cfg, crate::replay::Seen::local()).expect("a valid fuzzing key"),
+        )
     }
 
     /// The token's subject if `authorization` passes every check, else the 401's reason.

@@ -2,7 +2,6 @@
 //! the header), one per request with a fresh `jti`, and the checks on tokens the partner
 //! sends back with callbacks, which may each be used once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -13,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{read_secret, CallbackConfig, InvalidConfig, JwtAlg, JwtSignConfig};
 use crate::error::ProxyError;
-use crate::replay::{unix_now, Seen, SharedStore};
+use crate::replay::{unix_now, Seen};
 
 impl From<JwtAlg> for Algorithm {
     fn from(alg: JwtAlg) -> Self {
@@ -185,7 +184,12 @@ pub(crate) struct Verifier {
 }
 
 impl Verifier {
-    pub(crate) fn new(key_path: &str, cfg: &CallbackConfig) -> Result<Self, InvalidConfig> {
+    /// A verifier of `cfg`'s keys that remembers used tokens in `seen`.
+    pub(crate) fn new(
+        key_path: &str,
+        cfg: &CallbackConfig,
+        seen: Seen,
+    ) -> Result<Self, InvalidConfig> {
         let mut keys = Vec::with_capacity(cfg.keys.len());
         for (i, k) in cfg.keys.iter().enumerate() {
             let path = format!("{key_path}.keys[{i}]");
@@ -217,20 +221,8 @@ impl Verifier {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             leeway: cfg.leeway_secs,
-            seen: Seen::local(),
+            seen,
         })
-    }
-
-    /// Remembers used tokens in `store`, shared with the other replicas, under `scope` (the
-    /// backend's tag) instead of in this process.
-    pub(crate) fn shared(self, scope: &str, store: Arc<SharedStore>) -> Self {
-        Self {
-            seen: Seen::Shared {
-                scope: scope.to_owned(),
-                store,
-            },
-            ..self
-        }
     }
 
     /// Validates `Authorization: Bearer <token>`; every failure is a 401. The caller then
@@ -356,6 +348,7 @@ mod tests {
                 secret_file: None,
                 public_key_file: None,
             }]),
+            Seen::local(),
         )
         .unwrap();
         let value = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
@@ -378,7 +371,8 @@ mod tests {
     /// Threads racing one token: exactly one of them uses it up, every time.
     #[test]
     fn concurrent_uses_of_one_token_let_exactly_one_through() {
-        let verifier = std::sync::Arc::new(Verifier::new("cb", &callback_cfg(vec![])).unwrap());
+        let verifier =
+            std::sync::Arc::new(Verifier::new("cb", &callback_cfg(vec![]), Seen::local()).unwrap());
         let exp = unix_now() + 60;
         for round in 0..200 {
             let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));

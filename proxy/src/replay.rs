@@ -6,7 +6,7 @@
 //! `replay_store_unavailable` (the partner retries) rather than pass unchecked.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
@@ -45,6 +45,18 @@ pub(crate) enum Seen {
 }
 
 impl Seen {
+    /// The shared store under `scope` (the backend's tag) when one is configured, else this
+    /// process's memory.
+    pub(crate) fn new(scope: &str, store: Option<&Arc<SharedStore>>) -> Self {
+        match store {
+            Some(store) => Self::Shared {
+                scope: scope.to_owned(),
+                store: store.clone(),
+            },
+            None => Self::local(),
+        }
+    }
+
     pub(crate) fn local() -> Self {
         // Room above REPLAY_CAPACITY so moka never evicts a live entry before `first_use`
         // starts refusing.
@@ -148,8 +160,9 @@ impl SharedStore {
 
     async fn purge(&self) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
         let client = self.pool.get().await?;
-        let sql = format!("DELETE FROM {SCHEMA}.seen_jti WHERE until_unix < $1");
-        Ok(client.execute(&sql, &[&now_i64()]).await?)
+        static PURGE: LazyLock<String> =
+            LazyLock::new(|| format!("DELETE FROM {SCHEMA}.seen_jti WHERE until_unix < $1"));
+        Ok(client.execute(PURGE.as_str(), &[&now_i64()]).await?)
     }
 
     async fn first_use(&self, scope: &str, jti: &str, until: u64) -> Result<bool, ProxyError> {
@@ -161,15 +174,17 @@ impl SharedStore {
         let until = i64::try_from(until).unwrap_or(i64::MAX);
         // A row left by an expired token with the same id (not purged yet) is taken over;
         // a live one is not, so the row count says whether this use is the first.
-        let sql = format!(
-            "INSERT INTO {SCHEMA}.seen_jti (scope, jti, until_unix) VALUES ($1, $2, $3)
-             ON CONFLICT (scope, jti) DO UPDATE SET until_unix = EXCLUDED.until_unix
-             WHERE seen_jti.until_unix < $4"
-        );
+        static FIRST_USE: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "INSERT INTO {SCHEMA}.seen_jti (scope, jti, until_unix) VALUES ($1, $2, $3)
+                 ON CONFLICT (scope, jti) DO UPDATE SET until_unix = EXCLUDED.until_unix
+                 WHERE seen_jti.until_unix < $4"
+            )
+        });
         let insert = async {
             let client = self.pool.get().await.map_err(unavailable)?;
             client
-                .execute(&sql, &[&scope, &jti, &until, &now_i64()])
+                .execute(FIRST_USE.as_str(), &[&scope, &jti, &until, &now_i64()])
                 .await
                 .map_err(unavailable)
         };

@@ -14,7 +14,7 @@ use crate::forward::{self, Forwarding, StripRules, Target};
 use crate::identity::IdentityExchange;
 use crate::jwt::{Signer, Verifier};
 use crate::metrics::ProxyMetrics;
-use crate::replay::SharedStore;
+use crate::replay::{Seen, SharedStore};
 
 pub(crate) struct Backend {
     pub(crate) target: Target,
@@ -61,13 +61,14 @@ impl ProxyState {
             .transpose()?;
         let mut backends = HashMap::new();
         for (tag, b) in &cfg.backends {
-            let mut backend = build_backend(tag, b, &identities, cfg.max_body_bytes, &metrics)?;
-            if let Some(store) = &replay_store {
-                backend.callback = backend.callback.map(|cb| Callback {
-                    verifier: cb.verifier.shared(tag, store.clone()),
-                    ..cb
-                });
-            }
+            let backend = build_backend(
+                tag,
+                b,
+                &identities,
+                replay_store.as_ref(),
+                cfg.max_body_bytes,
+                &metrics,
+            )?;
             backends.insert(tag.clone(), backend);
         }
         let names = cfg
@@ -119,6 +120,7 @@ fn build_backend(
     tag: &str,
     b: &BackendConfig,
     identities: &HashMap<String, Arc<IdentityExchange>>,
+    replay_store: Option<&Arc<SharedStore>>,
     max_body: u64,
     metrics: &ProxyMetrics,
 ) -> Result<Backend, InvalidConfig> {
@@ -145,7 +147,7 @@ fn build_backend(
                 .map_err(|m| InvalidConfig::key(key("callback.upstream"), m))?
                 .max_body(max_body),
             prefixes: cb.allowed_prefixes.clone(),
-            verifier: Verifier::new(&key("callback"), cb)?,
+            verifier: Verifier::new(&key("callback"), cb, Seen::new(tag, replay_store))?,
         }),
         None => None,
     };
