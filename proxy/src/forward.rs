@@ -2,7 +2,6 @@
 //! headers, spoofable proxy headers, the API key), then a streamed exchange with a deadline
 //! on the response head.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -185,7 +184,8 @@ impl Target {
 
 /// Per-request facts the forwarded headers are built from.
 pub(crate) struct Forwarding<'a> {
-    pub peer: IpAddr,
+    /// The peer's address, as `X-Forwarded-For` names it.
+    pub peer: &'a HeaderValue,
     pub request_id: &'a HeaderValue,
     pub trust_forwarded_for: bool,
     pub strip: &'a StripRules,
@@ -233,10 +233,14 @@ pub(crate) async fn send(
     }
     fwd.strip.strip(headers);
     let xff = match prior_xff {
-        Some(prior) => format!("{prior}, {}", fwd.peer),
-        None => fwd.peer.to_string(),
+        Some(prior) => HeaderValue::try_from(format!(
+            "{prior}, {}",
+            fwd.peer.to_str().unwrap_or_default()
+        ))
+        .ok(),
+        None => Some(fwd.peer.clone()),
     };
-    if let Ok(xff) = HeaderValue::try_from(xff) {
+    if let Some(xff) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
     }
     headers.insert(X_REQUEST_ID.clone(), fwd.request_id.clone());

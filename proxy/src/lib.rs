@@ -52,7 +52,6 @@ mod state;
 mod workers;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -231,6 +230,9 @@ async fn accept(role: Listener, listener: TcpListener, serving: &Serving<'_>, sh
                 continue;
             }
         };
+        // The peer as `X-Forwarded-For` names it, made once per connection.
+        let peer = HeaderValue::try_from(peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         let state = serving.state.clone();
         let watcher = serving.graceful.watcher();
         let deadlines = serving.deadlines;
@@ -255,7 +257,7 @@ async fn accept(role: Listener, listener: TcpListener, serving: &Serving<'_>, sh
                 ));
                 let service = service_fn(move |req| {
                     let in_flight = conn_state.begin();
-                    let handled = handle(state.clone(), role, peer, flag.clone(), req);
+                    let handled = handle(state.clone(), role, peer.clone(), flag.clone(), req);
                     async move { Ok::<_, Infallible>(held_until_sent(handled.await, in_flight)) }
                 });
                 let conn = http1::Builder::new()
@@ -289,7 +291,7 @@ fn held_until_sent(resp: Response<ProxyBody>, in_flight: InFlight) -> Response<P
 async fn handle(
     state: Arc<ProxyState>,
     role: Listener,
-    peer: SocketAddr,
+    peer: HeaderValue,
     framing: FramingFlag,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -319,17 +321,17 @@ async fn handle(
             match role {
                 // Without a span the future is not wrapped: every wrapper moves it once more.
                 Listener::Internal if span.is_none() => {
-                    dispatch(&state, peer, req, &request_id, &mut label).await
+                    dispatch(&state, &peer, req, &request_id, &mut label).await
                 }
                 Listener::Internal => {
-                    dispatch(&state, peer, req, &request_id, &mut label)
+                    dispatch(&state, &peer, req, &request_id, &mut label)
                         .instrument(span.clone())
                         .await
                 }
                 // The other two routes are boxed so that the forwarding route's future, which
                 // every internal request moves through hyper, is no bigger than it needs.
                 Listener::Partner => {
-                    Box::pin(partner(&state, peer, req, &request_id, &mut label))
+                    Box::pin(partner(&state, &peer, req, &request_id, &mut label))
                         .instrument(span.clone())
                         .await
                 }
@@ -398,7 +400,7 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
 /// nothing here.
 async fn partner<'s>(
     state: &'s ProxyState,
-    peer: SocketAddr,
+    peer: &HeaderValue,
     req: Request<Incoming>,
     request_id: &HeaderValue,
     label: &mut &'s str,
@@ -414,7 +416,7 @@ async fn partner<'s>(
 /// The internal listener: forwarding by `x-api-tag` only; no ops endpoints, no callbacks.
 async fn dispatch<'s>(
     state: &'s ProxyState,
-    peer: SocketAddr,
+    peer: &HeaderValue,
     mut req: Request<Incoming>,
     request_id: &HeaderValue,
     label: &mut &'s str,
@@ -482,7 +484,7 @@ async fn dispatch<'s>(
 /// forwarded to the internal upstream, which sees `<path>` only.
 async fn callback<'s>(
     state: &'s ProxyState,
-    peer: SocketAddr,
+    peer: &HeaderValue,
     req: Request<Incoming>,
     rest: &str,
     request_id: &HeaderValue,

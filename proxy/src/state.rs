@@ -2,7 +2,6 @@
 //! targets, identity exchange, signer and callback verifier; internal callers; strip rules).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,12 +101,12 @@ impl ProxyState {
     /// the proxy's header rules and the headers it adds (`extra`).
     pub(crate) fn forwarding<'a>(
         &'a self,
-        peer: SocketAddr,
+        peer: &'a HeaderValue,
         request_id: &'a HeaderValue,
         extra: Vec<(HeaderName, HeaderValue)>,
     ) -> Forwarding<'a> {
         Forwarding {
-            peer: peer.ip(),
+            peer,
             request_id,
             trust_forwarded_for: self.trust_forwarded_for,
             strip: &self.strip,
