@@ -177,6 +177,28 @@ Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!";
 }
 
 #[tokio::test]
+async fn a_trusted_forwarded_for_chain_gets_the_peer_appended() {
+    let (scooter, scooter_addr) = Backend::start().await;
+    let mut backends = BTreeMap::new();
+    backends.insert("scooter".to_owned(), backend_config(scooter_addr));
+    let mut config = proxy_config(backends);
+    config.trust_forwarded_for = true;
+    let proxy = start_proxy(config).await;
+    let c = client();
+    let sent = [
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-for", "7.7.7.7"),
+    ];
+    let (_, seen) = reflect(&c, &proxy, &scooter, &sent).await;
+    assert_eq!(seen["x-forwarded-for"], "6.6.6.6, 7.7.7.7, 127.0.0.1");
+    // Without a chain the peer stands alone, on every request of the connection.
+    for _ in 0..2 {
+        let (_, seen) = reflect(&c, &proxy, &scooter, &[]).await;
+        assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    }
+}
+
+#[tokio::test]
 async fn hop_by_hop_personal_and_spoofed_headers_are_dropped() {
     let (scooter, _bikes, proxy, c) = setup().await;
     let sent = [
