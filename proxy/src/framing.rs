@@ -76,6 +76,16 @@ impl Sniffer {
                             continue;
                         }
                     }
+                    if buf.is_empty() {
+                        // The common case, a whole head in one read, is parsed where it lies:
+                        // no copy, no allocation.
+                        let window = &data[..data.len().min(MAX_HEAD + 1)];
+                        if let Some(end) = head_end(window) {
+                            self.state = head_state(&data[..end], &self.flag);
+                            data = &data[end..];
+                            continue;
+                        }
+                    }
                     let start = buf.len().saturating_sub(3);
                     let take = data.len().min(MAX_HEAD + 1 - buf.len().min(MAX_HEAD));
                     buf.extend_from_slice(&data[..take]);

@@ -257,7 +257,10 @@ async fn accept(role: Listener, listener: TcpListener, serving: &Serving<'_>, sh
                 ));
                 let service = service_fn(move |req| {
                     let in_flight = conn_state.begin();
-                    let handled = handle(state.clone(), role, peer.clone(), flag.clone(), req);
+                    // Boxed once here: hyper would otherwise move the whole request future
+                    // (a few KB) through the closure, this block and its own slot.
+                    let handled =
+                        Box::pin(handle(state.clone(), role, peer.clone(), flag.clone(), req));
                     async move { Ok::<_, Infallible>(held_until_sent(handled.await, in_flight)) }
                 });
                 let conn = http1::Builder::new()
@@ -317,7 +320,9 @@ async fn handle(
             "both content-length and transfer-encoding",
         ))
     } else {
-        let routed = async {
+        // Built in place: a `let` before the await would keep a second copy's room in this
+        // future.
+        let routed = tokio::time::timeout_at(deadline, async {
             match role {
                 // Without a span the future is not wrapped: every wrapper moves it once more.
                 Listener::Internal if span.is_none() => {
@@ -339,10 +344,8 @@ async fn handle(
                     Box::pin(ops::serve(&state.identities, &state.metrics, &req)).await
                 }
             }
-        };
-        tokio::time::timeout_at(deadline, routed)
-            .await
-            .unwrap_or(Err(ProxyError::RequestTimeout))
+        });
+        routed.await.unwrap_or(Err(ProxyError::RequestTimeout))
     };
     let mut resp = result.unwrap_or_else(ProxyError::into_response);
     resp.headers_mut()
