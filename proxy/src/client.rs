@@ -142,17 +142,22 @@ pub(crate) async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
 /// (tracing not set up) the caller's headers pass through untouched.
 pub(crate) fn set_trace_headers(headers: &mut HeaderMap, span: &tracing::Span) {
     if let Some(ours) = trace::headers(span) {
-        set_hop_headers(headers, &ours);
+        set_hop_headers(headers, ours);
     }
 }
 
-/// Replaces the caller's `traceparent`/`tracestate` with `ours`.
-pub(crate) fn set_hop_headers(headers: &mut HeaderMap, ours: &trace::TraceHeaders) {
-    headers.remove(trace::HEADER);
-    headers.remove(trace::STATE_HEADER);
-    for (name, value) in ours.pairs() {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
-        }
+static TRACEPARENT: HeaderName = HeaderName::from_static(trace::HEADER);
+static TRACESTATE: HeaderName = HeaderName::from_static(trace::STATE_HEADER);
+
+/// Replaces the caller's `traceparent`/`tracestate` with `ours` (whose strings become the
+/// header values without a copy).
+pub(crate) fn set_hop_headers(headers: &mut HeaderMap, ours: trace::TraceHeaders) {
+    headers.remove(&TRACEPARENT);
+    headers.remove(&TRACESTATE);
+    if let Ok(value) = HeaderValue::try_from(ours.traceparent) {
+        headers.insert(TRACEPARENT.clone(), value);
+    }
+    if let Some(Ok(value)) = ours.tracestate.map(HeaderValue::try_from) {
+        headers.insert(TRACESTATE.clone(), value);
     }
 }

@@ -257,7 +257,7 @@ pub(crate) async fn send(
     let span = match parts.extensions.remove::<trace::TraceHeaders>() {
         // Spans are not exported: the hop computed for this request stands in for ours.
         Some(hop) => {
-            set_hop_headers(headers, &hop);
+            set_hop_headers(headers, hop);
             tracing::Span::none()
         }
         None => {

@@ -467,12 +467,17 @@ async fn dispatch<'s>(
             .ok_or_else(|| ProxyError::MissingHeader(name.to_string()))?
             .to_str()
             .map_err(|_| ProxyError::InvalidHeader(name.to_string()))?;
-        let id = identity.partner_user_id(phone_id).await?;
-        user_id = id.to_str().ok().map(str::to_owned);
-        extra.push((identity.user_id_header.clone(), id));
+        user_id = Some((
+            &identity.user_id_header,
+            identity.partner_user_id(phone_id).await?,
+        ));
     }
     if let Some((header, signer)) = &backend.signer {
-        extra.push((header.clone(), signer.bearer(user_id.as_deref())?));
+        let sub = user_id.as_ref().and_then(|(_, id)| id.to_str().ok());
+        extra.push((header.clone(), signer.bearer(sub)?));
+    }
+    if let Some((header, id)) = user_id {
+        extra.push((header.clone(), id));
     }
     let path_and_query = req
         .uri()

@@ -58,9 +58,25 @@ pub fn next_hop(traceparent: Option<&str>, tracestate: Option<&str>) -> TraceHea
         ),
         None => (ids.new_trace_id(), TraceFlags::SAMPLED, None),
     };
+    let mut traceparent = String::with_capacity(55);
+    traceparent.push_str("00-");
+    push_hex(&mut traceparent, &trace_id.to_bytes());
+    traceparent.push('-');
+    push_hex(&mut traceparent, &ids.new_span_id().to_bytes());
+    traceparent.push('-');
+    push_hex(&mut traceparent, &[flags.to_u8()]);
     TraceHeaders {
-        traceparent: format!("00-{trace_id}-{}-{:02x}", ids.new_span_id(), flags.to_u8()),
+        traceparent,
         tracestate,
+    }
+}
+
+/// Lowercase hex of `bytes`, as `traceparent` spells ids (hot path: no formatter).
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
 }
 
@@ -165,6 +181,11 @@ mod tests {
             "a span id of its own"
         );
         assert!(sc.is_sampled());
+        // Spelled as the W3C propagator spells it.
+        assert_eq!(
+            hop.traceparent,
+            format!("00-{}-{}-01", sc.trace_id(), sc.span_id())
+        );
         assert_eq!(hop.tracestate.as_deref(), Some("vendor=1"));
         let unsampled = next_hop(
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
@@ -174,6 +195,7 @@ mod tests {
             !parse(&unsampled.traceparent).unwrap().is_sampled(),
             "flags kept"
         );
+        assert!(unsampled.traceparent.ends_with("-00"));
         for junk in [None, Some(""), Some("00-zz-01")] {
             let new = next_hop(junk, Some("vendor=1"));
             let sc = parse(&new.traceparent).expect("a new trace");
