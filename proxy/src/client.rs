@@ -18,7 +18,7 @@ use switchyard_runtime::trace;
 
 use crate::body::{full, BoxError, ProxyBody};
 
-/// The pooled client every outgoing request goes through.
+/// The pooled client identity lookups go through (backends use `crate::pool`).
 pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// Largest lookup answer read; lookups are tiny JSON documents.
