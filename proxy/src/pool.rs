@@ -11,6 +11,8 @@
 //! - A request that fails on a reused connection before a byte of it was written (the backend
 //!   closed the idle connection meanwhile) is sent again on another connection, as hyper-util's
 //!   client does; anything else is the caller's error.
+//! - A request never waits behind another: a connection still sending a request body that the
+//!   backend already answered stays busy, and the request takes or dials another.
 //! - Idle connections are dropped after [`IDLE_TIMEOUT`]; at most [`MAX_IDLE`] per origin.
 
 use std::cell::RefCell;
@@ -78,7 +80,7 @@ pub(crate) async fn send(
 ) -> Result<Response<PooledBody>, BoxError> {
     let mut req = req;
     loop {
-        let (mut sender, reused) = match checkout(origin.id) {
+        let (mut sender, reused) = match idle_connection(origin.id).await {
             Some(sender) => (sender, true),
             // Boxed: dialing (TCP, TLS, handshake) is rare and its state large.
             None => (Box::pin(connect(origin)).await?, false),
@@ -102,6 +104,25 @@ pub(crate) async fn send(
             },
         }
     }
+}
+
+/// A connection of this worker to `origin` that is ready for a request, if there is one.
+///
+/// A connection is put back when its answer has been read, a moment before its task has seen
+/// that; one turn of the worker lets the task catch up. A connection that is still not ready
+/// after that is busy (the backend answered before it read all of a request body that is
+/// still being sent): it stays in the pool, and the request goes elsewhere, not behind it.
+async fn idle_connection(origin: u64) -> Option<Sender> {
+    let sender = checkout(origin)?;
+    if sender.is_ready() {
+        return Some(sender);
+    }
+    tokio::task::yield_now().await;
+    if sender.is_ready() {
+        return Some(sender);
+    }
+    checkin(origin, sender);
+    None
 }
 
 /// An open connection of this worker to `origin`: the most recently used one that is ready
@@ -335,6 +356,32 @@ mod tests {
         let resp = send(&origin, get()).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_does_not_wait_behind_an_upload_the_backend_answered_early() {
+        let (origin, accepted) = backend(Answer::KeepAlive).await;
+        // A body that sends one chunk and then never ends; the backend answers at the head.
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        tx.try_send(Ok(Frame::data(Bytes::from_static(b"part"))))
+            .unwrap();
+        let upload = Request::builder()
+            .method("POST")
+            .uri("/upload")
+            .header(HOST, "backend")
+            .header("transfer-encoding", "chunked")
+            .body(http_body_util::StreamBody::new(rx).boxed())
+            .unwrap();
+        let resp = send(&origin, upload).await.unwrap();
+        assert_eq!(read_all(resp).await, "ok");
+        // The first connection is still sending the upload: the next request takes a new one.
+        let next = tokio::time::timeout(Duration::from_secs(5), send(&origin, get()))
+            .await
+            .expect("the second request waited behind the upload")
+            .unwrap();
+        assert_eq!(read_all(next).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        drop(tx);
     }
 
     #[tokio::test]
