@@ -518,8 +518,7 @@ async fn callback<'s>(
     }
     let forwarded =
         PathAndQuery::try_from(forwarded).map_err(|e| ProxyError::Internal(e.into()))?;
-    // Boxed: the shared store's query state would double the size of every request's future.
-    Box::pin(cb.verifier.use_up(&claims)).await?;
+    cb.verifier.use_up(&claims).await?;
     let mut extra = vec![(
         X_PARTNER_TAG.clone(),
         HeaderValue::from_str(tag).map_err(|e| ProxyError::Internal(e.into()))?,

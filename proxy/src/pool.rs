@@ -131,11 +131,12 @@ async fn idle_connection(origin: u64) -> Option<Sender> {
 fn checkout(origin: u64) -> Option<Sender> {
     IDLE.with_borrow_mut(|idle| {
         let list = idle.get_mut(&origin)?;
+        let now = Instant::now();
         let mut i = list.len();
         while i > 0 {
             i -= 1;
             let entry = &list[i];
-            if entry.sender.is_closed() || entry.since.elapsed() >= IDLE_TIMEOUT {
+            if entry.sender.is_closed() || now.duration_since(entry.since) >= IDLE_TIMEOUT {
                 list.remove(i);
             } else if entry.sender.is_ready() {
                 return Some(list.remove(i).sender);
