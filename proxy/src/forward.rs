@@ -2,7 +2,7 @@
 //! headers, spoofable proxy headers, the API key), then a streamed exchange with a deadline
 //! on the response head.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
@@ -230,10 +230,11 @@ pub(crate) async fn send(
     if declared.is_some_and(|len| len > target.max_body) {
         return Err(ProxyError::BodyTooLarge(target.max_body));
     }
-    let deadline = parts
-        .extensions
-        .get::<Deadline>()
-        .map_or_else(|| tokio::time::Instant::now() + target.timeout, |d| d.0);
+    let started = tokio::time::Instant::now();
+    // The answer's head must come by the backend's own limit and by the request's deadline:
+    // one timer for whichever is first.
+    let head_by = started + target.timeout;
+    let deadline = parts.extensions.get::<Deadline>().map_or(head_by, |d| d.0);
     let tripped = Tripped::default();
     let uri = target.uri(path_and_query)?;
     let headers = &mut parts.headers;
@@ -292,8 +293,8 @@ pub(crate) async fn send(
     let bounded = Bounded::new(body, target.max_body, deadline, tripped.clone());
     let upstream = Request::from_parts(parts, http_body_util::BodyExt::boxed(bounded));
 
-    let started = Instant::now();
-    let exchange = tokio::time::timeout(target.timeout, pool::send(&target.origin, upstream));
+    let exchange =
+        tokio::time::timeout_at(head_by.min(deadline), pool::send(&target.origin, upstream));
     // Without a span the exchange is not wrapped: every wrapper moves the future once more.
     let result = if span.is_none() {
         exchange.await
@@ -315,6 +316,7 @@ pub(crate) async fn send(
         .upstream_seconds
         .observe(started.elapsed().as_secs_f64());
     let resp = match result {
+        Err(_) if deadline <= head_by => return Err(ProxyError::RequestTimeout),
         Err(_) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(_)) if tripped.too_large() => return Err(ProxyError::BodyTooLarge(target.max_body)),
         Ok(Err(_)) if tripped.deadline() => return Err(ProxyError::RequestTimeout),

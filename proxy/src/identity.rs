@@ -10,6 +10,7 @@ use moka::future::Cache;
 use moka::policy::EvictionPolicy;
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::client::{self, post_json, LookupError};
 use crate::config::{IdentityConfig, InvalidConfig};
@@ -93,8 +94,14 @@ impl IdentityExchange {
     }
 
     /// The partner user id for `phone_id`, from the cache or from one upstream lookup shared
-    /// by every concurrent caller asking for the same id. Failures are not cached.
-    pub(crate) async fn partner_user_id(&self, phone_id: &str) -> Result<HeaderValue, ProxyError> {
+    /// by every concurrent caller asking for the same id. Failures are not cached. A lookup
+    /// still running at the request's `deadline` is dropped (504 `request_timeout`); a caller
+    /// waiting for the same id then runs the lookup itself (moka's `try_get_with`).
+    pub(crate) async fn partner_user_id(
+        &self,
+        phone_id: &str,
+        deadline: Instant,
+    ) -> Result<HeaderValue, ProxyError> {
         if !valid_phone_id(phone_id) {
             return Err(ProxyError::InvalidHeader(self.phone_id_header.to_string()));
         }
@@ -105,11 +112,13 @@ impl IdentityExchange {
         self.misses.inc();
         // Boxed: the lookup's state is most of this future's size, and a hit should not carry
         // (and move) it through every layer of the request.
-        Box::pin(
+        Box::pin(tokio::time::timeout_at(
+            deadline,
             self.cache
                 .try_get_with_by_ref(phone_id, self.lookup(phone_id)),
-        )
+        ))
         .await
+        .map_err(|_| ProxyError::RequestTimeout)?
         .map_err(|e| match &*e {
             LookupError::Status {
                 status: StatusCode::NOT_FOUND,

@@ -58,7 +58,6 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::uri::PathAndQuery;
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -281,14 +280,39 @@ async fn accept(role: Listener, listener: TcpListener, serving: &Serving<'_>, sh
 
 /// The response with the request counted in flight on its connection until its body is done,
 /// so neither connection deadline runs while an answer streams.
-fn held_until_sent(resp: Response<ProxyBody>, in_flight: InFlight) -> Response<ProxyBody> {
-    resp.map(|body| {
-        body.map_frame(move |frame| {
-            let _held = &in_flight;
-            frame
-        })
-        .boxed()
+fn held_until_sent(resp: Response<ProxyBody>, in_flight: InFlight) -> Response<Held> {
+    resp.map(|body| Held {
+        body,
+        _in_flight: in_flight,
     })
+}
+
+/// A response body that holds its request's in-flight count until it is dropped. A struct,
+/// not one more boxed wrapper: every layer of box is an allocation and a virtual call per
+/// frame.
+struct Held {
+    body: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 async fn handle(
@@ -320,32 +344,37 @@ async fn handle(
             "both content-length and transfer-encoding",
         ))
     } else {
-        // Built in place: a `let` before the await would keep a second copy's room in this
-        // future.
-        let routed = tokio::time::timeout_at(deadline, async {
-            match role {
-                // Without a span the future is not wrapped: every wrapper moves it once more.
-                Listener::Internal if span.is_none() => {
-                    dispatch(&state, &peer, req, &request_id, &mut label).await
-                }
-                Listener::Internal => {
-                    dispatch(&state, &peer, req, &request_id, &mut label)
-                        .instrument(span.clone())
-                        .await
-                }
-                // The other two routes are boxed so that the forwarding route's future, which
-                // every internal request moves through hyper, is no bigger than it needs.
-                Listener::Partner => {
-                    Box::pin(partner(&state, &peer, req, &request_id, &mut label))
-                        .instrument(span.clone())
-                        .await
-                }
-                Listener::Ops => {
-                    Box::pin(ops::serve(&state.identities, &state.metrics, &req)).await
-                }
+        // The forwarding route has no timer of its own: its one wait that can last (the
+        // backend's answer) runs under `forward::send`'s single timer, which is also this
+        // deadline, and an identity lookup is bounded by it too. A second timer per request
+        // cost a wheel entry, its removal and a clock read (bench-results/proxy.md).
+        let timed_out = || Err(ProxyError::RequestTimeout);
+        match role {
+            // Without a span the future is not wrapped: every wrapper moves it once more.
+            Listener::Internal if span.is_none() => {
+                dispatch(&state, &peer, req, &request_id, &mut label).await
             }
-        });
-        routed.await.unwrap_or(Err(ProxyError::RequestTimeout))
+            Listener::Internal => {
+                dispatch(&state, &peer, req, &request_id, &mut label)
+                    .instrument(span.clone())
+                    .await
+            }
+            // The other two routes are boxed so that the forwarding route's future, which
+            // every internal request moves through hyper, is no bigger than it needs.
+            Listener::Partner => tokio::time::timeout_at(
+                deadline,
+                Box::pin(partner(&state, &peer, req, &request_id, &mut label))
+                    .instrument(span.clone()),
+            )
+            .await
+            .unwrap_or_else(|_| timed_out()),
+            Listener::Ops => tokio::time::timeout_at(
+                deadline,
+                Box::pin(ops::serve(&state.identities, &state.metrics, &req)),
+            )
+            .await
+            .unwrap_or_else(|_| timed_out()),
+        }
     };
     let mut resp = result.unwrap_or_else(ProxyError::into_response);
     resp.headers_mut()
@@ -425,6 +454,10 @@ async fn dispatch<'s>(
     label: &mut &'s str,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     guard::check_request(&req, &state.allowed_hosts)?;
+    let deadline = req.extensions().get::<body::Deadline>().map_or_else(
+        || tokio::time::Instant::now() + state.request_timeout,
+        |d| d.0,
+    );
     let decoded = guard::check_path(req.uri().path())?;
     let (caller, credential) = match state.callers.authenticate(req.headers()) {
         Ok(found) => found,
@@ -469,7 +502,7 @@ async fn dispatch<'s>(
             .map_err(|_| ProxyError::InvalidHeader(name.to_string()))?;
         user_id = Some((
             &identity.user_id_header,
-            identity.partner_user_id(phone_id).await?,
+            identity.partner_user_id(phone_id, deadline).await?,
         ));
     }
     if let Some((header, signer)) = &backend.signer {

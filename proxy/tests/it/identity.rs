@@ -172,6 +172,40 @@ async fn partner_lookup_down_is_503_and_nothing_is_cached() {
     assert_eq!(backend.seen().len(), 1);
 }
 
+/// The request deadline (300 ms) bounds a lookup that hangs, well before the lookup's own
+/// 2 s timeout; nothing is cached, and the id is looked up again on the next request.
+#[tokio::test]
+async fn a_lookup_that_outlives_the_request_deadline_is_504_and_nothing_is_cached() {
+    let (lookups, lookups_addr) = Lookups::start_with_gate(0).await;
+    let (backend, backend_addr) = Backend::start().await;
+    let mut cfg = backend_config(backend_addr);
+    cfg.identity = Some("scooter".into());
+    let mut config = proxy_config(BTreeMap::from([("scooter".to_owned(), cfg)]));
+    config.request_timeout_ms = 300;
+    config
+        .identity
+        .insert("scooter".into(), identity_config(lookups_addr));
+    let proxy = start_proxy(config).await;
+    let c = client();
+
+    let started = std::time::Instant::now();
+    send_refused(&c, ride(proxy.addr, "slow-1"), 504, "request_timeout").await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1_500),
+        "the lookup's own 2 s timeout ended it, not the request deadline: {:?}",
+        started.elapsed()
+    );
+    assert!(backend.seen().is_empty());
+
+    lookups.gate.add_permits(100);
+    assert_eq!(send(&c, ride(proxy.addr, "slow-1")).await.status, 200);
+    assert_eq!(
+        backend.last().headers["x-partner-user-id"],
+        user_of("slow-1").as_str()
+    );
+    assert_eq!(metric(&c, proxy.ops_addr, MISSES).await, 2.0);
+}
+
 #[tokio::test]
 async fn unreachable_personal_is_503() {
     let (backend, proxy, c) = setup(closed_addr().await, 600_000).await;
