@@ -111,6 +111,8 @@ pub async fn serve_with(
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let app = app.clone();
+        // Without the feature `Tls` is `Infallible`, which is `Copy`.
+        #[cfg_attr(not(feature = "tls"), allow(clippy::clone_on_copy))]
         let tls = tls.clone();
         crate::shutdown::spawn_detached("http-connection", async move {
             match tls {
