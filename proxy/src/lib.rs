@@ -63,7 +63,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use switchyard_runtime::conn::{ConnDeadlines, ConnState, DeadlineIo, InFlight};
+use switchyard_runtime::conn::{ConnDeadlines, ConnState, DeadlineIo, Held, InFlight};
 use switchyard_runtime::{telemetry, trace, Shutdown};
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -280,39 +280,8 @@ async fn accept(role: Listener, listener: TcpListener, serving: &Serving<'_>, sh
 
 /// The response with the request counted in flight on its connection until its body is done,
 /// so neither connection deadline runs while an answer streams.
-fn held_until_sent(resp: Response<ProxyBody>, in_flight: InFlight) -> Response<Held> {
-    resp.map(|body| Held {
-        body,
-        _in_flight: in_flight,
-    })
-}
-
-/// A response body that holds its request's in-flight count until it is dropped. A struct,
-/// not one more boxed wrapper: every layer of box is an allocation and a virtual call per
-/// frame.
-struct Held {
-    body: ProxyBody,
-    _in_flight: InFlight,
-}
-
-impl hyper::body::Body for Held {
-    type Data = bytes::Bytes;
-    type Error = body::BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
+fn held_until_sent(resp: Response<ProxyBody>, in_flight: InFlight) -> Response<Held<ProxyBody>> {
+    resp.map(|body| in_flight.hold(body))
 }
 
 async fn handle(
@@ -352,10 +321,10 @@ async fn handle(
         match role {
             // Without a span the future is not wrapped: every wrapper moves it once more.
             Listener::Internal if span.is_none() => {
-                dispatch(&state, &peer, req, &request_id, &mut label).await
+                dispatch(&state, &peer, req, &request_id, deadline, &mut label).await
             }
             Listener::Internal => {
-                dispatch(&state, &peer, req, &request_id, &mut label)
+                dispatch(&state, &peer, req, &request_id, deadline, &mut label)
                     .instrument(span.clone())
                     .await
             }
@@ -451,13 +420,10 @@ async fn dispatch<'s>(
     peer: &HeaderValue,
     mut req: Request<Incoming>,
     request_id: &HeaderValue,
+    deadline: tokio::time::Instant,
     label: &mut &'s str,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     guard::check_request(&req, &state.allowed_hosts)?;
-    let deadline = req.extensions().get::<body::Deadline>().map_or_else(
-        || tokio::time::Instant::now() + state.request_timeout,
-        |d| d.0,
-    );
     let decoded = guard::check_path(req.uri().path())?;
     let (caller, credential) = match state.callers.authenticate(req.headers()) {
         Ok(found) => found,

@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use switchyard_proxy::config::ProxyConfig;
+
 use crate::common::*;
 
 const HITS: &str = "switchyard_proxy_identity_cache_hits_total{identity=\"scooter\"}";
@@ -15,13 +17,24 @@ const MISSES: &str = "switchyard_proxy_identity_cache_misses_total{identity=\"sc
 const SIZE: &str = "switchyard_proxy_identity_cache_size{identity=\"scooter\"}";
 
 async fn setup(lookups_addr: SocketAddr, ttl_ms: u64) -> (Backend, Proxy, TestClient) {
-    setup_with_capacity(lookups_addr, ttl_ms, 1_000).await
+    setup_with(lookups_addr, ttl_ms, 1_000, |_| {}).await
 }
 
 async fn setup_with_capacity(
     lookups_addr: SocketAddr,
     ttl_ms: u64,
     capacity: u64,
+) -> (Backend, Proxy, TestClient) {
+    setup_with(lookups_addr, ttl_ms, capacity, |_| {}).await
+}
+
+/// A proxy whose `scooter` backend exchanges phone ids at `lookups_addr`; `tweak` changes the
+/// rest of its config.
+async fn setup_with(
+    lookups_addr: SocketAddr,
+    ttl_ms: u64,
+    capacity: u64,
+    tweak: impl FnOnce(&mut ProxyConfig),
 ) -> (Backend, Proxy, TestClient) {
     let (backend, backend_addr) = Backend::start().await;
     let mut cfg = backend_config(backend_addr);
@@ -31,6 +44,7 @@ async fn setup_with_capacity(
     identity.cache_ttl_ms = ttl_ms;
     identity.cache_capacity = capacity;
     config.identity.insert("scooter".into(), identity);
+    tweak(&mut config);
     (backend, start_proxy(config).await, client())
 }
 
@@ -177,16 +191,10 @@ async fn partner_lookup_down_is_503_and_nothing_is_cached() {
 #[tokio::test]
 async fn a_lookup_that_outlives_the_request_deadline_is_504_and_nothing_is_cached() {
     let (lookups, lookups_addr) = Lookups::start_with_gate(0).await;
-    let (backend, backend_addr) = Backend::start().await;
-    let mut cfg = backend_config(backend_addr);
-    cfg.identity = Some("scooter".into());
-    let mut config = proxy_config(BTreeMap::from([("scooter".to_owned(), cfg)]));
-    config.request_timeout_ms = 300;
-    config
-        .identity
-        .insert("scooter".into(), identity_config(lookups_addr));
-    let proxy = start_proxy(config).await;
-    let c = client();
+    let (backend, proxy, c) = setup_with(lookups_addr, 600_000, 1_000, |config| {
+        config.request_timeout_ms = 300;
+    })
+    .await;
 
     let started = std::time::Instant::now();
     send_refused(&c, ride(proxy.addr, "slow-1"), 504, "request_timeout").await;

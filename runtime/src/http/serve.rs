@@ -22,7 +22,6 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use http_body_util::BodyExt;
 use std::sync::Arc;
 
 use super::ErrorBody;
@@ -262,12 +261,7 @@ impl Tracker {
         let resp = tower::ServiceExt::oneshot(app, req)
             .await
             .unwrap_or_else(|never| match never {});
-        resp.map(|body| {
-            Body::new(body.map_frame(move |frame| {
-                let _held = &in_flight;
-                frame
-            }))
-        })
+        resp.map(|body| Body::new(in_flight.hold(body)))
     }
 }
 
